@@ -1,0 +1,57 @@
+"""Render bench results (the dict run.py writes to results/bench.json) as bench/RESULTS.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+METRICS = ("accuracy", "macro_f1", "in_scope_accuracy", "oos_recall", "p_at_1", "mrr_at_10", "threshold",
+           "train_seconds", "parse_ms_p50", "parse_ms_p99", "rss_mb", "n_test")
+VARIANT_NAMES = {"ours": "this project", "baseline": "baseline", "ours_no_encoder": "this project, no dense encoder",
+                 "dense_only": "dense encoder only"}
+DATASET_NOTES = {
+    "banking77": "Banking77, English, 77 intents; train → test",
+    "clinc150": "CLINC150, English, 150 intents + `oos`; train → val",
+    "smp2017": "SMP2017-ECDT, Chinese, 31 classes; train → dev",
+    "bq": "BQ, Chinese bank question pairs; scorer trained on ATEC, threshold on BQ dev half 1, tested on half 2",
+    "insuranceqa_zh": "InsuranceQA-zh valid, rank each question's ~200 candidate answers",
+    "bundled": "the bundled bank bot (nlu_data/, knowledge/): `bot train`, `Agent.parse`, `bot run`",
+}
+BASELINES = ("Baselines, same process, same files: intents = character 1-4-gram TF-IDF + LinearSVC on the raw "
+             "text; pairs = symmetric self-normalised BM25 on jieba tokens, threshold on the same dev half; "
+             "QA = BM25 of the question against each candidate.")
+
+
+def render(results: dict[str, Any], targets: dict[str, list[Any]]) -> str:
+    machine = results.get("_machine", {})
+    lines = ["# Benchmark results", "",
+             f"`make bench` (`python bench/run.py`), {machine.get('date', '?')}, {machine.get('cpus', '?')} CPUs, "
+             f"no GPU, Python {machine.get('python', '?')}, dense encoder `{machine.get('encoder', '?')}`.", "",
+             BASELINES, "", "## Targets", "", "| target | goal | this project | baseline | met? |",
+             "|---|---|---|---|---|"]
+    for dataset, dataset_targets in targets.items():
+        for target in dataset_targets:
+            ours = results.get(dataset, {}).get("ours", {}).get(target.metric)
+            baseline = results.get(dataset, {}).get("baseline", {}).get(target.metric)
+            sign = "≥" if target.higher_is_better else "≤"
+            verdict = "not run" if ours is None else ("**met**" if target.met(ours) else "**missed**")
+            lines.append(f"| {target.what} | {sign} {target.goal} | {_fmt(ours)} | {_fmt(baseline)} | {verdict} |")
+    lines += ["", "## All numbers", ""]
+    for dataset, variants in results.items():
+        if dataset.startswith("_"):
+            continue
+        metrics = [m for m in METRICS if any(m in v for v in variants.values())]
+        lines += [f"### {dataset}", "", DATASET_NOTES.get(dataset, ""), "",
+                  "| | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        for variant, values in variants.items():
+            row = " | ".join(_fmt(values.get(m)) for m in metrics)
+            lines.append(f"| {VARIANT_NAMES.get(variant, variant)} | {row} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,184 @@
+"""The `bot` command. Heavy libraries are imported inside each command so `bot --help` starts fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="示例银行智能客服 — a Chinese-first bank customer-service bot.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+eval_app = typer.Typer(help="Score the NLU on external data sets (the project's benchmark entry point).")
+app.add_typer(eval_app, name="eval")
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to config.yml")]
+
+
+def _config(path: Path) -> Any:
+    from bot.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _train_with_progress(config: Any) -> Path:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from bot.model import train
+    from bot.retrieval.knowledge import KnowledgeError
+    from bot.training_data import TrainingDataError
+
+    steps = 5
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  transient=False, console=_stderr_console()) as progress:
+        task = progress.add_task("训练 training", total=steps)
+
+        def advance(description: str) -> None:
+            progress.update(task, description=description, advance=1)
+
+        try:
+            return train(config, advance)
+        except (TrainingDataError, KnowledgeError) as e:
+            _fail(str(e))
+    raise AssertionError("unreachable")
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@app.command()
+def train(config: ConfigOption = Path("config.yml")) -> None:
+    """Train the NLU and index the knowledge base into a new versioned directory under models/."""
+    directory = _train_with_progress(_config(config))
+    metadata = json.loads((directory / "metadata.json").read_text("utf-8"))
+    typer.echo(f"model {directory} ({metadata['n_examples']} examples, {len(metadata['intents'])} intents, "
+               f"{metadata['n_knowledge_entries']} knowledge entries, {metadata['train_seconds']} s)")
+
+
+@app.command()
+def run(config: ConfigOption = Path("config.yml"),
+        host: Annotated[str | None, typer.Option(help="Bind address (default from config)")] = None,
+        port: Annotated[int | None, typer.Option(help="Port (default from config)")] = None) -> None:
+    """Serve the bot over HTTP; trains first when no model exists."""
+    import uvicorn
+
+    from bot.model import latest_model_dir
+    from bot.web.app import create_app
+
+    settings = _config(config)
+    if latest_model_dir(settings) is None:
+        typer.echo("no trained model yet: training the bot first", err=True)
+        _train_with_progress(settings)
+    uvicorn.run(create_app(settings), host=host or settings.server.host, port=port or settings.server.port)
+
+
+@app.command()
+def shell(config: ConfigOption = Path("config.yml"),
+          channel: Annotated[str, typer.Option(help="Channel to answer for: web, app or wechat")] = "web") -> None:
+    """Chat with the bot in the terminal and see what the NLU understood. Ctrl-D or /exit quits."""
+    from bot.shell import run_shell
+
+    run_shell(_agent(_config(config)), channel)
+
+
+def _agent(settings: Any) -> Any:
+    from bot.agent import Agent, NoModelError
+
+    try:
+        return Agent.load(settings)
+    except NoModelError as e:
+        _fail(str(e))
+
+
+@app.command()
+def validate(config: ConfigOption = Path("config.yml")) -> None:
+    """Check the training data and knowledge base; exits non-zero when anything is wrong."""
+    from bot.validate import validate_project
+
+    problems, warnings = validate_project(_config(config))
+    for warning in warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    for problem in problems:
+        typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"ok ({len(warnings)} warnings)")
+
+
+@app.command("test")
+def test_command(config: ConfigOption = Path("config.yml"),
+                 folds: Annotated[int, typer.Option(help="Number of cross-validation folds")] = 5,
+                 out: Annotated[Path, typer.Option(help="Directory for the report files")] = Path("results")) -> None:
+    """k-fold cross-validation of the training data: per-intent report, confusion matrix, errors."""
+    from bot.crossval import cross_validate
+
+    summary = cross_validate(_config(config), folds=folds, out=out)
+    typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+
+
+@eval_app.command("intents")
+def eval_intents(train: Annotated[list[Path], typer.Option("--train", help="TSV text<TAB>intent; repeatable")],
+                 test: Annotated[Path, typer.Option("--test", help="TSV text<TAB>intent")],
+                 config: ConfigOption = Path("config.yml"),
+                 threshold: Annotated[float | None, typer.Option(help="OOS threshold override")] = None,
+                 as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False) -> None:
+    """Train on intent TSV files and score another."""
+    from bot.eval.intents import evaluate_intents
+
+    _print(_evaluate(evaluate_intents, train, test, _config(config), threshold=threshold), as_json)
+
+
+@eval_app.command("pairs")
+def eval_pairs(train: Annotated[Path, typer.Option("--train")], dev: Annotated[Path, typer.Option("--dev")],
+               test: Annotated[Path, typer.Option("--test")], config: ConfigOption = Path("config.yml"),
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Paraphrase detection on text_a<TAB>text_b<TAB>label files; the threshold is chosen on --dev."""
+    from bot.eval.pairs import evaluate_pairs
+
+    _print(_evaluate(evaluate_pairs, train, dev, test, _config(config)), as_json)
+
+
+@eval_app.command("qa")
+def eval_qa(answers: Annotated[Path, typer.Option("--answers")], test: Annotated[Path, typer.Option("--test")],
+            train: Annotated[Path | None, typer.Option("--train")] = None, config: ConfigOption = Path("config.yml"),
+            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Rank each question's candidate answers (answers.tsv + questions JSONL)."""
+    from bot.eval.qa import evaluate_qa
+
+    _print(_evaluate(evaluate_qa, answers, test, _config(config), train_file=train), as_json)
+
+
+def _evaluate(evaluate: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run an evaluation; a bad data file ends the command with the reader's message, not a traceback."""
+    from bot.eval.datasets import DatasetError
+
+    try:
+        return evaluate(*args, **kwargs)
+    except (DatasetError, ValueError) as e:
+        _fail(str(e))
+    raise AssertionError("unreachable")
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        return
+    for key, value in result.items():
+        typer.echo(f"{key:>20}: {value}")
+
+
+if __name__ == "__main__":
+    app()

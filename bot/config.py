@@ -1,0 +1,175 @@
+"""The bot's settings: `config.yml` validated by pydantic, overridable from the environment.
+
+Every key can be overridden with an environment variable named ``BOT__`` + the key path in upper case,
+joined by double underscores, e.g. ``BOT__RETRIEVAL__ENCODER=usem3`` or ``BOT__SERVER__PORT=9000``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+ENV_PREFIX = "BOT__"
+
+
+class ConfigError(ValueError):
+    """A config file or environment override that cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NormalizerStep(_Strict):
+    name: Literal["normalizer"]
+    traditional_to_simplified: bool = True
+    fullwidth_to_halfwidth: bool = True
+    lowercase: bool = True
+    chinese_numerals: bool = True
+    strip_emoji: bool = True
+    collapse_whitespace: bool = True
+
+
+class JiebaTokenizerStep(_Strict):
+    name: Literal["jieba_tokenizer"]
+    user_dict: str | None = "nlu_data/bank_dict.txt"
+
+
+class RuleEntitiesStep(_Strict):
+    """spaCy zh pipeline with an EntityRuler built from the training data's lookups, synonyms and regexes."""
+
+    name: Literal["rule_entities"]
+    use_lookups: bool = True
+    use_regexes: bool = True
+    use_synonyms: bool = True
+
+
+class BuiltinEntitiesStep(_Strict):
+    name: Literal["builtin_entities"]
+    dimensions: list[str] = ["amount", "card_tail", "phone", "id_number", "date", "currency"]
+
+
+class IntentClassifierStep(_Strict):
+    """Logistic regression over char n-gram TF-IDF, word TF-IDF and sentence-encoder features."""
+
+    name: Literal["intent_classifier"]
+    char_ngram_range: tuple[int, int] = (1, 4)
+    word_features: bool = True
+    sentence_encoder: bool = True
+    encoder_weight: float = 1.0
+    C: float = 10.0
+    fallback_threshold: float = Field(0.3, ge=0, le=1)
+    # also nlu_fallback when no training example of the top intent is this similar (encoder cosine); 0 = off
+    min_support: float = Field(0.0, ge=0, le=1)
+    ranking_length: int = Field(10, ge=1)
+
+
+PipelineStep = Annotated[
+    NormalizerStep | JiebaTokenizerStep | RuleEntitiesStep | BuiltinEntitiesStep | IntentClassifierStep,
+    Field(discriminator="name"),
+]
+STEP_NAMES = ("normalizer", "jieba_tokenizer", "rule_entities", "builtin_entities", "intent_classifier")
+
+
+class RetrievalConfig(_Strict):
+    knowledge: str = "knowledge"
+    encoder: str = Field("usem3", description="'usem3', 'none', or a local sentence-transformers model path")
+    fusion: Literal["rrf"] = "rrf"
+    rrf_k: int = 60
+    candidates: int = 20
+    answer_threshold: float = Field(0.55, ge=0, le=1)
+    clarify_threshold: float = Field(0.35, ge=0, le=1)
+    decisive_margin: float = Field(0.15, ge=0, le=1)
+    channel: str = "web"
+
+
+class DialogueConfig(_Strict):
+    faq_over_intent_margin: float = 0.25
+    fallback_response: str = "utter_default"
+    clarify_response: str = "utter_clarify"
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class BotConfig(_Strict):
+    language: str = "zh"
+    nlu_data: str = "nlu_data"
+    models_dir: str = "models"
+    pipeline: list[PipelineStep]
+    retrieval: RetrievalConfig = RetrievalConfig()
+    dialogue: DialogueConfig = DialogueConfig()
+    server: ServerConfig = ServerConfig()
+    root: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _pipeline_has_classifier(self) -> BotConfig:
+        names = [step.name for step in self.pipeline]
+        if "intent_classifier" not in names:
+            raise ValueError("pipeline: an 'intent_classifier' step is required")
+        if len(set(names)) != len(names):
+            raise ValueError(f"pipeline: each step may appear once, got {names}")
+        return self
+
+    def step(self, name: str) -> Any:
+        """The pipeline step called `name`, or None when the pipeline does not have it."""
+        return next((s for s in self.pipeline if s.name == name), None)
+
+    def path(self, relative: str) -> Path:
+        """A path from the config resolved against the directory that holds config.yml."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+
+def load_config(path: str | Path = "config.yml", environ: dict[str, str] | None = None) -> BotConfig:
+    """Read, override from the environment and validate the config file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found (run from the project directory or pass --config)")
+    try:
+        raw = YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
+    except MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(f"{path}: {where}: {e.problem}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    _apply_env_overrides(raw, os.environ if environ is None else environ)
+    try:
+        config = BotConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: invalid config:\n{_describe(e)}") from e
+    config.root = path.resolve().parent
+    return config
+
+
+def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str] | os._Environ[str]) -> None:
+    yaml = YAML(typ="safe")
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: '{key}' is not a section of the config")
+        node[keys[-1]] = yaml.load(value) if value.strip() else value
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        message = item["msg"]
+        if item["type"] == "union_tag_invalid":
+            message = f"unknown step name; known steps: {', '.join(STEP_NAMES)}"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)

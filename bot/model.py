@@ -1,0 +1,143 @@
+"""Train, save and load a model: a versioned directory `models/<timestamp>/` holding everything learned.
+
+A model directory is self-contained: the classifier, the knowledge index and a copy of the training data
+(responses, rules, lookups) it was trained on. The dense encoder is referenced by name, never copied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from bot.config import BotConfig
+from bot.nlu.classifier import ClassifierOptions, IntentClassifier
+from bot.nlu.normalise import NormaliserOptions
+from bot.nlu.pipeline import NLUPipeline
+from bot.nlu.rule_entities import RuleEntityExtractor, entity_phrases
+from bot.nlu.tokenise import Tokenizer
+from bot.retrieval.encoders import Encoder, load_encoder
+from bot.retrieval.knowledge import KnowledgeEntry, load_knowledge
+from bot.retrieval.retriever import KnowledgeRetriever
+from bot.training_data import TrainingData, load_training_data
+
+MODEL_FILE = "model.joblib"
+METADATA_FILE = "metadata.json"
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainedModel:
+    nlu: NLUPipeline
+    retriever: KnowledgeRetriever | None
+    data: TrainingData
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def build_nlu(config: BotConfig, data: TrainingData, encoder: Encoder | None,
+              classifier: IntentClassifier | None = None) -> NLUPipeline:
+    """The pipeline described by `config`, with a fitted classifier if given, else an unfitted one."""
+    normaliser_step = config.step("normalizer")
+    normaliser = NormaliserOptions(**normaliser_step.model_dump(exclude={"name"})) if normaliser_step else \
+        NormaliserOptions(False, False, False, False, False, True)
+    phrases = entity_phrases(data)
+    tokenizer_step = config.step("jieba_tokenizer")
+    user_dict = config.path(tokenizer_step.user_dict) if tokenizer_step and tokenizer_step.user_dict else None
+    tokenizer = Tokenizer(user_dict, extra_words=[w for values in phrases.values() for w in values])
+    rules_step = config.step("rule_entities")
+    rule_entities = None
+    if rules_step:
+        from bot.nlu.normalise import fold
+
+        rule_entities = RuleEntityExtractor(
+            {k: sorted(v) for k, v in phrases.items()} if rules_step.use_lookups else {},
+            data.regexes if rules_step.use_regexes else {},
+            data.synonyms if rules_step.use_synonyms else {},
+            tokenizer, lambda t: fold(t, normaliser))
+    builtin = config.step("builtin_entities")
+    step = config.step("intent_classifier")
+    options = ClassifierOptions(char_ngram_range=tuple(step.char_ngram_range), word_features=step.word_features,
+                                sentence_encoder=step.sentence_encoder, encoder_weight=step.encoder_weight, C=step.C)
+    return NLUPipeline(normaliser=normaliser, tokenizer=tokenizer, classifier=classifier or IntentClassifier(options),
+                       rule_entities=rule_entities, builtin_dimensions=list(builtin.dimensions) if builtin else [],
+                       fallback_threshold=step.fallback_threshold, ranking_length=step.ranking_length,
+                       encoder=encoder, min_support=step.min_support)
+
+
+def fit_classifier(nlu: NLUPipeline, texts: list[str], labels: list[str]) -> None:
+    prepared = [nlu.prepare(t) for t in texts]
+    normalised = [p[0] for p in prepared]
+    nlu.classifier.fit(normalised, [p[1] for p in prepared], labels, nlu.encoder)
+
+
+def build_retriever(config: BotConfig, nlu: NLUPipeline, entries: list[KnowledgeEntry]) -> KnowledgeRetriever | None:
+    if not entries:
+        return None
+    r = config.retrieval
+    encoder = nlu.encoder
+    return KnowledgeRetriever.build(
+        entries, nlu.prepare, (lambda texts: encoder.encode(texts)) if encoder else (lambda texts: None),
+        rrf_k=r.rrf_k, answer_threshold=r.answer_threshold, clarify_threshold=r.clarify_threshold,
+        decisive_margin=r.decisive_margin, candidates=r.candidates)
+
+
+def train(config: BotConfig, progress: Progress = lambda step: None) -> Path:
+    """Train on the config's nlu_data and knowledge, write models/<timestamp>/ and return its path."""
+    started = time.perf_counter()
+    progress("读取训练数据 loading training data")
+    data = load_training_data(config.path(config.nlu_data))
+    knowledge_dir = config.path(config.retrieval.knowledge)
+    entries = load_knowledge(knowledge_dir) if knowledge_dir.exists() else []
+    progress("加载向量模型 loading encoder")
+    encoder = load_encoder(config.retrieval.encoder, str(config.root))
+    nlu = build_nlu(config, data, encoder)
+    progress(f"训练意图分类器 training intent classifier ({len(data.examples)} examples)")
+    fit_classifier(nlu, [e.text for e in data.examples], [e.intent for e in data.examples])
+    progress(f"构建知识库索引 indexing knowledge base ({len(entries)} entries)")
+    retriever = build_retriever(config, nlu, entries)
+    metadata = {
+        "version": dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "encoder": config.retrieval.encoder,
+        "intents": data.intents,
+        "n_examples": len(data.examples),
+        "n_knowledge_entries": len(entries),
+        "train_seconds": round(time.perf_counter() - started, 2),
+    }
+    progress("保存模型 saving model")
+    return save(TrainedModel(nlu, retriever, data, metadata), config.path(config.models_dir))
+
+
+def save(model: TrainedModel, models_dir: Path) -> Path:
+    directory = models_dir / model.metadata["version"]
+    directory.mkdir(parents=True, exist_ok=False)
+    joblib.dump({"classifier": model.nlu.classifier, "retriever": model.retriever, "data": model.data},
+                directory / MODEL_FILE, compress=3)
+    (directory / METADATA_FILE).write_text(json.dumps(model.metadata, ensure_ascii=False, indent=2), "utf-8")
+    return directory
+
+
+def latest_model_dir(config: BotConfig) -> Path | None:
+    models_dir = config.path(config.models_dir)
+    candidates = sorted(p for p in models_dir.glob("*") if (p / MODEL_FILE).exists()) if models_dir.exists() else []
+    return candidates[-1] if candidates else None
+
+
+def load(directory: Path, config: BotConfig) -> TrainedModel:
+    """Load a trained model; the pipeline's non-learned parts (normaliser, tokeniser, rules) come from config."""
+    if not (directory / MODEL_FILE).exists():
+        raise FileNotFoundError(f"{directory}: not a model directory (no {MODEL_FILE}); run `bot train`")
+    metadata = json.loads((directory / METADATA_FILE).read_text("utf-8"))
+    if metadata.get("encoder") != config.retrieval.encoder:
+        raise ValueError(f"{directory} was trained with encoder {metadata.get('encoder')!r} but config.yml "
+                         f"says {config.retrieval.encoder!r}; run `bot train` again")
+    stored = joblib.load(directory / MODEL_FILE)
+    encoder = load_encoder(config.retrieval.encoder, str(config.root))
+    nlu = build_nlu(config, stored["data"], encoder, classifier=stored["classifier"])
+    return TrainedModel(nlu, stored["retriever"], stored["data"], metadata)

@@ -1,0 +1,55 @@
+"""`bot shell`: talk to the bot in a terminal and see each step of the NLU."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from bot.agent import Agent
+
+EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
+
+
+def run_shell(agent: Agent, channel: str = "web", console: Console | None = None) -> None:
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    console.print(f"[bold]示例银行智能客服[/bold] model {agent.version} · channel {channel} · 输入 /exit 退出")
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            text = input("您> ") if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not interactive and text == "":
+            break
+        text = text.rstrip("\n")
+        if text.strip() in EXIT_WORDS:
+            break
+        if not text.strip():
+            continue
+        if not interactive:
+            console.print(f"您> {text}")
+        show_turn(agent, text, channel, console)
+
+
+def show_turn(agent: Agent, text: str, channel: str, console: Console) -> None:
+    parse, replies = agent.handle(text, channel)
+    console.print(f"  [dim]normalised[/dim] {parse['normalized_text']}")
+    console.print(f"  [dim]tokens[/dim]     {' / '.join(parse['tokens'])}")
+    ranking = "  ".join(f"{i['name']} {i['confidence']:.2f}" for i in parse["intent_ranking"][:4])
+    console.print(f"  [dim]intents[/dim]    {ranking}")
+    for entity in parse["entities"]:
+        console.print(f"  [dim]entity[/dim]     {entity['entity']}={entity['value']!r} "
+                      f"[{entity['start']}:{entity['end']}] ({entity['extractor']})")
+    retrieval = parse.get("retrieval")
+    if retrieval:
+        table = Table(show_header=False, box=None, padding=(0, 1))
+        for hit in retrieval["alternatives"]:
+            table.add_row("  ", f"{hit['confidence']:.2f}", hit["id"], hit["question"])
+        console.print(f"  [dim]knowledge[/dim]  decision: {retrieval['decision']}")
+        console.print(table)
+    for reply in replies:
+        console.print(f"[bold green]小智>[/bold green] {reply.text}")
+        for number, button in enumerate(reply.buttons, 1):
+            console.print(f"       [{number}] {button.title}")

@@ -1,0 +1,74 @@
+"""The `bot` command end to end on the fixture bot, in a subprocess like a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BOT = [sys.executable, "-m", "bot.cli"]
+
+
+def run(args: list[str], cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOT__")}
+    return subprocess.run(BOT + args, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_train_then_shell(minibot: Path) -> None:
+    trained = run(["train"], minibot)
+    assert trained.returncode == 0, trained.stderr
+    assert "4 intents" in trained.stdout and "4 knowledge entries" in trained.stdout
+    shell = run(["shell"], minibot, stdin="我的卡丢了\n补卡要多少钱\n")
+    assert shell.returncode == 0, shell.stderr
+    assert "report_card_loss" in shell.stdout
+    assert "银行卡丢失请立即通过手机银行" in shell.stdout
+    assert "kb-0001" in shell.stdout and "工本费5元" in shell.stdout
+
+
+def test_validate_passes_on_clean_data(minibot: Path) -> None:
+    result = run(["validate"], minibot)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok")
+
+
+def test_validate_reports_problems(tmp_path: Path, minibot: Path) -> None:
+    (tmp_path / "nlu_data").mkdir()
+    (tmp_path / "config.yml").write_text((minibot / "config.yml").read_text("utf-8"), "utf-8")
+    (tmp_path / "nlu_data" / "a.yml").write_text(
+        "nlu:\n- intent: greet\n  examples: |\n    - 你好\n    - 您好呀呀\n"
+        "- intent: hello\n  examples: |\n    - 你好\n    - 您好呀呀呀\n"
+        "responses:\n  utter_greet:\n  - text: hi\n", "utf-8")
+    result = run(["validate"], tmp_path)
+    assert result.returncode == 1
+    assert "the example '你好' is in 2 intents" in result.stderr
+    assert "intent 'hello' has no rule and no response 'utter_hello'" in result.stderr
+    assert "near-duplicate examples" in result.stderr
+
+
+def test_validate_reports_broken_yaml_with_line(tmp_path: Path, minibot: Path) -> None:
+    (tmp_path / "nlu_data").mkdir()
+    (tmp_path / "config.yml").write_text((minibot / "config.yml").read_text("utf-8"), "utf-8")
+    (tmp_path / "nlu_data" / "bad.yml").write_text("nlu:\n- intent: a\n  examples: x: y\n", "utf-8")
+    result = run(["validate"], tmp_path)
+    assert result.returncode == 1
+    assert "bad.yml:3: YAML syntax error" in result.stderr
+
+
+def test_cross_validation_writes_reports(minibot: Path, tmp_path: Path) -> None:
+    result = run(["test", "--folds", "3", "--out", str(tmp_path / "report")], minibot)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["n_examples"] == 24 and 0.5 <= summary["accuracy"] <= 1.0
+    report = json.loads((tmp_path / "report" / "intent_report.json").read_text("utf-8"))
+    assert {"greet", "report_card_loss", "check_balance", "branch_hours"} <= report.keys()
+    assert (tmp_path / "report" / "confusion_matrix.png").stat().st_size > 1000
+    assert "<table>" in (tmp_path / "report" / "confusion_matrix.html").read_text("utf-8")
+
+
+def test_bad_config_exits_with_message(tmp_path: Path) -> None:
+    (tmp_path / "config.yml").write_text("pipeline:\n- name: nope\n", "utf-8")
+    result = run(["validate"], tmp_path)
+    assert result.returncode == 1
+    assert "unknown step name" in result.stderr
