@@ -44,7 +44,7 @@ class Agent:
         nlu = self.model.nlu
         normalised, tokens = nlu.prepare(text)
         vector = nlu.embed(normalised) if normalised else None
-        result = nlu.parse(text, vector=vector)
+        result = nlu.parse(text, vector=vector, prepared=(normalised, tokens))
         if self.model.retriever is not None and normalised:
             result["retrieval"] = self.model.retriever.search(
                 normalised, tokens, vector, channel=channel or self.config.retrieval.channel, today=today)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
+
 
 def test_parse_uses_rasa_format(minibot_agent) -> None:
     result = minibot_agent.parse("幫我掛失尾号6688的卡")
@@ -62,3 +64,14 @@ def test_button_payload_names_the_intent(minibot_agent) -> None:
     assert result["intent"] == {"name": "check_balance", "confidence": 1.0}
     assert replies[0].source == "utter_check_balance"
     assert minibot_agent.parse("/no_such_intent")["intent"]["name"] != "no_such_intent"
+
+
+def test_single_message_probabilities_match_sklearn(minibot_agent) -> None:
+    """The fast per-message path computes exactly what the fitted sklearn pipeline would."""
+    nlu = minibot_agent.model.nlu
+    for text in ["我的卡丢了", "补卡要多少钱 ATM", "卡卡卡 丢丢", "zzz", "信用卡账单分期"]:
+        normalised, tokens = nlu.prepare(text)
+        vector = nlu.embed(normalised)
+        fast = nlu.classifier.probabilities_one(normalised, tokens, vector)
+        reference = nlu.classifier.probabilities([normalised], [tokens], vector.reshape(1, -1))[0]
+        np.testing.assert_allclose(fast, reference, rtol=1e-6, atol=1e-9)

@@ -9,7 +9,9 @@ example the intent was taught with is not that intent, however the probabilities
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -100,7 +102,50 @@ class IntentClassifier:
     def rank(self, text: str, tokens: list[str], vector: np.ndarray | None,
              length: int = 10) -> list[tuple[str, float]]:
         """(intent, probability) pairs, best first."""
-        vectors = None if vector is None else vector.reshape(1, -1)
-        probabilities = self.probabilities([text], [tokens], vectors)[0]
+        probabilities = self.probabilities_one(text, tokens, vector)
         order = np.argsort(-probabilities)[:length]
-        return [(self.labels[i], float(probabilities[i])) for i in order]
+        labels = self.labels
+        return [(labels[i], float(probabilities[i])) for i in order]
+
+    def probabilities_one(self, text: str, tokens: list[str], vector: np.ndarray | None) -> np.ndarray:
+        """`probabilities` for one message, computed directly from the fitted weights: sklearn's per-call input
+        validation costs more than the arithmetic for a single row (~3 ms of a ~10 ms parse)."""
+        coef, offset = self.model.coef_, 0
+        scores = self.model.intercept_.copy()
+        blocks = [(self.char_vectorizer, "char", text)]
+        if self.options.word_features:
+            blocks.append((self.word_vectorizer, "word", tokens))
+        for vectorizer, kind, document in blocks:
+            columns, values = _tfidf_row(vectorizer, self._analyzer(kind), document)
+            scores += coef[:, offset + columns] @ values
+            offset += len(vectorizer.vocabulary_)
+        if self.encoder_name:
+            if vector is None:
+                raise ValueError(f"intent classifier was trained with encoder {self.encoder_name}; none given")
+            scores += coef[:, offset:] @ (vector * self.options.encoder_weight)
+        if len(self.model.classes_) == 2:
+            positive = 1 / (1 + np.exp(-scores[0]))
+            return np.array([1 - positive, positive])
+        exp = np.exp(scores - scores.max())
+        return exp / exp.sum()
+
+    def _analyzer(self, kind: str) -> Any:
+        cache = self.__dict__.setdefault("_analyzers", {})
+        if kind not in cache:
+            vectorizer = self.char_vectorizer if kind == "char" else self.word_vectorizer
+            cache[kind] = vectorizer.build_analyzer()
+        return cache[kind]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_analyzers"}
+
+
+def _tfidf_row(vectorizer: TfidfVectorizer, analyzer: Any, document: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, values) of `vectorizer.transform([document])`'s single row, for a fitted sublinear-tf,
+    l2-normalised TF-IDF."""
+    vocabulary = vectorizer.vocabulary_
+    counts = Counter(i for i in (vocabulary.get(term) for term in analyzer(document)) if i is not None)
+    columns = np.fromiter(counts, dtype=np.int64, count=len(counts))
+    values = (1 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))) * vectorizer.idf_[columns]
+    norm = np.linalg.norm(values)
+    return columns, values / norm if norm else values

@@ -56,8 +56,10 @@ class NLUPipeline:
     def embed(self, normalised: str) -> np.ndarray | None:
         return None if self.encoder is None else self.encoder.encode([normalised])[0]
 
-    def parse(self, text: str, vector: np.ndarray | None = None) -> ParseResult:
-        normalised, tokens = self.prepare(text)
+    def parse(self, text: str, vector: np.ndarray | None = None,
+              prepared: tuple[str, list[str]] | None = None) -> ParseResult:
+        """Rasa's parse result. `prepared` and `vector`: `prepare(text)` and its embedding, if already computed."""
+        normalised, tokens = prepared or self.prepare(text)
         if vector is None and normalised:
             vector = self.embed(normalised)
         return {

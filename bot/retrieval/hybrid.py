@@ -59,6 +59,7 @@ class HybridIndex:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_faiss"] = None  # rebuilt from the vectors on load
+        state.pop("_group_documents", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -76,19 +77,28 @@ class HybridIndex:
             for rank, group in enumerate(ranking):
                 fused[group] = fused.get(group, 0.0) + 1.0 / (self.rrf_k + rank + 1)
         query_bigrams = char_bigrams(text)
-        hits = [self._hit(group, score, query_bigrams, dense_scores) for group, score in fused.items()]
+        dense_list = None if dense_scores is None else dense_scores.tolist()
+        hits = [self._hit(group, score, query_bigrams, dense_list) for group, score in fused.items()]
         hits.sort(key=lambda h: (h.confidence, h.fused_score), reverse=True)
         return hits[:k]
 
-    def _hit(self, group: int, fused: float, query_bigrams: set[str], dense_scores: np.ndarray | None) -> Hit:
-        documents = np.flatnonzero(self.groups == group)
-        overlaps = np.array([dice(query_bigrams, self.bigrams[d]) for d in documents])
-        if dense_scores is None:
-            best = int(np.argmax(overlaps))
-            return Hit(group, int(documents[best]), float(overlaps[best]), fused)
-        blended = DENSE_WEIGHT * np.clip(dense_scores[documents], 0, 1) + (1 - DENSE_WEIGHT) * overlaps
-        best = int(np.argmax(blended))
-        return Hit(group, int(documents[best]), float(blended[best]), fused)
+    def _documents(self, group: int) -> list[int]:
+        """The documents (standard and similar questions) of a group, computed once per group."""
+        cache = self.__dict__.setdefault("_group_documents", {})
+        if group not in cache:
+            cache[group] = np.flatnonzero(self.groups == group).tolist()
+        return cache[group]
+
+    def _hit(self, group: int, fused: float, query_bigrams: set[str], dense_scores: list[float] | None) -> Hit:
+        """The group's best document for the query, scored by the blend of dense cosine and bigram overlap."""
+        best, best_score = -1, -1.0
+        for document in self._documents(group):
+            overlap = dice(query_bigrams, self.bigrams[document])
+            score = overlap if dense_scores is None else \
+                DENSE_WEIGHT * min(max(dense_scores[document], 0.0), 1.0) + (1 - DENSE_WEIGHT) * overlap
+            if score > best_score:
+                best, best_score = document, score
+        return Hit(group, best, float(best_score), fused)
 
     def _lexical_ranking(self, tokens: list[str], candidates: int, allowed: np.ndarray | None) -> list[int]:
         if not tokens:

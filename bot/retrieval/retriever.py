@@ -41,12 +41,19 @@ class KnowledgeRetriever:
     def search(self, normalised: str, tokens: list[str], vector: np.ndarray | None, *, channel: str = "web",
                today: dt.date | None = None, k: int = 3) -> dict[str, Any]:
         """Retrieval result: decision (answer / clarify / none), the top entry and k alternatives."""
-        today = today or dt.date.today()
-        allowed = np.array([e.is_valid_on(today) for e in self.entries])
+        allowed = self._valid_entries(today or dt.date.today())
         hits = self.index.search(normalised, tokens, vector, k=k, candidates=self.candidates, allowed=allowed)
         results = [self._describe(hit.group, hit.confidence, hit.document, channel) for hit in hits]
         return {"decision": self._decide([r["confidence"] for r in results]), "top": results[0] if results else None,
                 "alternatives": results}
+
+    def _valid_entries(self, today: dt.date) -> np.ndarray:
+        """Boolean mask of the entries valid on `today`, recomputed when the date changes."""
+        cached = self.__dict__.get("_valid_cache")
+        if cached is None or cached[0] != today:
+            cached = (today, np.array([e.is_valid_on(today) for e in self.entries]))
+            self.__dict__["_valid_cache"] = cached
+        return cached[1]
 
     def _decide(self, confidences: list[float]) -> Decision:
         if not confidences or confidences[0] < self.clarify_threshold:
