@@ -94,6 +94,12 @@ class DialogueConfig(_Strict):
     clarify_response: str = "utter_clarify"
 
 
+class StorageConfig(_Strict):
+    # SQLAlchemy URL; a relative SQLite path is relative to config.yml. The DATABASE_URL variable overrides it.
+    url: str = "sqlite:///data/bot.db"
+    session_expiry_minutes: int = Field(60, ge=1)  # silence after which a new conversation starts
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -107,6 +113,7 @@ class BotConfig(_Strict):
     retrieval: RetrievalConfig = RetrievalConfig()
     dialogue: DialogueConfig = DialogueConfig()
     server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
     root: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")
@@ -152,6 +159,8 @@ def load_config(path: str | Path = "config.yml", environ: dict[str, str] | None 
 
 def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str] | os._Environ[str]) -> None:
     yaml = YAML(typ="safe")
+    if environ.get("DATABASE_URL"):  # the conventional name; BOT__STORAGE__URL still wins
+        raw.setdefault("storage", {})["url"] = environ["DATABASE_URL"]
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue

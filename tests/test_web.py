@@ -50,3 +50,38 @@ def test_bad_input_gets_a_clear_422(client: TestClient, payload: dict, expected:
 def test_malformed_json_is_refused(client: TestClient) -> None:
     response = client.post("/webhooks/rest/webhook", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422
+
+
+def test_rest_webhook_retry_with_the_same_message_id_is_answered_once(client: TestClient) -> None:
+    body = {"sender": "retry-1", "message": "补卡要多少钱", "message_id": "client-42"}
+    first = client.post("/webhooks/rest/webhook", json=body)
+    second = client.post("/webhooks/rest/webhook", json=body)
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    tracker = client.get("/conversations/retry-1/tracker").json()
+    assert [e["event"] for e in tracker["events"]].count("user") == 1
+
+
+def test_tracker_has_rasa_events_in_order(client: TestClient) -> None:
+    client.post("/webhooks/rest/webhook", json={"sender": "tracked", "message": "你好"})
+    client.post("/webhooks/rest/webhook", json={"sender": "tracked", "message": "我要掛失"})
+    tracker = client.get("/conversations/tracked/tracker").json()
+    assert tracker["sender_id"] == "tracked" and tracker["channel"] == "web" and tracker["paused"] is False
+    assert [e["event"] for e in tracker["events"]] == ["session_started", "user", "bot", "user", "bot"]
+    assert tracker["events"][3]["parse_data"]["intent"]["name"] == "report_card_loss"
+    assert tracker["latest_message"]["text"] == "我要掛失"
+    by_id = client.get(f"/conversations/{tracker['conversation_id']}/tracker").json()
+    assert by_id["events"] == tracker["events"]
+
+
+def test_unknown_conversation_is_404_with_a_reason(client: TestClient) -> None:
+    response = client.get("/conversations/nobody-here/tracker")
+    assert response.status_code == 404
+    assert "nobody-here" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("body", [{"sender": "x", "message": "你好", "channel": "Web Chat!"},
+                                  {"sender": "x", "message": "你好", "message_id": ""},
+                                  {"sender": "x", "message": "卡" * 2001}])
+def test_malformed_messages_are_refused(client: TestClient, body: dict) -> None:
+    assert client.post("/webhooks/rest/webhook", json=body).status_code == 422

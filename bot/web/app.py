@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 
 from bot.agent import Agent
 from bot.config import BotConfig
-from bot.web.schemas import ParseRequest, RestButton, RestMessage, RestReply, Status
+from bot.dialogue.service import ConversationService, Inbound, MessageRejected
+from bot.storage import ConversationStore, Database
+from bot.web.schemas import ParseRequest, RestButton, RestMessage, RestReply, Status, Tracker
 
 
-def create_app(config: BotConfig, agent: Agent | None = None) -> FastAPI:
+def create_app(config: BotConfig, agent: Agent | None = None, database: Database | None = None) -> FastAPI:
+    """The app for `config`: the newest model unless `agent` is given, the configured database (migrated to the
+    current schema) unless `database` is given."""
     app = FastAPI(title="示例银行智能客服 API", version="0.1.0",
                   description="Rasa-compatible NLU and REST channel of the bank's self-service bot.")
     app.state.agent = agent or Agent.load(config)
     app.state.config = config
+    app.state.database = database or Database(config.storage.url, root=config.root)
+    store = ConversationStore(app.state.database,
+                              session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes))
+    app.state.conversations = ConversationService(app.state.agent, store)
     _routes(app)
     return app
 
@@ -24,7 +33,12 @@ def _agent(request: Request) -> Agent:
     return request.app.state.agent
 
 
+def _conversations(request: Request) -> ConversationService:
+    return request.app.state.conversations
+
+
 AgentDep = Annotated[Agent, Depends(_agent)]
+ConversationsDep = Annotated[ConversationService, Depends(_conversations)]
 
 
 def _routes(app: FastAPI) -> None:
@@ -51,8 +65,31 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/webhooks/rest/webhook", response_model=list[RestReply], response_model_exclude_none=True,
               tags=["rasa"])
-    def rest_webhook(body: RestMessage, agent: AgentDep) -> list[RestReply]:
-        """Rasa's REST channel: one customer message in, the bot's messages out."""
-        _, replies = agent.handle(body.message, body.channel)
-        return [RestReply(recipient_id=body.sender, text=r.text,
-                          buttons=[RestButton(**b.model_dump()) for b in r.buttons] or None) for r in replies]
+    def rest_webhook(body: RestMessage, conversations: ConversationsDep) -> list[RestReply]:
+        """Rasa's REST channel: one customer message in, the bot's messages out. Send `message_id` to make
+        retries safe: a repeated id gets the original replies and is not processed again."""
+        inbound = Inbound(channel=body.channel, sender=body.sender, text=body.message, message_id=body.message_id,
+                          metadata=body.metadata or {})
+        try:
+            turn = conversations.handle(inbound)
+        except MessageRejected as e:
+            raise HTTPException(status_code=422, detail=str(e)) from e
+        return [RestReply(recipient_id=body.sender, text=r["text"],
+                          buttons=[RestButton(**b) for b in r["buttons"]] if r["buttons"] else None)
+                for r in turn.replies]
+
+    @app.get("/conversations/{conversation_id}/tracker", response_model=Tracker, tags=["rasa"])
+    def tracker(conversation_id: str, conversations: ConversationsDep) -> Tracker:
+        """Rasa's tracker: the conversation's events in order. The id is a conversation id or a sender id."""
+        conversation = conversations.store.find_conversation(conversation_id)
+        if conversation is None:
+            raise HTTPException(status_code=404, detail=f"no conversation with id or sender '{conversation_id}'")
+        events = conversations.store.events(conversation.id)
+        latest = next((e for e in reversed(events) if e["event"] == "user"), None)
+        state = conversation.state or {}
+        return Tracker(sender_id=conversation_id, conversation_id=conversation.id, channel=conversation.channel,
+                       status=conversation.status, slots=state.get("slots", {}),
+                       latest_message=(latest or {}).get("parse_data") or {},
+                       latest_event_time=events[-1]["timestamp"] if events else None,
+                       paused=conversation.status in ("queued", "human"), active_loop=state.get("active_loop") or {},
+                       events=events)

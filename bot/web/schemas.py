@@ -17,7 +17,10 @@ class ParseRequest(BaseModel):
 class RestMessage(BaseModel):
     sender: str = Field(min_length=1, max_length=128, description="Conversation id chosen by the client")
     message: str = Field(max_length=MAX_MESSAGE_CHARS)
-    channel: str = "web"
+    channel: str = Field("web", pattern=r"^[a-z_]{1,32}$")
+    message_id: str | None = Field(None, min_length=1, max_length=128,
+                                   description="Client message id; a repeated id gets the original replies")
+    metadata: dict[str, Any] | None = None
 
     @field_validator("message")
     @classmethod
@@ -45,3 +48,18 @@ class Status(BaseModel):
     knowledge_entries: int
     encoder: str
     metadata: dict[str, Any]
+
+
+class Tracker(BaseModel):
+    """Rasa's tracker format, plus the conversation's own id, channel and status."""
+
+    sender_id: str
+    conversation_id: str
+    channel: str
+    status: str
+    slots: dict[str, Any]
+    latest_message: dict[str, Any]
+    latest_event_time: float | None
+    paused: bool
+    active_loop: dict[str, Any]
+    events: list[dict[str, Any]]

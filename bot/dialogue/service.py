@@ -1,0 +1,121 @@
+"""The conversation service: the one path every customer message takes, whatever the channel.
+
+clean the text → store it (claiming its message id) → understand and answer → store the answer.
+A duplicate message id gets the first answer back; turns of one customer run one at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.agent import Agent
+from bot.dialogue.responder import Reply
+from bot.storage import ConversationStore, TurnStart
+
+MAX_MESSAGE_CHARS = 2000
+LOCK_STRIPES = 64
+
+
+class MessageRejected(ValueError):
+    """A message that cannot be handled; the text is meant for the customer (Chinese)."""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    channel: str  # web | app | wechat | rest ...
+    sender: str  # the channel's id for the customer: web visitor id, app user id, WeChat openid
+    text: str
+    message_id: str | None  # client or channel message id, for de-duplication
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    conversation_id: str
+    replies: list[dict[str, Any]]  # {"text", "buttons": [{"title", "payload"}] | None, "timestamp"}
+    duplicate: bool = False
+
+
+class ConversationService:
+    def __init__(self, agent: Agent, store: ConversationStore, duplicate_wait: float = 10.0) -> None:
+        self.agent = agent
+        self.store = store
+        self.duplicate_wait = duplicate_wait
+        # striped locks: turns of one customer never overlap, memory stays bounded however many customers
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+
+    def handle(self, inbound: Inbound) -> TurnResult:
+        text = clean_text(inbound.text)
+        message_id = inbound.message_id or uuid.uuid4().hex
+        with self._lock(inbound.channel, inbound.sender):
+            start = self.store.begin_turn(inbound.channel, inbound.sender, text, message_id, inbound.metadata)
+            if start.duplicate:
+                return TurnResult(start.conversation_id, self._original_replies(start), duplicate=True)
+            try:
+                parse, replies = self.agent.handle(text, _reply_channel(inbound.channel))
+            except Exception as e:
+                self.store.fail_turn(start, f"{type(e).__name__}: {e}")
+                raise
+            stamped = [_reply_dict(r) for r in replies]
+            events = [{"event": "bot", "text": r["text"], "data": {"buttons": r["buttons"], "source": r["source"]}}
+                      for r in stamped]
+            state = {**start.state, "latest_intent": parse["intent"]["name"]}
+            self.store.finish_turn(start, dict(parse), events, stamped, state)
+        return TurnResult(start.conversation_id, stamped)
+
+    def history(self, channel: str, sender: str) -> list[dict[str, Any]]:
+        """The customer's messages and the bot's replies on this channel, oldest first."""
+        history = []
+        for event in self.store.sender_events(channel, sender):
+            moment = dt.datetime.fromtimestamp(event["timestamp"], dt.UTC).isoformat()
+            if event["event"] == "user":
+                history.append({"role": "user", "text": event["text"], "buttons": None, "timestamp": moment,
+                                "message_id": event.get("message_id")})
+            elif event["event"] == "bot":
+                buttons = (event.get("data") or {}).get("buttons")
+                history.append({"role": "bot", "text": event["text"], "buttons": buttons, "timestamp": moment,
+                                "message_id": None})
+        return history
+
+    def _original_replies(self, start: TurnStart) -> list[dict[str, Any]]:
+        """The replies of the first delivery; if it is still being answered elsewhere, wait for it."""
+        deadline = time.monotonic() + self.duplicate_wait
+        status, replies = start.status, start.replies
+        while status == "received" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status, replies = self.store.inbound_status(start.inbound_id)
+        if status != "answered":
+            raise MessageRejected("这条消息正在处理中，请稍候再试。")
+        return replies
+
+    def _lock(self, channel: str, sender: str) -> threading.Lock:
+        return self._locks[hash((channel, sender)) % LOCK_STRIPES]
+
+
+def clean_text(text: str) -> str:
+    """The message without control characters and surrounding blanks; refused when empty or too long."""
+    if not isinstance(text, str):
+        raise MessageRejected("消息必须是文字。")
+    cleaned = "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc").strip()
+    if not cleaned:
+        raise MessageRejected("消息是空的，请输入您的问题。")
+    if len(cleaned) > MAX_MESSAGE_CHARS:
+        raise MessageRejected(f"消息太长了（{len(cleaned)} 字），请控制在 {MAX_MESSAGE_CHARS} 字以内。")
+    return cleaned
+
+
+def _reply_channel(channel: str) -> str:
+    """Which answer variant a channel gets: WeChat plain text, everything else the rich web/app one."""
+    return channel if channel in ("web", "app", "wechat") else "web"
+
+
+def _reply_dict(reply: Reply) -> dict[str, Any]:
+    buttons = [b.model_dump() for b in reply.buttons] or None
+    return {"text": reply.text, "buttons": buttons, "source": reply.source,
+            "timestamp": dt.datetime.now(dt.UTC).isoformat()}

@@ -1,0 +1,109 @@
+"""The tables: customers, their channel identities, conversations, every event in order, inbound messages
+(for de-duplication) and the audit log. The schema itself is created by the Alembic migrations next to this file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[dict[str, Any]]: JSON,
+                           dt.datetime: DateTime(timezone=True)}
+
+
+class Customer(Base):
+    """A bank customer; `id` is the bank's customer number when known, else generated."""
+
+    __tablename__ = "customers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    name: Mapped[str | None] = mapped_column(String(128))
+    tier: Mapped[str] = mapped_column(String(32), default="standard")
+    verified: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ChannelIdentity(Base):
+    """Who is writing on a channel: a web visitor id, an app user id, a WeChat openid."""
+
+    __tablename__ = "channel_identities"
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_identity_channel_external"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Conversation(Base):
+    """One conversation of an identity; `state` holds the dialogue state (slots, active form) between turns."""
+
+    __tablename__ = "conversations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("channel_identities.id"), index=True)
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="bot")  # bot | queued | human | closed
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    next_seq: Mapped[int] = mapped_column(default=1)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Event(Base):
+    """One tracker event in Rasa's vocabulary (`user`, `bot`, `slot`, `action`, `active_loop`, `handoff`, ...)."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("conversation_id", "seq", name="uq_event_conversation_seq"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    seq: Mapped[int] = mapped_column()
+    type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timestamp: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class InboundMessage(Base):
+    """A customer message by its client or channel message id: a duplicate gets the stored replies."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (UniqueConstraint("identity_id", "message_id", name="uq_inbound_identity_message"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("channel_identities.id"))
+    message_id: Mapped[str] = mapped_column(String(128))
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    user_event_id: Mapped[int] = mapped_column(BigId, ForeignKey("events.id"))
+    status: Mapped[str] = mapped_column(String(16), default="received")  # received | answered | failed
+    replies: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    answered_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class AuditEntry(Base):
+    """Who did what to which object, for the bank's auditors."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(128))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    note: Mapped[str | None] = mapped_column(Text)

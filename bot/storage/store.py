@@ -1,0 +1,182 @@
+"""The conversation store: every turn is recorded in two transactions.
+
+`begin_turn` stores the customer's message (and claims its message id) before anything answers it;
+`finish_turn` adds the parse result, the bot's events and replies, and the new dialogue state. A message id
+seen before is a duplicate: it gets the replies stored the first time and is never processed again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.storage.database import Database
+from bot.storage.models import AuditEntry, ChannelIdentity, Conversation, Event, InboundMessage, utcnow
+
+
+@dataclass(frozen=True)
+class TurnStart:
+    conversation_id: str
+    inbound_id: int
+    user_event_id: int
+    state: dict[str, Any]
+    duplicate: bool = False
+    status: str = "received"  # of the inbound message: received | answered | failed
+    replies: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ConversationStore:
+    def __init__(self, database: Database, session_expiry: dt.timedelta = dt.timedelta(hours=1)) -> None:
+        self.database = database
+        self.session_expiry = session_expiry
+
+    # --- a turn ---------------------------------------------------------------------------------------------
+
+    def begin_turn(self, channel: str, sender: str, text: str, message_id: str,
+                   metadata: dict[str, Any] | None = None) -> TurnStart:
+        """Record the customer's message, or recognise it as a duplicate of one already recorded."""
+        try:
+            return self._begin_turn(channel, sender, text, message_id, metadata or {})
+        except IntegrityError:  # another worker claimed the same message id (or identity) a moment earlier
+            return self._begin_turn(channel, sender, text, message_id, metadata or {})
+
+    def _begin_turn(self, channel: str, sender: str, text: str, message_id: str,
+                    metadata: dict[str, Any]) -> TurnStart:
+        with self.database.session() as session, session.begin():
+            identity = self._identity(session, channel, sender)
+            seen = session.scalar(select(InboundMessage).where(InboundMessage.identity_id == identity.id,
+                                                               InboundMessage.message_id == message_id))
+            if seen is not None:
+                return self._seen(session, seen)
+            conversation = self._open_conversation(session, identity)
+            user_event = self._append(session, conversation, "user", {
+                "text": text, "message_id": message_id, "input_channel": channel, "metadata": metadata,
+                "parse_data": None})
+            inbound = InboundMessage(identity_id=identity.id, message_id=message_id, conversation_id=conversation.id,
+                                     user_event_id=user_event.id)
+            session.add(inbound)
+            session.flush()
+            return TurnStart(conversation.id, inbound.id, user_event.id, dict(conversation.state))
+
+    def _seen(self, session: Session, seen: InboundMessage) -> TurnStart:
+        conversation = session.get(Conversation, seen.conversation_id)
+        assert conversation is not None
+        if seen.status == "failed":  # the first attempt crashed before answering: process it again
+            seen.status = "received"
+            return TurnStart(conversation.id, seen.id, seen.user_event_id, dict(conversation.state))
+        return TurnStart(conversation.id, seen.id, seen.user_event_id, dict(conversation.state), duplicate=True,
+                         status=seen.status, replies=list(seen.replies or []))
+
+    def finish_turn(self, start: TurnStart, parse_data: dict[str, Any], events: list[dict[str, Any]],
+                    replies: list[dict[str, Any]], state: dict[str, Any]) -> None:
+        with self.database.session() as session, session.begin():
+            conversation = self._locked_conversation(session, start.conversation_id)
+            user_event = session.get(Event, start.user_event_id)
+            assert user_event is not None
+            user_event.data = {**user_event.data, "parse_data": parse_data}
+            for item in events:
+                kind = item["event"]
+                self._append(session, conversation, kind, {k: v for k, v in item.items() if k != "event"})
+            conversation.state = state
+            inbound = session.get(InboundMessage, start.inbound_id)
+            assert inbound is not None
+            inbound.status, inbound.replies, inbound.answered_at = "answered", replies, utcnow()
+
+    def fail_turn(self, start: TurnStart, reason: str) -> None:
+        """The message stays stored; a retry with the same message id is processed again."""
+        with self.database.session() as session, session.begin():
+            inbound = session.get(InboundMessage, start.inbound_id)
+            if inbound is not None:
+                inbound.status = "failed"
+            conversation = self._locked_conversation(session, start.conversation_id)
+            self._append(session, conversation, "error", {"reason": reason[:500]})
+
+    def inbound_status(self, inbound_id: int) -> tuple[str, list[dict[str, Any]]]:
+        with self.database.session() as session:
+            inbound = session.get(InboundMessage, inbound_id)
+            return ("unknown", []) if inbound is None else (inbound.status, list(inbound.replies or []))
+
+    # --- reading --------------------------------------------------------------------------------------------
+
+    def find_conversation(self, key: str) -> Conversation | None:
+        """By conversation id, else the newest conversation of a sender id on any channel (Rasa's
+        conversation id is the sender id)."""
+        with self.database.session() as session:
+            found = session.get(Conversation, key)
+            if found is not None:
+                return found
+            return session.scalar(select(Conversation).join(ChannelIdentity)
+                                  .where(ChannelIdentity.external_id == key)
+                                  .order_by(Conversation.updated_at.desc()).limit(1))
+
+    def events(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The conversation's events in order, in Rasa's tracker event format."""
+        with self.database.session() as session:
+            rows = session.scalars(select(Event).where(Event.conversation_id == conversation_id).order_by(Event.seq))
+            return [{"event": e.type, "timestamp": e.timestamp.timestamp(), **e.data} for e in rows]
+
+    def sender_events(self, channel: str, sender: str) -> list[dict[str, Any]]:
+        """Events of every conversation of one channel identity, oldest first (for history replay)."""
+        with self.database.session() as session:
+            rows = session.scalars(
+                select(Event).join(Conversation).join(ChannelIdentity)
+                .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == sender)
+                .order_by(Conversation.started_at, Event.seq))
+            return [{"event": e.type, "timestamp": e.timestamp.timestamp(), **e.data} for e in rows]
+
+    def audit(self, actor: str, action: str, target: str, details: dict[str, Any] | None = None) -> None:
+        with self.database.session() as session, session.begin():
+            session.add(AuditEntry(actor=actor, action=action, target=target, details=details or {}))
+
+    # --- helpers --------------------------------------------------------------------------------------------
+
+    def _identity(self, session: Session, channel: str, sender: str) -> ChannelIdentity:
+        identity = session.scalar(select(ChannelIdentity).where(ChannelIdentity.channel == channel,
+                                                                ChannelIdentity.external_id == sender))
+        if identity is None:
+            identity = ChannelIdentity(channel=channel, external_id=sender)
+            session.add(identity)
+            session.flush()
+        else:
+            identity.last_seen_at = utcnow()
+        return identity
+
+    def _open_conversation(self, session: Session, identity: ChannelIdentity) -> Conversation:
+        """The identity's current conversation, locked; a new one after `session_expiry` of silence or a close."""
+        current = session.scalar(select(Conversation).where(Conversation.identity_id == identity.id,
+                                                            Conversation.status != "closed")
+                                 .order_by(Conversation.started_at.desc()).limit(1).with_for_update())
+        if current is not None and utcnow() - _aware(current.updated_at) < self.session_expiry:
+            return current
+        if current is not None and current.status == "bot":
+            current.status = "closed"
+        conversation = Conversation(identity_id=identity.id, customer_id=identity.customer_id,
+                                    channel=identity.channel, state={})
+        session.add(conversation)
+        session.flush()
+        self._append(session, conversation, "session_started", {})
+        return conversation
+
+    def _locked_conversation(self, session: Session, conversation_id: str) -> Conversation:
+        conversation = session.get(Conversation, conversation_id, with_for_update=True)
+        if conversation is None:
+            raise KeyError(f"conversation {conversation_id} not found")
+        return conversation
+
+    def _append(self, session: Session, conversation: Conversation, kind: str, data: dict[str, Any]) -> Event:
+        event = Event(conversation_id=conversation.id, seq=conversation.next_seq, type=kind, data=data)
+        conversation.next_seq += 1
+        conversation.updated_at = utcnow()
+        session.add(event)
+        session.flush()
+        return event
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """SQLite hands timestamps back without a zone; they were stored in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
