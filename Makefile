@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run train test lint bench clean
+.PHONY: install run train test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,7 +23,12 @@ train: install
 lint: install
 	$(VENV)/bin/ruff check bot actions tests bench
 
-test: install lint
+# the browser tests drive the system Chromium (Playwright's own download does not work offline)
+browser:
+	dpkg -s chromium fonts-wqy-microhei >/dev/null 2>&1 || \
+		(apt-get update -q && apt-get install -y -q chromium fonts-wqy-microhei)
+
+test: install lint browser
 	$(PY) -m pytest -q
 
 bench: install

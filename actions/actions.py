@@ -28,7 +28,7 @@ from actions.core_banking import Card, get_core_banking
 DEMO_CUSTOMER = "C0001"
 MAX_ID_ATTEMPTS = 3
 LOGIN_REQUIRED = "为保障您的账户安全，请先登录手机银行或网上银行，或在人工服务中核实身份后再办理。"
-HOTLINE = "95588"
+HOTLINE = "400-820-8888"
 CURRENCY_NAMES = {"美元": "USD", "美金": "USD", "刀": "USD", "欧元": "EUR", "日元": "JPY", "日币": "JPY",
                   "港币": "HKD", "港元": "HKD", "英镑": "GBP"}
 CHANNEL_NAMES = {"手机银行": "手机银行", "手机": "手机银行", "app": "手机银行", "网银": "网上银行",
@@ -118,6 +118,7 @@ class VerifiedCustomerAction(Action, ABC):
     """Resolves and verifies the customer, then calls `answer`. Unverified: starts `identity_form`."""
 
     purpose = "办理该业务"
+    intent = ""  # its general guidance, `utter_<intent>`, answers customers the bot cannot identify
 
     @abstractmethod
     def name(self) -> str: ...
@@ -128,6 +129,9 @@ class VerifiedCustomerAction(Action, ABC):
     def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
         customer_id = customer_id_of(tracker)
         if customer_id is None or get_core_banking().find_customer(customer_id) is None:
+            guidance = f"utter_{self.intent}"
+            if self.intent and guidance in (domain.get("responses") or {}):
+                dispatcher.utter_message(response=guidance)
             dispatcher.utter_message(text=LOGIN_REQUIRED)
             return []
         if not is_verified(tracker, customer_id):
@@ -140,8 +144,6 @@ class VerifiedCustomerAction(Action, ABC):
 
 class CardAccountAction(VerifiedCustomerAction, ABC):
     """An answer about one card: the `card_tail` given, else the only debit card, else ask which."""
-
-    intent = ""
 
     @abstractmethod
     def answer_card(self, dispatcher: CollectingDispatcher, customer_id: str, card: Card) -> None: ...
@@ -210,6 +212,7 @@ def _direction(amount: Decimal) -> str:
 
 class ActionCreditCardBill(VerifiedCustomerAction):
     purpose = "查询信用卡账单"
+    intent = "credit_card_bill"
 
     def name(self) -> str:
         return "action_credit_card_bill"

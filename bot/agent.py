@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 from bot.config import BotConfig
 from bot.dialogue import Reply, Responder
+from bot.dialogue.actions import ActionRunner, InProcessActionRunner, RemoteActionRunner
+from bot.dialogue.engine import DialogueEngine, DialogueState, TurnOutcome
 from bot.model import TrainedModel, latest_model_dir, load
 from bot.nlu.pipeline import ParseResult
 
-INTENT_PAYLOAD = re.compile(r"/(\w+)")  # a button's payload names its intent, as in Rasa
+# a button's payload names its intent and may carry entities, as in Rasa: /check_balance{"card_tail": "1234"}
+INTENT_PAYLOAD = re.compile(r"/(\w+)(\{.*\})?", re.S)
 
 
 class NoModelError(RuntimeError):
@@ -23,6 +28,8 @@ class Agent:
         self.model = model
         self.config = config
         self.responder = Responder(model.data, config.dialogue)
+        self.engine = DialogueEngine(model.data, config.dialogue, self.responder, action_runner(config),
+                                     reparse=lambda text: dict(self.parse(text)))
 
     @classmethod
     def load(cls, config: BotConfig, model_dir: Path | None = None) -> Agent:
@@ -40,7 +47,7 @@ class Agent:
         if payload and payload.group(1) in self.model.nlu.classifier.labels:
             intent = {"name": payload.group(1), "confidence": 1.0}
             return {"text": text, "normalized_text": text.strip(), "tokens": [], "intent": intent,
-                    "intent_ranking": [intent], "entities": []}
+                    "intent_ranking": [intent], "entities": _payload_entities(payload.group(2))}
         nlu = self.model.nlu
         normalised, tokens = nlu.prepare(text)
         vector = nlu.embed(normalised) if normalised else None
@@ -50,6 +57,35 @@ class Agent:
                 normalised, tokens, vector, channel=channel or self.config.retrieval.channel, today=today)
         return result
 
-    def handle(self, text: str, channel: str = "web") -> tuple[ParseResult, list[Reply]]:
+    def respond(self, text: str, channel: str = "web", state: DialogueState | None = None,
+                sender_id: str = "default", history: list[dict[str, Any]] | None = None,
+                metadata: dict[str, Any] | None = None) -> tuple[ParseResult, TurnOutcome]:
+        """Parse the message and take the dialogue one turn further from `state`."""
         parse = self.parse(text, channel)
-        return parse, self.responder.respond(dict(parse), channel)
+        parse["metadata"] = metadata or {}  # type: ignore[typeddict-unknown-key]
+        outcome = self.engine.turn(state or DialogueState(), dict(parse), channel, sender_id, history or [])
+        return outcome.parse, outcome  # type: ignore[return-value]
+
+    def handle(self, text: str, channel: str = "web") -> tuple[ParseResult, list[Reply]]:
+        """One message without any conversation state (a first message)."""
+        parse, outcome = self.respond(text, channel)
+        return parse, outcome.replies
+
+
+def action_runner(config: BotConfig) -> ActionRunner | None:
+    """The action server named by `action_endpoint`, else the actions package in-process."""
+    if config.action_endpoint is not None:
+        return RemoteActionRunner(config.action_endpoint.url, timeout=config.action_endpoint.timeout)
+    if not config.actions_package:
+        return None
+    return InProcessActionRunner(config.actions_package)
+
+
+def _payload_entities(raw: str | None) -> list[dict[str, Any]]:
+    try:
+        values = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return []
+    if not isinstance(values, dict):
+        return []
+    return [{"entity": str(k), "value": v, "start": 0, "end": 0, "extractor": "payload"} for k, v in values.items()]

@@ -90,8 +90,14 @@ class RetrievalConfig(_Strict):
 
 class DialogueConfig(_Strict):
     faq_over_intent_margin: float = 0.25
+    cancel_words: list[str] = ["取消", "算了", "不办了", "不用了", "退出办理"]  # leave an active form
     fallback_response: str = "utter_default"
     clarify_response: str = "utter_clarify"
+
+
+class ActionEndpointConfig(_Strict):
+    url: str  # a rasa_sdk action server's webhook, e.g. http://127.0.0.1:5055/webhook
+    timeout: float = Field(10.0, gt=0)
 
 
 class StorageConfig(_Strict):
@@ -114,6 +120,8 @@ class BotConfig(_Strict):
     dialogue: DialogueConfig = DialogueConfig()
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
+    actions_package: str | None = "actions"  # custom actions run in-process through rasa_sdk's executor...
+    action_endpoint: ActionEndpointConfig | None = None  # ...or on this action server when set
     root: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")

@@ -59,7 +59,7 @@ def build_nlu(config: BotConfig, data: TrainingData, encoder: Encoder | None,
             {k: sorted(v) for k, v in phrases.items()} if rules_step.use_lookups else {},
             data.regexes if rules_step.use_regexes else {},
             data.synonyms if rules_step.use_synonyms else {},
-            tokenizer, lambda t: fold(t, normaliser))
+            lambda t: fold(t, normaliser))
     builtin = config.step("builtin_entities")
     step = config.step("intent_classifier")
     options = ClassifierOptions(char_ngram_range=tuple(step.char_ngram_range), word_features=step.word_features,

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.agent import Agent
+from bot.dialogue.engine import DialogueState
 
 EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
 
@@ -16,6 +17,8 @@ def run_shell(agent: Agent, channel: str = "web", console: Console | None = None
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     console.print(f"[bold]示例银行智能客服[/bold] model {agent.version} · channel {channel} · 输入 /exit 退出")
     interactive = sys.stdin.isatty()
+    state = DialogueState()
+    history: list[dict] = []
     while True:
         try:
             text = input("您> ") if interactive else sys.stdin.readline()
@@ -30,11 +33,15 @@ def run_shell(agent: Agent, channel: str = "web", console: Console | None = None
             continue
         if not interactive:
             console.print(f"您> {text}")
-        show_turn(agent, text, channel, console)
+        state = show_turn(agent, text, channel, console, state, history)
 
 
-def show_turn(agent: Agent, text: str, channel: str, console: Console) -> None:
-    parse, replies = agent.handle(text, channel)
+def show_turn(agent: Agent, text: str, channel: str, console: Console, state: DialogueState,
+              history: list[dict]) -> DialogueState:
+    """Answer one message in the conversation so far, print what the bot understood, return the new state."""
+    parse, outcome = agent.respond(text, channel, state, sender_id="shell", history=history)
+    history += [{"event": "user", "text": text, "parse_data": dict(parse)}, *outcome.events]
+    replies = outcome.replies
     console.print(f"  [dim]normalised[/dim] {parse['normalized_text']}")
     console.print(f"  [dim]tokens[/dim]     {' / '.join(parse['tokens'])}")
     ranking = "  ".join(f"{i['name']} {i['confidence']:.2f}" for i in parse["intent_ranking"][:4])
@@ -49,7 +56,11 @@ def show_turn(agent: Agent, text: str, channel: str, console: Console) -> None:
             table.add_row("  ", f"{hit['confidence']:.2f}", hit["id"], hit["question"])
         console.print(f"  [dim]knowledge[/dim]  decision: {retrieval['decision']}")
         console.print(table)
+    filled = {k: v for k, v in outcome.state.slots.items() if v is not None}
+    if filled or outcome.state.active_loop:
+        console.print(f"  [dim]state[/dim]      form={outcome.state.active_loop} slots={filled}")
     for reply in replies:
         console.print(f"[bold green]小智>[/bold green] {reply.text}")
         for number, button in enumerate(reply.buttons, 1):
             console.print(f"       [{number}] {button.title}")
+    return outcome.state

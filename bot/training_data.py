@@ -48,6 +48,9 @@ class TrainingData:
     lookups: dict[str, list[str]] = field(default_factory=dict)  # entity -> values
     responses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     rules: list[dict[str, Any]] = field(default_factory=list)
+    slots: dict[str, dict[str, Any]] = field(default_factory=dict)  # Rasa 3 domain slots with their mappings
+    forms: dict[str, list[str]] = field(default_factory=dict)  # form -> required slots
+    actions: list[str] = field(default_factory=list)  # custom actions the domain declares
 
     @property
     def intents(self) -> list[str]:
@@ -62,6 +65,9 @@ class TrainingData:
             self.lookups.setdefault(key, []).extend(values)
         self.responses.update(other.responses)
         self.rules += other.rules
+        self.slots.update(other.slots)
+        self.forms.update(other.forms)
+        self.actions += [a for a in other.actions if a not in self.actions]
 
 
 def load_training_data(path: str | Path) -> TrainingData:
@@ -90,6 +96,12 @@ def parse_file(file: Path) -> TrainingData:
     _parse_nlu(file, document.get("nlu") or [], data)
     data.responses = _parse_responses(file, document.get("responses") or {})
     data.rules = _parse_rules(file, document.get("rules") or [])
+    data.slots = _parse_slots(file, document.get("slots") or {})
+    data.forms = _parse_forms(file, document.get("forms") or {})
+    actions = document.get("actions") or []
+    if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
+        raise TrainingDataError(f"{file}:{key_line(document, 'actions')}: 'actions' must be a list of action names")
+    data.actions = list(actions)
     return data
 
 
@@ -194,3 +206,35 @@ def _parse_rules(file: Path, rules: Any) -> list[dict[str, Any]]:
         if not isinstance(rule, dict) or "rule" not in rule or not isinstance(rule.get("steps"), list):
             raise TrainingDataError(f"{file}:{item_line(rules, index)}: each rule needs 'rule:' and 'steps:'")
     return [plain(r) for r in rules]
+
+
+SLOT_MAPPINGS = {"from_entity", "from_text", "from_intent", "from_trigger_intent", "custom"}
+
+
+def _parse_slots(file: Path, slots: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(slots, dict):
+        raise TrainingDataError(f"{file}: 'slots' must map slot names to their type and mappings")
+    for name, spec in slots.items():
+        line = key_line(slots, name)
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise TrainingDataError(f"{file}:{line}: slot '{name}' needs a 'type' (text, bool, float, any, ...)")
+        for mapping in spec.get("mappings") or []:
+            kind = mapping.get("type") if isinstance(mapping, dict) else None
+            if kind not in SLOT_MAPPINGS:
+                raise TrainingDataError(f"{file}:{line}: slot '{name}': mapping type {kind!r} is not one of "
+                                        f"{', '.join(sorted(SLOT_MAPPINGS))}")
+            if kind == "from_entity" and not mapping.get("entity"):
+                raise TrainingDataError(f"{file}:{line}: slot '{name}': a from_entity mapping needs 'entity'")
+    return {str(k): plain(v) for k, v in slots.items()}
+
+
+def _parse_forms(file: Path, forms: Any) -> dict[str, list[str]]:
+    if not isinstance(forms, dict):
+        raise TrainingDataError(f"{file}: 'forms' must map form names to {{required_slots: [...]}}")
+    result = {}
+    for name, spec in forms.items():
+        required = (spec or {}).get("required_slots") if isinstance(spec, dict) else None
+        if not isinstance(required, list) or not required:
+            raise TrainingDataError(f"{file}:{key_line(forms, name)}: form '{name}' needs a list 'required_slots'")
+        result[str(name)] = [str(s) for s in required]
+    return result

@@ -17,7 +17,7 @@ from bot.storage.models import Event, InboundMessage
 class FailingAgent:
     """An agent whose NLU crashes, to show the message is kept anyway."""
 
-    def handle(self, text: str, channel: str = "web"):
+    def respond(self, text: str, *args, **kwargs):
         raise RuntimeError("model file unreadable")
 
 
@@ -48,12 +48,13 @@ def test_a_turn_is_stored_with_its_parse_and_replies(database_url: str, minibot_
     turn = service.handle(Inbound("web", "visitor-1", "我的卡丢了", "m-1"))
     assert turn.replies and not turn.duplicate
     events = service.store.events(turn.conversation_id)
-    assert [e["event"] for e in events] == ["session_started", "user", "bot"]
+    assert [e["event"] for e in events] == ["session_started", "user", "action", "bot"]
+    assert events[2]["name"] == "utter_report_card_loss"
     user = events[1]
     assert user["text"] == "我的卡丢了" and user["message_id"] == "m-1" and user["input_channel"] == "web"
     assert user["parse_data"]["intent"]["name"] == "report_card_loss"
-    assert events[2]["text"] == turn.replies[0]["text"]
-    assert events[0]["timestamp"] <= events[1]["timestamp"] <= events[2]["timestamp"]
+    assert events[3]["text"] == turn.replies[0]["text"]
+    assert events[0]["timestamp"] <= events[1]["timestamp"] <= events[3]["timestamp"]
 
 
 def test_duplicate_message_id_gets_the_original_reply_and_is_not_processed(database_url: str,

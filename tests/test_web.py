@@ -67,8 +67,9 @@ def test_tracker_has_rasa_events_in_order(client: TestClient) -> None:
     client.post("/webhooks/rest/webhook", json={"sender": "tracked", "message": "我要掛失"})
     tracker = client.get("/conversations/tracked/tracker").json()
     assert tracker["sender_id"] == "tracked" and tracker["channel"] == "web" and tracker["paused"] is False
-    assert [e["event"] for e in tracker["events"]] == ["session_started", "user", "bot", "user", "bot"]
-    assert tracker["events"][3]["parse_data"]["intent"]["name"] == "report_card_loss"
+    kinds = [e["event"] for e in tracker["events"]]
+    assert kinds == ["session_started", "user", "action", "bot", "user", "action", "bot"]
+    assert tracker["events"][4]["parse_data"]["intent"]["name"] == "report_card_loss"
     assert tracker["latest_message"]["text"] == "我要掛失"
     by_id = client.get(f"/conversations/{tracker['conversation_id']}/tracker").json()
     assert by_id["events"] == tracker["events"]

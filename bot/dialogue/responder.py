@@ -44,7 +44,7 @@ class Responder:
         intent = parse["intent"]
         retrieval = parse.get("retrieval") or {"decision": "none", "top": None, "alternatives": []}
         actions = self.rule_actions.get(intent["name"], [])
-        if actions and not self._knowledge_wins(intent, retrieval):
+        if actions and not self.knowledge_wins(intent, retrieval):
             slots = {e["entity"]: e["value"] for e in parse.get("entities", [])}
             return [r for action in actions for r in self.utter(action, channel, slots)]
         if retrieval["decision"] == "answer":
@@ -54,7 +54,7 @@ class Responder:
             return self.clarify(retrieval["alternatives"], channel)
         return self.utter(self.config.fallback_response, channel, {})
 
-    def _knowledge_wins(self, intent: dict[str, Any], retrieval: dict[str, Any]) -> bool:
+    def knowledge_wins(self, intent: dict[str, Any], retrieval: dict[str, Any]) -> bool:
         if intent["name"] in CONVERSATIONAL_INTENTS or retrieval["decision"] != "answer":
             return False
         return retrieval["top"]["confidence"] + self.config.faq_over_intent_margin >= intent["confidence"]

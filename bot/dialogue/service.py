@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.agent import Agent
+from bot.dialogue.engine import DialogueState, TurnOutcome
 from bot.dialogue.responder import Reply
 from bot.storage import ConversationStore, TurnStart
 
@@ -58,16 +59,23 @@ class ConversationService:
             if start.duplicate:
                 return TurnResult(start.conversation_id, self._original_replies(start), duplicate=True)
             try:
-                parse, replies = self.agent.handle(text, _reply_channel(inbound.channel))
+                parse, outcome = self._respond(inbound, text, start)
             except Exception as e:
                 self.store.fail_turn(start, f"{type(e).__name__}: {e}")
                 raise
-            stamped = [_reply_dict(r) for r in replies]
-            events = [{"event": "bot", "text": r["text"], "data": {"buttons": r["buttons"], "source": r["source"]}}
-                      for r in stamped]
-            state = {**start.state, "latest_intent": parse["intent"]["name"]}
-            self.store.finish_turn(start, dict(parse), events, stamped, state)
+            stamped = [_reply_dict(r) for r in outcome.replies]
+            bot_events = [{"event": "bot", "text": r["text"], "data": {"buttons": r["buttons"], "source": r["source"]}}
+                          for r in stamped]
+            state = {**start.state, "dialogue": outcome.state.model_dump()}
+            self.store.finish_turn(start, dict(parse), [*outcome.events, *bot_events], stamped, state)
         return TurnResult(start.conversation_id, stamped)
+
+    def _respond(self, inbound: Inbound, text: str, start: TurnStart) -> tuple[dict[str, Any], TurnOutcome]:
+        history = [e for e in self.store.events(start.conversation_id) if e.get("message_id") != start.message_id]
+        state = DialogueState.model_validate(start.state.get("dialogue") or {})
+        parse, outcome = self.agent.respond(text, _reply_channel(inbound.channel), state, sender_id=inbound.sender,
+                                            history=history, metadata=inbound.metadata)
+        return dict(parse), outcome
 
     def history(self, channel: str, sender: str) -> list[dict[str, Any]]:
         """The customer's messages and the bot's replies on this channel, oldest first."""

@@ -20,7 +20,6 @@ else:
     import spacy
 
 from bot.nlu.extractors import Entity
-from bot.nlu.tokenise import Tokenizer
 from bot.training_data import TrainingData
 
 EXTRACTOR = "EntityRuler"
@@ -41,12 +40,12 @@ def entity_phrases(data: TrainingData) -> dict[str, set[str]]:
 
 class RuleEntityExtractor:
     def __init__(self, phrases: dict[str, list[str]], regexes: dict[str, list[str]],
-                 synonyms: dict[str, str], tokenizer: Tokenizer, fold: Any) -> None:
+                 synonyms: dict[str, str], fold: Any) -> None:
         self.synonyms = {fold(k): v for k, v in synonyms.items()}
         # patterns are not folded: lowercasing would turn \D into \d
         self.regexes = [(entity, re.compile(p)) for entity, patterns in regexes.items() for p in patterns]
-        self.nlp = spacy.blank("zh", config={"nlp": {"tokenizer": {"segmenter": "jieba"}}})
-        self.nlp.tokenizer.jieba_seg = tokenizer.jieba  # share the bank dictionary and entity words
+        # character tokens: a lookup value inside a longer jieba word (上海 in 上海浦东) still matches
+        self.nlp = spacy.blank("zh", config={"nlp": {"tokenizer": {"segmenter": "char"}}})
         patterns = [{"label": entity, "pattern": fold(value)}
                     for entity, values in phrases.items() for value in sorted(values)]
         if patterns:  # an empty EntityRuler only warns on every call

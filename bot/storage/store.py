@@ -24,6 +24,7 @@ class TurnStart:
     conversation_id: str
     inbound_id: int
     user_event_id: int
+    message_id: str
     state: dict[str, Any]
     duplicate: bool = False
     status: str = "received"  # of the inbound message: received | answered | failed
@@ -61,15 +62,16 @@ class ConversationStore:
                                      user_event_id=user_event.id)
             session.add(inbound)
             session.flush()
-            return TurnStart(conversation.id, inbound.id, user_event.id, dict(conversation.state))
+            return TurnStart(conversation.id, inbound.id, user_event.id, message_id, dict(conversation.state))
 
     def _seen(self, session: Session, seen: InboundMessage) -> TurnStart:
         conversation = session.get(Conversation, seen.conversation_id)
         assert conversation is not None
         if seen.status == "failed":  # the first attempt crashed before answering: process it again
             seen.status = "received"
-            return TurnStart(conversation.id, seen.id, seen.user_event_id, dict(conversation.state))
-        return TurnStart(conversation.id, seen.id, seen.user_event_id, dict(conversation.state), duplicate=True,
+            return TurnStart(conversation.id, seen.id, seen.user_event_id, seen.message_id, dict(conversation.state))
+        return TurnStart(conversation.id, seen.id, seen.user_event_id, seen.message_id, dict(conversation.state),
+                         duplicate=True,
                          status=seen.status, replies=list(seen.replies or []))
 
     def finish_turn(self, start: TurnStart, parse_data: dict[str, Any], events: list[dict[str, Any]],

@@ -12,6 +12,7 @@ from bot.config import BotConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected
 from bot.storage import ConversationStore, Database
 from bot.web.schemas import ParseRequest, RestButton, RestMessage, RestReply, Status, Tracker
+from bot.web.widget import widget_router
 
 
 def create_app(config: BotConfig, agent: Agent | None = None, database: Database | None = None) -> FastAPI:
@@ -26,6 +27,7 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
                               session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes))
     app.state.conversations = ConversationService(app.state.agent, store)
     _routes(app)
+    app.include_router(widget_router())  # the demo page at /, widget.js and the widget's WebSocket
     return app
 
 

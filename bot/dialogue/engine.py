@@ -1,0 +1,409 @@
+"""The dialogue engine: what the bot does with one understood message, given the conversation's state.
+
+In Rasa's terms: slots are filled from the message by their domain mappings; an active form (`active_loop`)
+asks for each required slot, validates through its `validate_<form>` action, re-asks with the reason, can be
+cancelled (取消/算了) and survives an interruption (an FAQ question is answered, then the form asks again);
+rules map intents to responses, custom actions (rasa_sdk, through an `ActionRunner`) and forms; knowledge
+questions get the knowledge base's answer; an ambiguous message gets "您是不是想问…" with the top 3; a message
+not understood twice in a row gets the offer of a human. A short follow-up such as "那信用卡呢" is read in the
+frame of the previous message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from bot.config import DialogueConfig
+from bot.dialogue.actions import ActionError, ActionRunner, domain_payload, tracker_payload
+from bot.dialogue.responder import Button, Reply, Responder
+from bot.nlu.classifier import OOS_INTENTS
+from bot.training_data import TrainingData
+
+MAX_ACTION_CHAIN = 5  # followup actions one turn may trigger
+FOLLOW_UP = re.compile(r"^(那|那么|那要是|如果是|换成)?(?P<rest>.{1,12}?)(呢|怎么办|怎么样|行吗|可以吗)?[?？。!！]*$")
+Reparse = Callable[[str], dict[str, Any]]
+
+
+class DialogueState(BaseModel):
+    """What the bot remembers between turns (stored with the conversation)."""
+
+    slots: dict[str, Any] = Field(default_factory=dict)
+    active_loop: str | None = None
+    latest_intent: str | None = None
+    latest_text: str | None = None
+    latest_entities: list[dict[str, Any]] = Field(default_factory=list)
+    fallbacks: int = 0  # consecutive turns not understood
+    paused: bool = False  # a human holds the conversation
+
+
+@dataclass
+class TurnOutcome:
+    state: DialogueState
+    parse: dict[str, Any]  # the parse the turn acted on (a follow-up's is that of the rewritten question)
+    events: list[dict[str, Any]] = field(default_factory=list)  # Rasa events to store, in order
+    replies: list[Reply] = field(default_factory=list)
+
+
+@dataclass
+class _Turn:
+    """Working memory of one turn."""
+
+    sender_id: str
+    channel: str
+    parse: dict[str, Any]
+    history: list[dict[str, Any]]
+    state: DialogueState
+    events: list[dict[str, Any]] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+
+    def set_slot(self, name: str, value: Any) -> None:
+        self.state.slots[name] = value
+        self.events.append({"event": "slot", "name": name, "value": value})
+
+    def set_loop(self, name: str | None) -> None:
+        self.state.active_loop = name
+        self.events.append({"event": "active_loop", "name": name})
+
+    def action(self, name: str) -> None:
+        self.events.append({"event": "action", "name": name})
+
+
+class DialogueEngine:
+    def __init__(self, data: TrainingData, config: DialogueConfig, responder: Responder,
+                 runner: ActionRunner | None = None, reparse: Reparse | None = None) -> None:
+        self.data = data
+        self.config = config
+        self.responder = responder
+        self.runner = runner
+        self.reparse = reparse
+        self.rules = _intent_rules(data.rules)
+        self.form_submits = _form_submits(data.rules)
+        self.domain = domain_payload(intents=data.intents, entities=sorted({*data.lookups, *data.regexes}),
+                                     slots=data.slots, responses=data.responses, actions=data.actions,
+                                     forms=data.forms)
+
+    def turn(self, state: DialogueState, parse: dict[str, Any], channel: str, sender_id: str,
+             history: list[dict[str, Any]] | None = None) -> TurnOutcome:
+        """Blocking wrapper of `next_turn`, for callers outside an event loop (the service runs in threads)."""
+        return asyncio.run(self.next_turn(state, parse, channel, sender_id, history or []))
+
+    async def next_turn(self, state: DialogueState, parse: dict[str, Any], channel: str, sender_id: str,
+                        history: list[dict[str, Any]]) -> TurnOutcome:
+        turn = _Turn(sender_id, channel, parse, history, state.model_copy(deep=True))
+        turn.parse = self._follow_up(turn)
+        payload = _button_payload(parse.get("text", ""))
+        if turn.state.active_loop and self._cancels(turn):
+            await self._cancel_form(turn)
+        elif turn.state.active_loop:
+            await self._continue_form(turn, payload)
+        else:
+            self._fill_slots(turn, requested=None)
+            await self._respond(turn)
+        turn.state.latest_intent = turn.parse["intent"]["name"]
+        turn.state.latest_text = turn.parse.get("text")
+        turn.state.latest_entities = list(turn.parse.get("entities", []))
+        return TurnOutcome(turn.state, turn.parse, turn.events, turn.replies)
+
+    # --- outside a form ------------------------------------------------------------------------------------
+
+    async def _respond(self, turn: _Turn) -> None:
+        intent = turn.parse["intent"]
+        retrieval = turn.parse.get("retrieval") or {"decision": "none", "top": None, "alternatives": []}
+        actions = self.rules.get(intent["name"])
+        # a task (custom action or form) does something for the customer: it beats a similar FAQ answer
+        is_task = bool(actions) and any(not a.startswith("utter_") for a in actions)
+        if actions and (is_task or not self.responder.knowledge_wins(intent, retrieval)):
+            turn.state.fallbacks = 0
+            for name in actions:
+                await self._run(turn, name)
+            return
+        if retrieval["decision"] == "answer":
+            turn.state.fallbacks = 0
+            top = retrieval["top"]
+            turn.replies.append(Reply(text=top["answer"], source=top["id"]))
+            return
+        turn.state.fallbacks += 1
+        if turn.state.fallbacks >= 2:
+            turn.replies += self._offer_human(turn.channel)
+        elif retrieval["decision"] == "clarify":
+            turn.replies += self.responder.clarify(retrieval["alternatives"], turn.channel)
+        else:
+            turn.replies += self._utter(turn, self.config.fallback_response)
+
+    def _offer_human(self, channel: str) -> list[Reply]:
+        offer = self.responder.utter("utter_offer_human", channel, {})
+        if offer:
+            return offer
+        text = "抱歉，我还没能理解您的问题。需要为您转接人工客服吗？"
+        if channel == "wechat":
+            return [Reply(text=f"{text}回复“转人工”即可。", source="offer_human")]
+        return [Reply(text=text, buttons=[Button(title="转人工", payload="/request_human")], source="offer_human")]
+
+    # --- actions --------------------------------------------------------------------------------------------
+
+    async def _run(self, turn: _Turn, name: str, depth: int = 0) -> None:
+        """Run one action by name: a response, a form, or a custom action."""
+        if name.startswith("utter_"):
+            turn.action(name)
+            turn.replies += self._utter(turn, name)
+        elif name in self.data.forms:
+            await self._start_form(turn, name)
+        elif depth < MAX_ACTION_CHAIN:
+            await self._custom_action(turn, name, depth)
+
+    async def _custom_action(self, turn: _Turn, name: str, depth: int) -> None:
+        turn.action(name)
+        if self.runner is None:
+            turn.replies += self._utter(turn, self.config.fallback_response)
+            return
+        try:
+            result = await self.runner.run(name, self._tracker(turn), self.domain)
+        except ActionError as e:
+            turn.events.append({"event": "action_execution_failed", "name": name, "reason": str(e)[:300]})
+            turn.replies.append(Reply(text="抱歉，系统暂时无法办理，请稍后再试或转人工客服。", source=name))
+            return
+        followup = self._apply(turn, result.events)
+        turn.replies += self._responses(turn, result.responses)
+        if followup:
+            await self._run(turn, followup, depth + 1)
+
+    def _apply(self, turn: _Turn, events: list[dict[str, Any]]) -> str | None:
+        """Apply an action's events to the state; returns a follow-up action to run, if any."""
+        followup = None
+        for event in events:
+            kind = event.get("event")
+            if kind == "slot":
+                turn.set_slot(event["name"], event.get("value"))
+            elif kind == "active_loop":
+                turn.set_loop(event.get("name"))
+            elif kind == "followup":
+                followup = event.get("name")
+            elif kind == "pause":
+                turn.state.paused = True
+                turn.events.append(event)
+            elif kind == "reset_slots":
+                turn.state.slots = {}
+                turn.events.append(event)
+            elif kind == "bot":
+                turn.replies.append(Reply(text=str(event.get("text") or ""), source="action"))
+            else:
+                turn.events.append(event)
+        return followup
+
+    def _responses(self, turn: _Turn, responses: list[dict[str, Any]]) -> list[Reply]:
+        replies = []
+        for message in responses:
+            name = message.get("response") or message.get("template")
+            if name:
+                replies += self._utter(turn, name)
+            elif message.get("text"):
+                buttons = [Button(title=str(b["title"]), payload=str(b["payload"]))
+                           for b in message.get("buttons") or []]
+                replies.append(Reply(text=str(message["text"]), buttons=buttons, source="action"))
+        return replies
+
+    def _tracker(self, turn: _Turn, tail: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        user = {"event": "user", "text": turn.parse.get("text"), "parse_data": turn.parse,
+                "input_channel": turn.channel, "metadata": turn.parse.get("metadata") or {}}
+        latest = {**turn.parse, "metadata": turn.parse.get("metadata") or {}}
+        return tracker_payload(turn.sender_id, turn.state.slots, latest,
+                               [*turn.history, user, *turn.events, *(tail or [])], active_loop=turn.state.active_loop)
+
+    def _utter(self, turn: _Turn, name: str) -> list[Reply]:
+        entities = {e["entity"]: e["value"] for e in turn.parse.get("entities", [])}
+        slots = {**entities, **{k: v for k, v in turn.state.slots.items() if v is not None}}  # slots win
+        return self.responder.utter(name, turn.channel, slots)
+
+    # --- forms ----------------------------------------------------------------------------------------------
+
+    async def _start_form(self, turn: _Turn, form: str) -> None:
+        turn.action(form)
+        turn.set_loop(form)
+        await self._validate_and_ask(turn, form)
+
+    async def _continue_form(self, turn: _Turn, payload: bool) -> None:
+        form = turn.state.active_loop
+        assert form is not None
+        requested = turn.state.slots.get("requested_slot")
+        answered = self._fill_slots(turn, requested=(form, requested)).get(requested)
+        # free text fills whatever slot was asked; a clear question of its own is still a side question
+        if answered != "from_entity" and self._interrupts(turn, payload, form):
+            if answered:
+                turn.state.slots[requested] = None
+                turn.events = [e for e in turn.events if not (e.get("event") == "slot" and e["name"] == requested)]
+            await self._respond(turn)  # answer the side question, then ask again
+            if turn.state.active_loop == form:
+                turn.replies += [Reply(text="我们继续刚才的业务。", source=form), *self._ask(turn, requested)]
+            return
+        turn.state.fallbacks = 0
+        await self._validate_and_ask(turn, form)
+
+    async def _validate_and_ask(self, turn: _Turn, form: str) -> None:
+        explicit_next: tuple[bool, Any] = (False, None)
+        validator = f"validate_{form}"
+        if validator in self.data.actions and self.runner is not None:
+            # rasa_sdk validates the slot events at the very end of the tracker: this turn's candidates
+            required = self.data.forms[form]
+            names = dict.fromkeys(e["name"] for e in turn.events if e.get("event") == "slot" and e["name"] in required)
+            candidates = [{"event": "slot", "name": n, "value": turn.state.slots.get(n)} for n in names]
+            tracker = self._tracker(turn, tail=candidates)
+            turn.action(validator)
+            try:
+                result = await self.runner.run(validator, tracker, self.domain)
+            except ActionError as e:
+                turn.events.append({"event": "action_execution_failed", "name": validator, "reason": str(e)[:300]})
+                result = None
+            if result is not None:
+                for event in result.events:
+                    if event.get("event") == "slot" and event.get("name") == "requested_slot":
+                        explicit_next = (True, event.get("value"))
+                self._apply(turn, [e for e in result.events if e.get("name") != "requested_slot"])
+                turn.replies += self._responses(turn, result.responses)
+        missing = [s for s in self.data.forms[form] if turn.state.slots.get(s) is None]
+        next_slot = explicit_next[1] if explicit_next[0] else (missing[0] if missing else None)
+        if next_slot is None:
+            await self._complete_form(turn, form)
+            return
+        turn.set_slot("requested_slot", next_slot)
+        turn.replies += self._ask(turn, next_slot)
+
+    def _ask(self, turn: _Turn, slot: str | None) -> list[Reply]:
+        if slot is None:
+            return []
+        asked = self._utter(turn, f"utter_ask_{slot}")
+        return asked or [Reply(text=f"请提供{slot}。", source=f"utter_ask_{slot}")]
+
+    async def _complete_form(self, turn: _Turn, form: str) -> None:
+        turn.set_slot("requested_slot", None)
+        turn.set_loop(None)
+        for name in self.form_submits.get(form, []):
+            await self._run(turn, name)
+        pending = turn.state.slots.get("pending_action")
+        if pending:  # an action that started this form to collect what it needs (e.g. identity) resumes
+            turn.set_slot("pending_action", None)
+            if not turn.state.slots.get("identity_failed"):
+                await self._run(turn, str(pending), depth=1)
+
+    async def _cancel_form(self, turn: _Turn) -> None:
+        form = turn.state.active_loop
+        assert form is not None
+        for slot in [*self.data.forms.get(form, []), "requested_slot"]:
+            if turn.state.slots.get(slot) is not None:
+                turn.set_slot(slot, None)
+        turn.set_loop(None)
+        turn.replies += self._utter(turn, "utter_form_cancelled") or [
+            Reply(text="好的，已为您取消本次办理。还有其他可以帮您的吗？", source="utter_form_cancelled")]
+
+    def _cancels(self, turn: _Turn) -> bool:
+        text = turn.parse.get("text", "")
+        return any(word in text for word in self.config.cancel_words) and len(text) <= 12
+
+    def _interrupts(self, turn: _Turn, payload: bool, form: str) -> bool:
+        """A message inside a form that is really another question rather than the answer asked for."""
+        intent = turn.parse["intent"]
+        retrieval = turn.parse.get("retrieval") or {}
+        if intent["name"] in ("affirm", "deny") or form in self.rules.get(intent["name"], []):
+            return False
+        if payload:
+            return True
+        if intent["name"] in self.rules and intent["name"] not in OOS_INTENTS and intent["confidence"] >= 0.8:
+            return True
+        return retrieval.get("decision") == "answer"
+
+    # --- slots ----------------------------------------------------------------------------------------------
+
+    def _fill_slots(self, turn: _Turn, requested: tuple[str, str | None] | None) -> dict[str, str]:
+        """Set the slots whose domain mappings match this message; returns {slot: mapping type that filled it}."""
+        filled = {}
+        form_slots = self.data.forms.get(requested[0], []) if requested else []
+        for slot, spec in self.data.slots.items():
+            if slot in form_slots and slot != requested[1] and turn.state.slots.get(slot) is not None:  # type: ignore[index]
+                continue  # an answer the form already collected is not overwritten by a stray entity
+            found = _mapped_value(spec.get("mappings") or [], turn.parse, turn.state.active_loop,
+                                  requested[1] if requested else None, slot)
+            if found is None:
+                continue
+            kind, value = found
+            filled[slot] = kind
+            if turn.state.slots.get(slot) != value:
+                turn.set_slot(slot, value)
+        return filled
+
+    def _follow_up(self, turn: _Turn) -> dict[str, Any]:
+        """"那信用卡呢" after "借记卡丢了怎么挂失": the previous question with the new entity in place of the old."""
+        parse, state = turn.parse, turn.state
+        text = parse.get("text", "")
+        if state.active_loop or not state.latest_text or not self.reparse or len(text) > 14:
+            return parse
+        if not FOLLOW_UP.fullmatch(text) or not (text.startswith(("那", "换成", "如果是")) or text.endswith("呢")):
+            return parse
+        for entity in parse.get("entities", []):
+            for previous in state.latest_entities:
+                if previous["entity"] == entity["entity"] and previous["value"] != entity["value"]:
+                    old, new = state.latest_text, text[entity["start"] : entity["end"]]
+                    rewritten = old[: previous["start"]] + new + old[previous["end"] :]
+                    reparsed = self.reparse(rewritten)
+                    reparsed["text"] = text
+                    reparsed["follow_up_of"] = rewritten
+                    return reparsed
+        return parse
+
+
+def _mapped_value(mappings: list[dict[str, Any]], parse: dict[str, Any], active_loop: str | None,
+                  requested: str | None, slot: str) -> tuple[str, Any] | None:
+    """(mapping type, value) of the first of a slot's mappings that applies to this message."""
+    intent = parse["intent"]["name"]
+    for mapping in mappings:
+        conditions = mapping.get("conditions") or []
+        if conditions and not any(c.get("active_loop") == active_loop and
+                                  c.get("requested_slot", requested) == requested for c in conditions):
+            continue
+        if intent in (mapping.get("not_intent") or []) or (mapping.get("intent") and intent not in
+                                                            _as_list(mapping["intent"])):
+            continue
+        kind = mapping.get("type")
+        if kind == "from_entity":
+            values = [e["value"] for e in parse.get("entities", []) if e["entity"] == mapping["entity"]]
+            if values:
+                return kind, values[0]
+        elif kind == "from_text" and requested == slot:
+            return kind, parse.get("text")
+        elif kind == "from_intent" and mapping.get("intent"):
+            return kind, mapping.get("value")
+    return None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _button_payload(text: str) -> bool:
+    return text.strip().startswith("/")
+
+
+def _intent_rules(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """intent -> the actions (responses, custom actions, forms) that follow it in an unconditioned rule."""
+    actions: dict[str, list[str]] = {}
+    for rule in rules:
+        steps = rule.get("steps", [])
+        if steps and "intent" in steps[0] and not rule.get("condition"):
+            actions.setdefault(steps[0]["intent"], [s["action"] for s in steps[1:] if "action" in s])
+    return actions
+
+
+def _form_submits(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """form -> the actions a rule runs when the form completes (`active_loop: null` then `action: ...`)."""
+    submits: dict[str, list[str]] = {}
+    for rule in rules:
+        loops = [c.get("active_loop") for c in rule.get("condition") or [] if isinstance(c, dict)]
+        steps = rule.get("steps", [])
+        closing = next((i for i, s in enumerate(steps) if "active_loop" in s and s["active_loop"] is None), None)
+        if loops and loops[0] and closing is not None:
+            submits[loops[0]] = [s["action"] for s in steps[closing + 1 :] if "action" in s]
+    return submits

@@ -1,0 +1,214 @@
+"""Multi-turn dialogue on the bundled bank bot: forms with validation, cancel and interruptions, custom actions
+in-process and on a real rasa_sdk action server, follow-ups, the two-stage fallback, a restart mid-form."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bot.agent import Agent
+from bot.config import ActionEndpointConfig
+from bot.dialogue.engine import DialogueState
+
+APP_CUSTOMER = {"customer_id": "C0001", "verified": True}  # what the app channel's signed token yields
+
+
+class Chat:
+    """One customer's conversation with an agent, keeping the state and events between turns."""
+
+    def __init__(self, agent: Agent, channel: str = "web", metadata: dict | None = None) -> None:
+        self.agent, self.channel, self.metadata = agent, channel, metadata or {}
+        self.state, self.history = DialogueState(), []
+
+    def say(self, text: str) -> str:
+        parse, outcome = self.agent.respond(text, self.channel, self.state, "tester", self.history, self.metadata)
+        self.history += [{"event": "user", "text": text, "parse_data": dict(parse)}, *outcome.events]
+        self.state = outcome.state
+        self.replies = outcome.replies
+        return "\n".join(r.text for r in outcome.replies)
+
+
+@pytest.fixture
+def chat(bundled_agent) -> Chat:
+    return Chat(bundled_agent, metadata=APP_CUSTOMER)
+
+
+def test_card_loss_form_for_a_verified_app_customer(chat: Chat) -> None:
+    assert "卡号后四位" in chat.say("我的银行卡丢了")
+    assert chat.state.active_loop == "card_loss_form"
+    confirm = chat.say("6688")
+    assert "尾号6688" in confirm and "确认" in confirm  # identity already verified by the app: no ID question
+    done = chat.say("确认")
+    assert re.search(r"挂失编号：GS\d{14}", done)
+    assert chat.state.active_loop is None
+    assert chat.state.slots.get("card_tail") is None and chat.state.slots.get("loss_reference")
+
+
+def test_card_loss_form_validates_and_reasks_with_the_reason(bundled_agent) -> None:
+    chat = Chat(bundled_agent)  # an unidentified web visitor: card tail + ID digits identify the cardholder
+    chat.say("卡丢了要挂失")
+    bad = chat.say("12")
+    assert "应为4位数字" in bad and "卡号后四位" in bad
+    assert "身份证" in chat.say("6688")
+    wrong = chat.say("0000")
+    assert "不符" in wrong and "还可尝试2次" in wrong
+    assert "尾号6688" in chat.say("3456")
+    assert "挂失编号" in chat.say("确认")
+
+
+def test_three_wrong_ids_end_the_form_safely(bundled_agent) -> None:
+    chat = Chat(bundled_agent)
+    chat.say("我要挂失")
+    chat.say("6688")
+    chat.say("1111")
+    chat.say("2222")
+    final = chat.say("3333")
+    assert "连续3次未通过" in final
+    assert chat.state.active_loop is None and "挂失编号" not in final
+
+
+def test_cancel_leaves_the_form_and_clears_its_slots(chat: Chat) -> None:
+    chat.say("我的卡丢了")
+    chat.say("6688")
+    assert "取消" in chat.say("算了")
+    assert chat.state.active_loop is None
+    assert chat.state.slots.get("card_tail") is None
+
+
+def test_a_question_in_the_middle_is_answered_then_the_form_resumes(chat: Chat) -> None:
+    chat.say("我的卡丢了")
+    reply = chat.say("补卡要多少钱")
+    assert "我们继续" in reply and "卡号后四位" in reply
+    assert chat.state.active_loop == "card_loss_form"
+    assert chat.state.slots.get("card_tail") is None  # the question was not taken as the card number
+    assert "尾号6688" in chat.say("6688")
+
+
+def test_account_actions_answer_verified_customers_and_guide_others(bundled_agent) -> None:
+    assert "28,650.00" in Chat(bundled_agent, metadata=APP_CUSTOMER).say("查一下余额")
+    visitor = Chat(bundled_agent).say("查一下余额")
+    assert "手机银行" in visitor and "请先登录" in visitor and "28,650" not in visitor
+
+
+def test_actions_use_entities_from_the_message(bundled_agent) -> None:
+    assert "USD" in Chat(bundled_agent).say("美元汇率是多少")
+    branches = Chat(bundled_agent).say("上海浦东有哪些网点")
+    assert "上海" in branches and "浦东" in branches
+
+
+def test_follow_up_reuses_the_previous_question(bundled_agent) -> None:
+    chat = Chat(bundled_agent)
+    chat.say("借记卡年费多少")
+    parse, _ = bundled_agent.respond("那信用卡呢", "web", chat.state, "tester", chat.history)
+    assert parse["follow_up_of"] == "信用卡年费多少"
+    assert parse["text"] == "那信用卡呢"
+
+
+def test_second_failure_in_a_row_offers_a_human(bundled_agent) -> None:
+    chat = Chat(bundled_agent)
+    chat.say("asdfgh qwe")
+    assert not any(b.payload == "/request_human" for r in chat.replies for b in r.buttons)
+    chat.say("zxcvb nmm")
+    assert any(b.payload == "/request_human" for r in chat.replies for b in r.buttons)
+    chat.say("你好")
+    assert chat.state.fallbacks == 0
+
+
+def test_wechat_gets_plain_text_choices(bundled_agent) -> None:
+    chat = Chat(bundled_agent, channel="wechat", metadata=APP_CUSTOMER)
+    chat.say("我的卡丢了")
+    chat.say("6688")
+    assert all(not r.buttons for r in chat.replies)
+    assert "回复“确认”" in "\n".join(r.text for r in chat.replies)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{process.args} exited with {process.returncode}"
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+@pytest.fixture
+def action_server(project_root: Path):
+    port = free_port()
+    env = {**os.environ, "SANIC_HOST": "127.0.0.1"}
+    server = subprocess.Popen([sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)],
+                              cwd=project_root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        wait_until(f"http://127.0.0.1:{port}/health", server)
+        yield f"http://127.0.0.1:{port}/webhook"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_forms_and_actions_run_the_same_on_an_action_server(bundled_agent, action_server: str) -> None:
+    endpoint = ActionEndpointConfig(url=action_server, timeout=10)
+    config = bundled_agent.config.model_copy(update={"action_endpoint": endpoint})
+    remote = Agent(bundled_agent.model, config)
+    assert type(remote.engine.runner).__name__ == "RemoteActionRunner"
+    chat = Chat(remote, metadata=APP_CUSTOMER)
+    chat.say("我的卡丢了")
+    assert "应为4位数字" in chat.say("12")
+    assert "尾号6688" in chat.say("6688")
+    assert re.search(r"挂失编号：GS\d{14}", chat.say("确认"))
+    assert "28,650.00" in Chat(remote, metadata=APP_CUSTOMER).say("查一下余额")
+
+
+def post(port: int, sender: str, text: str, message_id: str) -> list[dict]:
+    body = json.dumps({"sender": sender, "message": text, "message_id": message_id}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/rest/webhook", data=body,
+                                     headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=60).read())
+
+
+def test_a_form_continues_after_the_server_is_killed(bundled_agent, tmp_path: Path, project_root: Path) -> None:
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BOT__")},
+           "BOT__MODELS_DIR": str(bundled_agent.config.path(bundled_agent.config.models_dir)),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"}
+    command = [sys.executable, "-m", "bot.cli", "run", "--port", str(port)]
+
+    def start() -> subprocess.Popen:
+        server = subprocess.Popen(command, cwd=project_root, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        wait_until(f"http://127.0.0.1:{port}/ready", server)
+        return server
+
+    server = start()
+    try:
+        asked = post(port, "kill-test", "我的卡丢了", "m1")
+        assert "卡号后四位" in asked[-1]["text"]
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+    server = start()
+    try:
+        assert "身份证" in post(port, "kill-test", "6688", "m2")[-1]["text"]
+        assert post(port, "kill-test", "我的卡丢了", "m1")[-1]["text"] == asked[-1]["text"]  # a late retry
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
