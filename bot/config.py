@@ -106,6 +106,18 @@ class StorageConfig(_Strict):
     session_expiry_minutes: int = Field(60, ge=1)  # silence after which a new conversation starts
 
 
+class AppChannelConfig(_Strict):
+    # HS256 secret shared with the bank's app back end, which signs each customer's token; the channel is off
+    # until it is set (BOT__CHANNELS__APP__SECRET), never in the committed file
+    secret: str | None = Field(None, min_length=32)
+    max_token_age_seconds: int = Field(3600, ge=30)  # tokens older than this are refused even if not expired
+    issuer: str | None = None  # when set, the token's `iss` must match
+
+
+class ChannelsConfig(_Strict):
+    app: AppChannelConfig = AppChannelConfig()
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -120,6 +132,7 @@ class BotConfig(_Strict):
     dialogue: DialogueConfig = DialogueConfig()
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
+    channels: ChannelsConfig = ChannelsConfig()
     actions_package: str | None = "actions"  # custom actions run in-process through rasa_sdk's executor...
     action_endpoint: ActionEndpointConfig | None = None  # ...or on this action server when set
     root: Path = Field(default=Path("."), exclude=True)

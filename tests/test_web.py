@@ -86,3 +86,24 @@ def test_unknown_conversation_is_404_with_a_reason(client: TestClient) -> None:
                                   {"sender": "x", "message": "卡" * 2001}])
 def test_malformed_messages_are_refused(client: TestClient, body: dict) -> None:
     assert client.post("/webhooks/rest/webhook", json=body).status_code == 422
+
+
+@pytest.mark.parametrize("raw", [b'{"sender": "x", "message": "\xff\xfe"}', b'{"sender": "x", "message": ',
+                                 b"sender=x&message=hi", b"[]"])
+def test_undecodable_bodies_get_a_4xx_with_a_reason_not_500(client: TestClient, raw: bytes) -> None:
+    response = client.post("/webhooks/rest/webhook", content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code in (400, 422)
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("text", ["🙂🙂🙂", "<script>alert(1)</script>", "\x00\x01你好\x7f", "a" * 2000])
+def test_odd_but_valid_messages_get_a_polite_reply(client: TestClient, text: str) -> None:
+    response = client.post("/webhooks/rest/webhook", json={"sender": "odd", "message": text})
+    assert response.status_code == 200
+    assert response.json() and all(r["text"] for r in response.json())
+
+
+def test_openapi_documents_the_rasa_and_app_endpoints(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/webhooks/rest/webhook", "/model/parse", "/conversations/{conversation_id}/tracker", "/status",
+            "/channels/app/messages"} <= paths.keys()

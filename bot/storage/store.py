@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.storage.database import Database
-from bot.storage.models import AuditEntry, ChannelIdentity, Conversation, Event, InboundMessage, utcnow
+from bot.storage.models import AuditEntry, ChannelIdentity, Conversation, Customer, Event, InboundMessage, utcnow
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,31 @@ class ConversationStore:
                 .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == sender)
                 .order_by(Conversation.started_at, Event.seq))
             return [{"event": e.type, "timestamp": e.timestamp.timestamp(), **e.data} for e in rows]
+
+    def link_customer(self, channel: str, sender: str, customer_id: str, *, name: str | None = None,
+                      tier: str | None = None, verified: bool = False) -> None:
+        """Record (or update) the bank customer and link this channel identity, and its open conversation, to it."""
+        with self.database.session() as session, session.begin():
+            customer = session.get(Customer, customer_id)
+            if customer is None:
+                customer = Customer(id=customer_id)
+                session.add(customer)
+            customer.name = name or customer.name
+            customer.tier = tier or customer.tier or "standard"
+            customer.verified = verified or bool(customer.verified)
+            session.flush()
+            identity = self._identity(session, channel, sender)
+            if identity.customer_id != customer_id:
+                identity.customer_id = customer_id
+                session.add(AuditEntry(actor=f"{channel}:{sender}", action="link_customer", target=customer_id,
+                                       details={"verified": verified}))
+            for conversation in session.scalars(select(Conversation).where(Conversation.identity_id == identity.id,
+                                                                           Conversation.status != "closed")):
+                conversation.customer_id = customer_id
+
+    def customer(self, customer_id: str) -> Customer | None:
+        with self.database.session() as session:
+            return session.get(Customer, customer_id)
 
     def audit(self, actor: str, action: str, target: str, details: dict[str, Any] | None = None) -> None:
         with self.database.session() as session, session.begin():

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from bot.agent import Agent
+from bot.channels.app import app_router
 from bot.config import BotConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected
 from bot.storage import ConversationStore, Database
@@ -28,6 +29,7 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     app.state.conversations = ConversationService(app.state.agent, store)
     _routes(app)
     app.include_router(widget_router())  # the demo page at /, widget.js and the widget's WebSocket
+    app.include_router(app_router())  # the bank's mobile app: customers signed in by the app's back end
     return app
 
 

@@ -1,0 +1,153 @@
+"""The bank's mobile app channel: REST and WebSocket, for customers the app has already logged in.
+
+The app's back end signs a short-lived JWT (HS256, the secret shared in `channels.app.secret`) naming the
+customer: `sub` = the bank's customer id, `iat`, `exp`, optionally `name`, `tier`, `verified`, `iss`. The bot
+verifies it on every request, links the conversation to that customer and tells the actions who is asking.
+A missing, forged or expired token is refused with 401 before anything is stored.
+
+    POST /channels/app/messages   Authorization: Bearer <token>   {"message", "message_id"}
+    GET  /channels/app/history    Authorization: Bearer <token>
+    WS   /channels/app/ws?token=<token>   frames as in bot.channels.chat_socket
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import jwt
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, WebSocket
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from bot.channels.chat_socket import serve_chat
+from bot.config import AppChannelConfig
+from bot.dialogue.service import ConversationService, Inbound, MessageRejected
+
+CHANNEL = "app"
+CLOCK_SKEW_SECONDS = 30
+
+
+class AppCustomer(BaseModel):
+    customer_id: str = Field(min_length=1, max_length=64)
+    name: str | None = None
+    tier: str = "standard"
+    verified: bool = True  # the app logged the customer in; it may say otherwise (e.g. a guest session)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What actions see in the message metadata (rasa_sdk: tracker.latest_message["metadata"])."""
+        return {"customer_id": self.customer_id, "verified": self.verified, "tier": self.tier}
+
+
+class TokenRejected(Exception):
+    """Why a token was refused; the message names the problem but never echoes the token."""
+
+
+class AppMessage(BaseModel):
+    message: str = Field(min_length=1, max_length=2000)
+    message_id: str | None = Field(None, min_length=1, max_length=128)
+
+
+class AppReply(BaseModel):
+    text: str
+    buttons: list[dict[str, str]] | None = None
+    timestamp: str
+
+
+class AppTurn(BaseModel):
+    conversation_id: str
+    duplicate: bool
+    replies: list[AppReply]
+
+
+def verify_token(token: str, config: AppChannelConfig, now: float | None = None) -> AppCustomer:
+    if not config.secret:
+        raise TokenRejected("the app channel is not configured (set BOT__CHANNELS__APP__SECRET)")
+    try:
+        claims = jwt.decode(token, config.secret, algorithms=["HS256"], issuer=config.issuer,
+                            leeway=CLOCK_SKEW_SECONDS, options={"require": ["sub", "iat", "exp"]})
+    except jwt.ExpiredSignatureError as e:
+        raise TokenRejected("token expired") from e
+    except jwt.PyJWTError as e:
+        raise TokenRejected(f"invalid token: {e}") from e
+    age = (now or time.time()) - float(claims["iat"])
+    if age > config.max_token_age_seconds + CLOCK_SKEW_SECONDS:
+        raise TokenRejected(f"token issued {int(age)} s ago; at most {config.max_token_age_seconds} s allowed")
+    try:
+        return AppCustomer(customer_id=str(claims["sub"]), name=claims.get("name"),
+                           tier=str(claims.get("tier") or "standard"), verified=bool(claims.get("verified", True)))
+    except ValueError as e:
+        raise TokenRejected(f"invalid claims: {e}") from e
+
+
+def sign_token(customer: AppCustomer, secret: str, lifetime_seconds: int = 300, issuer: str | None = None) -> str:
+    """What the app's back end does (here for tests and demos; the bank signs with its own code)."""
+    now = int(time.time())
+    claims = {"sub": customer.customer_id, "iat": now, "exp": now + lifetime_seconds, "name": customer.name,
+              "tier": customer.tier, "verified": customer.verified}
+    if issuer:
+        claims["iss"] = issuer
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def _service(request: Request) -> ConversationService:
+    return request.app.state.conversations
+
+
+def _customer(request: Request, authorization: Annotated[str | None, Header()] = None) -> AppCustomer:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("send the customer's token as 'Authorization: Bearer <token>'")
+    try:
+        return verify_token(token.strip(), request.app.state.config.channels.app)
+    except TokenRejected as e:
+        raise _unauthorized(str(e)) from e
+
+
+def _unauthorized(reason: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=reason, headers={"WWW-Authenticate": "Bearer"})
+
+
+CustomerDep = Annotated[AppCustomer, Depends(_customer)]
+ServiceDep = Annotated[ConversationService, Depends(_service)]
+
+
+def app_router() -> APIRouter:
+    router = APIRouter(prefix="/channels/app", tags=["app channel"])
+
+    @router.post("/messages", response_model=AppTurn)
+    def message(body: AppMessage, customer: CustomerDep, service: ServiceDep) -> AppTurn:
+        """One message from a logged-in app customer; a repeated `message_id` gets the original replies."""
+        link(service, customer)
+        try:
+            turn = service.handle(Inbound(CHANNEL, customer.customer_id, body.message, body.message_id,
+                                          customer.metadata))
+        except MessageRejected as e:
+            raise HTTPException(status_code=422, detail=str(e)) from e
+        replies = [AppReply(text=r["text"], buttons=r["buttons"], timestamp=r["timestamp"]) for r in turn.replies]
+        return AppTurn(conversation_id=turn.conversation_id, duplicate=turn.duplicate, replies=replies)
+
+    @router.get("/history")
+    def history(customer: CustomerDep, service: ServiceDep) -> list[dict[str, Any]]:
+        """The customer's app conversation so far, oldest first."""
+        return service.history(CHANNEL, customer.customer_id)
+
+    @router.websocket("/ws")
+    async def socket(websocket: WebSocket, token: str = "") -> None:
+        try:
+            customer = verify_token(token, websocket.app.state.config.channels.app)
+        except TokenRejected:
+            await websocket.close(code=4401, reason="unauthorized")  # before accept: the handshake fails
+            return
+        await websocket.accept()
+        service = websocket.app.state.conversations
+        await run_in_threadpool(link, service, customer)
+        await serve_chat(websocket, service, CHANNEL, customer.customer_id, customer.metadata)
+
+    return router
+
+
+def link(service: ConversationService, customer: AppCustomer) -> None:
+    service.store.link_customer(CHANNEL, customer.customer_id, customer.customer_id, name=customer.name,
+                                tier=customer.tier, verified=customer.verified)
