@@ -72,15 +72,20 @@ def train(config: ConfigOption = Path("config.yml")) -> None:
 def run(config: ConfigOption = Path("config.yml"),
         host: Annotated[str | None, typer.Option(help="Bind address (default from config)")] = None,
         port: Annotated[int | None, typer.Option(help="Port (default from config)")] = None) -> None:
-    """Serve the bot over HTTP; trains first when no model exists."""
+    """Serve the bot over HTTP; trains first when no model exists or the training data changed."""
     import uvicorn
 
-    from bot.model import latest_model_dir
+    from bot.model import is_stale, latest_model_dir
     from bot.web.app import create_app
 
     settings = _config(config)
-    if latest_model_dir(settings) is None:
+    latest = latest_model_dir(settings)
+    if latest is None:
         typer.echo("no trained model yet: training the bot first", err=True)
+        _train_with_progress(settings)
+    elif is_stale(latest, settings):
+        typer.echo(f"nlu_data/, knowledge/ or the NLU config changed since {latest.name} was trained: "
+                   "training a new model first", err=True)
         _train_with_progress(settings)
     uvicorn.run(create_app(settings), host=host or settings.server.host, port=port or settings.server.port)
 

@@ -7,6 +7,7 @@ A model directory is self-contained: the classifier, the knowledge index and a c
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -109,9 +110,30 @@ def train(config: BotConfig, progress: Progress = lambda step: None) -> Path:
         "n_examples": len(data.examples),
         "n_knowledge_entries": len(entries),
         "train_seconds": round(time.perf_counter() - started, 2),
+        "data_fingerprint": data_fingerprint(config),
     }
     progress("保存模型 saving model")
     return save(TrainedModel(nlu, retriever, data, metadata), config.path(config.models_dir))
+
+
+def data_fingerprint(config: BotConfig) -> str:
+    """SHA-256 over everything a model is trained from: nlu_data/, knowledge/ and the config's NLU settings."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"pipeline": [s.model_dump() for s in config.pipeline],
+                              "retrieval": config.retrieval.model_dump(include={"encoder", "rrf_k"})},
+                             sort_keys=True, default=str).encode())
+    for folder in (config.path(config.nlu_data), config.path(config.retrieval.knowledge)):
+        for file in sorted(folder.rglob("*")) if folder.exists() else []:
+            if file.is_file():
+                digest.update(str(file.relative_to(folder)).encode())
+                digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def is_stale(directory: Path, config: BotConfig) -> bool:
+    """True when the training data or NLU config changed since the model in `directory` was trained."""
+    metadata = json.loads((directory / METADATA_FILE).read_text("utf-8"))
+    return metadata.get("data_fingerprint") != data_fingerprint(config)
 
 
 def save(model: TrainedModel, models_dir: Path) -> Path:

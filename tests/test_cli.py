@@ -72,3 +72,18 @@ def test_bad_config_exits_with_message(tmp_path: Path) -> None:
     result = run(["validate"], tmp_path)
     assert result.returncode == 1
     assert "unknown step name" in result.stderr
+
+
+def test_a_model_is_stale_once_the_training_data_changes(tmp_path: Path) -> None:
+    import shutil
+
+    from bot.config import load_config
+    from bot.model import is_stale, latest_model_dir, train
+
+    shutil.copytree(Path(__file__).parent / "fixtures" / "minibot", tmp_path, dirs_exist_ok=True)
+    config = load_config(tmp_path / "config.yml", environ={})
+    model = train(config)
+    assert latest_model_dir(config) == model and not is_stale(model, config)
+    faq = tmp_path / "knowledge" / "faq.yml"
+    faq.write_text(faq.read_text("utf-8") + "\n", "utf-8")
+    assert is_stale(model, config)

@@ -107,3 +107,21 @@ def test_openapi_documents_the_rasa_and_app_endpoints(client: TestClient) -> Non
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/webhooks/rest/webhook", "/model/parse", "/conversations/{conversation_id}/tracker", "/status",
             "/channels/app/messages"} <= paths.keys()
+
+
+def test_curl_style_form_content_type_is_read_as_json_like_rasa(client: TestClient) -> None:
+    response = client.post("/webhooks/rest/webhook", content='{"sender":"curl","message":"你好"}'.encode(),
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200 and response.json()[0]["recipient_id"] == "curl"
+
+
+def test_tracker_shows_the_slots_and_the_active_form(bundled_agent, tmp_path) -> None:
+    from bot.storage import Database
+
+    client = TestClient(create_app(bundled_agent.config, agent=bundled_agent,
+                                   database=Database(f"sqlite:///{tmp_path / 'bot.db'}")))
+    client.post("/webhooks/rest/webhook", json={"sender": "form-1", "message": "我的卡丢了"})
+    client.post("/webhooks/rest/webhook", json={"sender": "form-1", "message": "尾号6688"})
+    tracker = client.get("/conversations/form-1/tracker").json()
+    assert tracker["active_loop"] == {"name": "card_loss_form"}
+    assert tracker["slots"]["card_tail"] == "6688" and tracker["slots"]["requested_slot"] == "id_last4"

@@ -28,9 +28,28 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
                               session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes))
     app.state.conversations = ConversationService(app.state.agent, store)
     _routes(app)
+    app.add_middleware(JsonBodyMiddleware, paths=RASA_JSON_PATHS)
     app.include_router(widget_router())  # the demo page at /, widget.js and the widget's WebSocket
     app.include_router(app_router())  # the bank's mobile app: customers signed in by the app's back end
     return app
+
+
+RASA_JSON_PATHS = frozenset({"/webhooks/rest/webhook", "/model/parse"})
+
+
+class JsonBodyMiddleware:
+    """Rasa reads these endpoints' bodies as JSON whatever the Content-Type, so `curl -d '{...}'` (which sends
+    application/x-www-form-urlencoded) works; so do we."""
+
+    def __init__(self, app: Any, paths: frozenset[str]) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
 
 
 def _agent(request: Request) -> Agent:
@@ -90,10 +109,12 @@ def _routes(app: FastAPI) -> None:
             raise HTTPException(status_code=404, detail=f"no conversation with id or sender '{conversation_id}'")
         events = conversations.store.events(conversation.id)
         latest = next((e for e in reversed(events) if e["event"] == "user"), None)
-        state = conversation.state or {}
+        dialogue = (conversation.state or {}).get("dialogue") or {}
+        loop = dialogue.get("active_loop")
         return Tracker(sender_id=conversation_id, conversation_id=conversation.id, channel=conversation.channel,
-                       status=conversation.status, slots=state.get("slots", {}),
+                       status=conversation.status, slots=dialogue.get("slots") or {},
                        latest_message=(latest or {}).get("parse_data") or {},
                        latest_event_time=events[-1]["timestamp"] if events else None,
-                       paused=conversation.status in ("queued", "human"), active_loop=state.get("active_loop") or {},
+                       paused=conversation.status in ("queued", "human") or bool(dialogue.get("paused")),
+                       active_loop={"name": loop} if loop else {},
                        events=events)
