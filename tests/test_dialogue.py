@@ -212,3 +212,12 @@ def test_a_form_continues_after_the_server_is_killed(bundled_agent, tmp_path: Pa
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_rules_with_slot_conditions_use_what_the_conversation_knows(chat: Chat) -> None:
+    general = chat.say("补卡怎么办理")
+    assert "挂失编号" not in general
+    chat.say("我的卡丢了")
+    chat.say("6688")
+    reference = re.search(r"GS\d{14}", chat.say("确认")).group()
+    assert reference in chat.say("补卡怎么办理")

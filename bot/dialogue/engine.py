@@ -115,7 +115,7 @@ class DialogueEngine:
     async def _respond(self, turn: _Turn) -> None:
         intent = turn.parse["intent"]
         retrieval = turn.parse.get("retrieval") or {"decision": "none", "top": None, "alternatives": []}
-        actions = self.rules.get(intent["name"])
+        actions = self._rule_actions(intent["name"], turn.state)
         # a task (custom action or form) does something for the customer: it beats a similar FAQ answer
         is_task = bool(actions) and any(not a.startswith("utter_") for a in actions)
         if actions and (is_task or not self.responder.knowledge_wins(intent, retrieval)):
@@ -135,6 +135,13 @@ class DialogueEngine:
             turn.replies += self.responder.clarify(retrieval["alternatives"], turn.channel)
         else:
             turn.replies += self._utter(turn, self.config.fallback_response)
+
+    def _rule_actions(self, intent: str, state: DialogueState) -> list[str]:
+        """The actions of the most specific rule for `intent` whose conditions hold (none: an empty list)."""
+        for conditions, actions in self.rules.get(intent, []):
+            if all(_condition_holds(c, state) for c in conditions):
+                return actions
+        return []
 
     def _offer_human(self, channel: str) -> list[Reply]:
         offer = self.responder.utter("utter_offer_human", channel, {})
@@ -308,7 +315,7 @@ class DialogueEngine:
         """A message inside a form that is really another question rather than the answer asked for."""
         intent = turn.parse["intent"]
         retrieval = turn.parse.get("retrieval") or {}
-        if intent["name"] in ("affirm", "deny") or form in self.rules.get(intent["name"], []):
+        if intent["name"] in ("affirm", "deny") or form in self._rule_actions(intent["name"], turn.state):
             return False
         if payload:
             return True
@@ -387,14 +394,31 @@ def _button_payload(text: str) -> bool:
     return text.strip().startswith("/")
 
 
-def _intent_rules(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """intent -> the actions (responses, custom actions, forms) that follow it in an unconditioned rule."""
-    actions: dict[str, list[str]] = {}
+def _intent_rules(rules: list[dict[str, Any]]) -> dict[str, list[tuple[list[dict[str, Any]], list[str]]]]:
+    """intent -> [(conditions, actions)] of the rules that start with it, those with more conditions first."""
+    found: dict[str, list[tuple[list[dict[str, Any]], list[str]]]] = {}
     for rule in rules:
         steps = rule.get("steps", [])
-        if steps and "intent" in steps[0] and not rule.get("condition"):
-            actions.setdefault(steps[0]["intent"], [s["action"] for s in steps[1:] if "action" in s])
-    return actions
+        if steps and "intent" in steps[0]:
+            conditions = [c for c in rule.get("condition") or [] if isinstance(c, dict)]
+            actions = [s["action"] for s in steps[1:] if "action" in s]
+            found.setdefault(steps[0]["intent"], []).append((conditions, actions))
+    for candidates in found.values():
+        candidates.sort(key=lambda rule: -len(rule[0]))  # stable: file order among equals
+    return found
+
+
+def _condition_holds(condition: dict[str, Any], state: DialogueState) -> bool:
+    """Rasa rule conditions: `active_loop: name | null`, `slot_was_set: [{slot: value} | slot]`."""
+    if "active_loop" in condition:
+        return state.active_loop == condition["active_loop"]
+    for item in condition.get("slot_was_set") or []:
+        if isinstance(item, dict):
+            if any(state.slots.get(slot) != value for slot, value in item.items()):
+                return False
+        elif state.slots.get(str(item)) is None:
+            return False
+    return True
 
 
 def _form_submits(rules: list[dict[str, Any]]) -> dict[str, list[str]]:

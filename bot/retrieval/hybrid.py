@@ -35,6 +35,9 @@ def dice(a: set[str], b: set[str]) -> float:
     return 2 * len(a & b) / (len(a) + len(b)) if a and b else 0.0
 
 
+HIT_POOL = 12
+
+
 class HybridIndex:
     def __init__(self, texts: list[str], tokens: list[list[str]], groups: list[int],
                  vectors: np.ndarray | None, rrf_k: int = 60) -> None:
@@ -78,7 +81,9 @@ class HybridIndex:
                 fused[group] = fused.get(group, 0.0) + 1.0 / (self.rrf_k + rank + 1)
         query_bigrams = char_bigrams(text)
         dense_list = None if dense_scores is None else dense_scores.tolist()
-        hits = [self._hit(group, score, query_bigrams, dense_list) for group, score in fused.items()]
+        # confidence is computed for the best fused groups only: further down neither ranking liked them
+        pool = sorted(fused.items(), key=lambda item: -item[1])[: max(k, HIT_POOL)]
+        hits = [self._hit(group, score, query_bigrams, dense_list) for group, score in pool]
         hits.sort(key=lambda h: (h.confidence, h.fused_score), reverse=True)
         return hits[:k]
 
