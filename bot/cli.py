@@ -13,6 +13,8 @@ app = typer.Typer(help="示例银行智能客服 — a Chinese-first bank custom
                   pretty_exceptions_enable=False)
 eval_app = typer.Typer(help="Score the NLU on external data sets (the project's benchmark entry point).")
 app.add_typer(eval_app, name="eval")
+agents_app = typer.Typer(help="Agent accounts for the agent desk (/agent).")
+app.add_typer(agents_app, name="agents")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to config.yml")]
 
@@ -164,6 +166,34 @@ def eval_qa(answers: Annotated[Path, typer.Option("--answers")], test: Annotated
     from bot.eval.qa import evaluate_qa
 
     _print(_evaluate(evaluate_qa, answers, test, _config(config), train_file=train), as_json)
+
+
+@agents_app.command("add")
+def agents_add(username: Annotated[str, typer.Argument(help="Login name")],
+               name: Annotated[str, typer.Option("--name", help="Name the customer sees, e.g. 小王")],
+               groups: Annotated[list[str], typer.Option("--group", help="Skill group it serves; repeatable")],
+               role: Annotated[str, typer.Option(help="agent, supervisor or admin")] = "agent",
+               max_chats: Annotated[int, typer.Option(help="Chats at once")] = 3,
+               config: ConfigOption = Path("config.yml")) -> None:
+    """Create an agent account; the password is asked for (or read from BOT_AGENT_PASSWORD) and stored hashed."""
+    import os
+
+    from bot.handoff.agents import AccountError, create_agent
+    from bot.storage import Database
+
+    settings = _config(config)
+    known = {g.name for g in settings.handoff.groups}
+    unknown = [g for g in groups if g not in known]
+    if unknown:
+        _fail(f"unknown skill group(s) {unknown}; config.yml has {sorted(known)}")
+    password = os.environ.get("BOT_AGENT_PASSWORD") or typer.prompt("password", hide_input=True,
+                                                                     confirmation_prompt=True)
+    try:
+        account = create_agent(Database(settings.storage.url, root=settings.root), username, name, password,
+                               role=role, groups=groups, max_chats=max_chats)
+    except AccountError as e:
+        _fail(str(e))
+    typer.echo(f"agent {account.username} ({account.display_name}, {account.role}) serves {', '.join(groups)}")
 
 
 def _evaluate(evaluate: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:

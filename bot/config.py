@@ -118,6 +118,33 @@ class ChannelsConfig(_Strict):
     app: AppChannelConfig = AppChannelConfig()
 
 
+class SkillGroupConfig(_Strict):
+    name: str  # e.g. 信用卡
+    intents: list[str] = []  # intents whose conversations this group takes
+    categories: list[str] = []  # knowledge-base categories likewise
+    hours: str = Field("09:00-18:00", pattern=r"^\d\d:\d\d-\d\d:\d\d$")
+    days: list[int] = [0, 1, 2, 3, 4, 5, 6]  # weekdays it works, 0 = Monday
+    timezone: str = "Asia/Shanghai"
+
+
+class HandoffConfig(_Strict):
+    """When the bot hands a conversation to a person, and to whom."""
+
+    request_words: list[str] = ["转人工", "人工客服", "找客服", "人工服务", "真人", "agent", "human"]
+    max_fallbacks: int = Field(3, ge=1)  # consecutive turns the bot did not understand
+    anger_words: list[str] = ["投诉", "曝光", "报警", "骗子", "垃圾", "气死", "太差劲", "律师", "12378", "监管"]
+    sensitive_intents: list[str] = ["suspected_fraud", "disputed_transaction", "complaint"]
+    failure_slots: list[str] = ["identity_failed"]  # a form that kept failing validation sets one of these
+    vip_tiers: list[str] = ["白金卡", "私人银行"]
+    vip_max_fallbacks: int = Field(1, ge=1)  # VIP customers reach a person sooner
+    default_group: str = "综合服务"
+    groups: list[SkillGroupConfig] = [SkillGroupConfig(name="综合服务")]
+    priorities: dict[str, int] = {"sensitive": 1, "anger": 2, "vip": 2, "form_failed": 3, "request": 3,
+                                  "fallback": 4}  # lower is served first
+    average_handle_minutes: float = Field(4.0, gt=0)  # for the customer's estimated wait
+    canned: dict[str, str] = {}  # short code -> text, e.g. "/hi": "您好，我是人工客服…"
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -133,6 +160,7 @@ class BotConfig(_Strict):
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
     channels: ChannelsConfig = ChannelsConfig()
+    handoff: HandoffConfig = HandoffConfig()
     actions_package: str | None = "actions"  # custom actions run in-process through rasa_sdk's executor...
     action_endpoint: ActionEndpointConfig | None = None  # ...or on this action server when set
     root: Path = Field(default=Path("."), exclude=True)

@@ -87,3 +87,23 @@ def test_a_model_is_stale_once_the_training_data_changes(tmp_path: Path) -> None
     faq = tmp_path / "knowledge" / "faq.yml"
     faq.write_text(faq.read_text("utf-8") + "\n", "utf-8")
     assert is_stale(model, config)
+
+
+def test_agents_add_creates_an_account_with_a_hashed_password(minibot: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOT__")}
+    env |= {"BOT_AGENT_PASSWORD": "correct horse battery", "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"}
+    command = [*BOT, "agents", "add", "wang", "--name", "小王", "--group", "综合服务"]
+    done = subprocess.run(command, cwd=minibot, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "agent wang (小王, agent) serves 综合服务" in done.stdout
+    again = subprocess.run(command, cwd=minibot, capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    bad = subprocess.run([*BOT, "agents", "add", "li", "--name", "小李", "--group", "火星"], cwd=minibot,
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 1 and "unknown skill group" in bad.stderr
+
+    from bot.handoff.agents import authenticate
+    from bot.storage import Database
+
+    account = authenticate(Database(env["DATABASE_URL"]), "wang", "correct horse battery")
+    assert account is not None and account.password_hash.startswith("$argon2")

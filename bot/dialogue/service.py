@@ -17,6 +17,7 @@ from typing import Any
 from bot.agent import Agent
 from bot.dialogue.engine import DialogueState, TurnOutcome
 from bot.dialogue.responder import Reply
+from bot.handoff.handover import Handover
 from bot.storage import ConversationStore, TurnStart
 
 MAX_MESSAGE_CHARS = 2000
@@ -44,9 +45,11 @@ class TurnResult:
 
 
 class ConversationService:
-    def __init__(self, agent: Agent, store: ConversationStore, duplicate_wait: float = 10.0) -> None:
+    def __init__(self, agent: Agent, store: ConversationStore, duplicate_wait: float = 10.0,
+                 handoff: Handover | None = None) -> None:
         self.agent = agent
         self.store = store
+        self.handoff = handoff
         self.duplicate_wait = duplicate_wait
         # striped locks: turns of one customer never overlap, memory stays bounded however many customers
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
@@ -59,16 +62,32 @@ class ConversationService:
             if start.duplicate:
                 return TurnResult(start.conversation_id, self._original_replies(start), duplicate=True)
             try:
-                parse, outcome = self._respond(inbound, text, start)
+                replies, parse, events, state = self._turn(inbound, text, start)
             except Exception as e:
                 self.store.fail_turn(start, f"{type(e).__name__}: {e}")
                 raise
-            stamped = [_reply_dict(r) for r in outcome.replies]
+            stamped = [_reply_dict(r) for r in replies]
             bot_events = [{"event": "bot", "text": r["text"], "data": {"buttons": r["buttons"], "source": r["source"]}}
                           for r in stamped]
-            state = {**start.state, "dialogue": outcome.state.model_dump()}
-            self.store.finish_turn(start, dict(parse), [*outcome.events, *bot_events], stamped, state)
+            self.store.finish_turn(start, parse, [*events, *bot_events], stamped, state)
         return TurnResult(start.conversation_id, stamped)
+
+    def _turn(self, inbound: Inbound, text: str,
+              start: TurnStart) -> tuple[list[Reply], dict[str, Any] | None, list[dict[str, Any]], dict[str, Any]]:
+        """(replies, parse, events, new state) of one turn: with a person, a rating, or the bot."""
+        if start.conversation_status in ("queued", "human") and self.handoff is not None:
+            return self.handoff.while_with_people(start), None, [], start.state
+        state = dict(start.state)
+        survey = state.pop("survey_handoff", None)
+        if survey is not None and self.handoff is not None:
+            thanks = self.handoff.take_rating(int(survey), text)
+            if thanks:
+                return thanks, None, [], state
+        parse, outcome = self._respond(inbound, text, start)
+        replies = list(outcome.replies)
+        if self.handoff is not None:
+            replies += self.handoff.escalate_if_needed(start, text, parse, outcome.state)
+        return replies, parse, outcome.events, {**state, "dialogue": outcome.state.model_dump()}
 
     def _respond(self, inbound: Inbound, text: str, start: TurnStart) -> tuple[dict[str, Any], TurnOutcome]:
         history = [e for e in self.store.events(start.conversation_id) if e.get("message_id") != start.message_id]

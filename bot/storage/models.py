@@ -24,7 +24,7 @@ def new_id() -> str:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[dict[str, Any]]: JSON,
+    type_annotation_map = {dict[str, Any]: JSON, list[dict[str, Any]]: JSON, list[str]: JSON,
                            dt.datetime: DateTime(timezone=True)}
 
 
@@ -107,3 +107,39 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(128))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class AgentAccount(Base):
+    """A person at the agent desk: agent, supervisor or admin."""
+
+    __tablename__ = "agents"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(64))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16), default="agent")  # agent | supervisor | admin
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)  # skill groups it serves
+    max_chats: Mapped[int] = mapped_column(default=3)
+    presence: Mapped[str] = mapped_column(String(16), default="offline")  # online | away | offline
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Handoff(Base):
+    """One hand-over of a conversation to a person, from the request to the customer's rating."""
+
+    __tablename__ = "handoffs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    group: Mapped[str] = mapped_column(String(64), index=True)
+    priority: Mapped[int] = mapped_column(default=3)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(256), default="")
+    status: Mapped[str] = mapped_column(String(16), default="waiting", index=True)
+    # waiting | assigned | closed | abandoned | ticket (left a message outside working hours)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    assigned_at: Mapped[dt.datetime | None] = mapped_column()
+    closed_at: Mapped[dt.datetime | None] = mapped_column()
+    disposition: Mapped[str | None] = mapped_column(String(64))
+    rating: Mapped[int | None] = mapped_column()
+    comment: Mapped[str | None] = mapped_column(Text)

@@ -28,6 +28,9 @@ class TurnStart:
     state: dict[str, Any]
     duplicate: bool = False
     status: str = "received"  # of the inbound message: received | answered | failed
+    conversation_status: str = "bot"  # bot | queued | human
+    customer_id: str | None = None
+    customer_tier: str | None = None
     replies: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -62,7 +65,10 @@ class ConversationStore:
                                      user_event_id=user_event.id)
             session.add(inbound)
             session.flush()
-            return TurnStart(conversation.id, inbound.id, user_event.id, message_id, dict(conversation.state))
+            customer = session.get(Customer, conversation.customer_id) if conversation.customer_id else None
+            return TurnStart(conversation.id, inbound.id, user_event.id, message_id, dict(conversation.state),
+                             conversation_status=conversation.status, customer_id=conversation.customer_id,
+                             customer_tier=customer.tier if customer else None)
 
     def _seen(self, session: Session, seen: InboundMessage) -> TurnStart:
         conversation = session.get(Conversation, seen.conversation_id)
@@ -74,13 +80,14 @@ class ConversationStore:
                          duplicate=True,
                          status=seen.status, replies=list(seen.replies or []))
 
-    def finish_turn(self, start: TurnStart, parse_data: dict[str, Any], events: list[dict[str, Any]],
+    def finish_turn(self, start: TurnStart, parse_data: dict[str, Any] | None, events: list[dict[str, Any]],
                     replies: list[dict[str, Any]], state: dict[str, Any]) -> None:
         with self.database.session() as session, session.begin():
             conversation = self._locked_conversation(session, start.conversation_id)
             user_event = session.get(Event, start.user_event_id)
             assert user_event is not None
-            user_event.data = {**user_event.data, "parse_data": parse_data}
+            if parse_data is not None:
+                user_event.data = {**user_event.data, "parse_data": parse_data}
             for item in events:
                 kind = item["event"]
                 self._append(session, conversation, kind, {k: v for k, v in item.items() if k != "event"})

@@ -11,6 +11,8 @@ from bot.agent import Agent
 from bot.channels.app import app_router
 from bot.config import BotConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected
+from bot.handoff.desk import AgentDesk
+from bot.handoff.handover import Handover
 from bot.storage import ConversationStore, Database
 from bot.web.schemas import ParseRequest, RestButton, RestMessage, RestReply, Status, Tracker
 from bot.web.widget import widget_router
@@ -26,7 +28,9 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     app.state.database = database or Database(config.storage.url, root=config.root)
     store = ConversationStore(app.state.database,
                               session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes))
-    app.state.conversations = ConversationService(app.state.agent, store)
+    app.state.desk = AgentDesk(app.state.database, config.handoff)
+    app.state.conversations = ConversationService(app.state.agent, store,
+                                                  handoff=Handover(app.state.desk, config.handoff))
     _routes(app)
     app.add_middleware(JsonBodyMiddleware, paths=RASA_JSON_PATHS)
     app.include_router(widget_router())  # the demo page at /, widget.js and the widget's WebSocket

@@ -1,0 +1,72 @@
+"""The conversation service's side of a hand-over: escalate when a trigger fires, tell the customer where they
+stand while people have the conversation, and take the satisfaction rating afterwards."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bot.config import HandoffConfig
+from bot.dialogue.engine import DialogueState
+from bot.dialogue.responder import Reply
+from bot.handoff.desk import AgentDesk, QueueTicket
+from bot.handoff.routing import group_named, priority, skill_group
+from bot.handoff.triggers import detect_escalation
+from bot.storage import TurnStart
+
+RATING_WORDS = {"非常满意": 5, "很满意": 5, "满意": 4, "一般": 3, "非常不满意": 1, "很不满意": 1, "不满意": 2}
+
+
+class Handover:
+    def __init__(self, desk: AgentDesk, config: HandoffConfig) -> None:
+        self.desk = desk
+        self.config = config
+
+    def escalate_if_needed(self, start: TurnStart, text: str, parse: dict[str, Any],
+                           state: DialogueState) -> list[Reply]:
+        escalation = detect_escalation(self.config, text, parse, state.slots, state.fallbacks, start.customer_tier)
+        if escalation is None:
+            return []
+        top = (parse.get("retrieval") or {}).get("top") or {}
+        intents = [i for i in (state.latest_intent, parse.get("intent", {}).get("name")) if i]
+        group = skill_group(self.config, intents, [top["category"]] if top.get("category") else [])
+        ticket = self.desk.request(start.conversation_id, group.name, priority(self.config, escalation.kind,
+                                                                              start.customer_tier),
+                                   escalation.kind, escalation.detail)
+        state.fallbacks = 0
+        return [Reply(text=self.describe(ticket), source="handoff")]
+
+    def describe(self, ticket: QueueTicket) -> str:
+        if ticket.status == "assigned":
+            return f"已为您接通{ticket.group}人工客服，客服已看到您和智能客服的对话，请稍候。"
+        if ticket.status == "ticket":
+            hours = group_named(self.config, ticket.group).hours
+            opens = ticket.opens_at.strftime("%m月%d日 %H:%M") if ticket.opens_at else "工作时间"
+            return (f"{ticket.group}人工客服的服务时间是每天{hours}，现在暂时无人值守。您的问题已记录，"
+                    f"请直接留言并留下方便联系的时间，我们会在{opens}后尽快回电。")
+        ahead = ticket.position - 1
+        queue = f"您前面还有{ahead}位客户" if ahead else "您是下一位"
+        return f"正在为您转接{ticket.group}人工客服，{queue}，预计等待约{ticket.eta_minutes}分钟。"
+
+    def while_with_people(self, start: TurnStart) -> list[Reply]:
+        """The customer wrote while waiting (told their place) or while an agent has the chat (no bot reply)."""
+        handoff = self.desk.open_handoff(start.conversation_id)
+        if handoff is None or handoff.status != "waiting":
+            return []
+        return [Reply(text=self.describe(self.desk.ticket(handoff.id)), source="handoff")]
+
+    def take_rating(self, handoff_id: int, text: str) -> list[Reply] | None:
+        rating = parse_rating(text)
+        if rating is None:
+            return None
+        comment = re.sub(r"^\s*[1-5]\s*分?[,，。.\s]*", "", text).strip() or None
+        self.desk.rate(handoff_id, rating, comment)
+        return [Reply(text="感谢您的评价！如还有其他问题，可以随时问我。", source="satisfaction")]
+
+
+def parse_rating(text: str) -> int | None:
+    """1-5 from "5", "4分", "非常满意" and the like; None when the text is not a rating."""
+    match = re.match(r"^\s*([1-5])\s*(分|星)?(\D|$)", text)
+    if match:
+        return int(match.group(1))
+    return next((v for w, v in sorted(RATING_WORDS.items(), key=lambda i: -len(i[0])) if w in text), None)

@@ -1,0 +1,57 @@
+"""To whom: the skill group for a conversation, its priority, and whether the group is at work now."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from bot.config import HandoffConfig, SkillGroupConfig
+
+
+def skill_group(config: HandoffConfig, intents: list[str], categories: list[str]) -> SkillGroupConfig:
+    """The group for the newest intent (or knowledge category) some group names, else the default group."""
+    for intent in reversed(intents):
+        if group := next((g for g in config.groups if intent in g.intents), None):
+            return group
+    for category in reversed(categories):
+        if group := next((g for g in config.groups if category in g.categories), None):
+            return group
+    return group_named(config, config.default_group)
+
+
+def group_named(config: HandoffConfig, name: str) -> SkillGroupConfig:
+    found = next((g for g in config.groups if g.name == name), None)
+    if found is None:
+        raise KeyError(f"handoff: no group named {name!r}; groups are {[g.name for g in config.groups]}")
+    return found
+
+
+def priority(config: HandoffConfig, kind: str, tier: str | None) -> int:
+    """Lower is served first; VIP tiers go one step ahead of others with the same reason."""
+    base = config.priorities.get(kind, max(config.priorities.values(), default=5))
+    return max(0, base - 1) if tier in config.vip_tiers else base
+
+
+def _minutes(clock: str) -> int:
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def is_open(group: SkillGroupConfig, now: dt.datetime) -> bool:
+    local = now.astimezone(ZoneInfo(group.timezone))
+    start, end = (_minutes(c) for c in group.hours.split("-"))
+    minute = local.hour * 60 + local.minute
+    return local.weekday() in group.days and start <= minute < end
+
+
+def next_opening(group: SkillGroupConfig, now: dt.datetime) -> dt.datetime:
+    """When the group is next at work (now, if it is), in the group's time zone."""
+    local = now.astimezone(ZoneInfo(group.timezone)).replace(second=0, microsecond=0)
+    if is_open(group, local):
+        return local
+    start = _minutes(group.hours.split("-")[0])
+    for days_ahead in range(8):
+        day = (local + dt.timedelta(days=days_ahead)).replace(hour=start // 60, minute=start % 60)
+        if day > local and day.weekday() in group.days:
+            return day
+    raise ValueError(f"group {group.name} has no working day")

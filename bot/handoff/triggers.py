@@ -1,0 +1,37 @@
+"""When the bot hands over: each rule of `handoff` in config.yml, checked after the bot's turn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bot.config import HandoffConfig
+
+REQUEST_INTENT = "request_human"
+
+
+@dataclass(frozen=True)
+class Escalation:
+    kind: str  # request | sensitive | anger | form_failed | fallback | vip
+    detail: str  # for the agent: what exactly triggered it
+
+
+def detect_escalation(config: HandoffConfig, text: str, parse: dict[str, Any], slots: dict[str, Any],
+                      fallbacks: int, tier: str | None = None) -> Escalation | None:
+    """The reason to hand this conversation to a person now, or None. Checked in order of urgency."""
+    intent = parse.get("intent", {}).get("name", "")
+    lowered = text.lower()
+    if intent in config.sensitive_intents:
+        return Escalation("sensitive", f"敏感业务：{intent}")
+    if angry := next((w for w in config.anger_words if w.lower() in lowered), None):
+        return Escalation("anger", f"客户情绪激动或投诉（“{angry}”）")
+    if intent == REQUEST_INTENT or any(w.lower() in lowered for w in config.request_words):
+        return Escalation("request", "客户要求转人工")
+    if failed := next((s for s in config.failure_slots if slots.get(s)), None):
+        return Escalation("form_failed", f"业务办理多次验证失败（{failed}）")
+    vip = tier is not None and tier in config.vip_tiers
+    if vip and fallbacks >= config.vip_max_fallbacks:
+        return Escalation("vip", f"{tier}客户，智能客服未能理解")
+    if fallbacks >= config.max_fallbacks:
+        return Escalation("fallback", f"连续{fallbacks}次未能理解客户的问题")
+    return None
