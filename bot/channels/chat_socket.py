@@ -38,7 +38,10 @@ class FrameError(Exception):
 async def serve_chat(websocket: WebSocket, service: Any, channel: str, sender: str,
                      metadata: dict[str, Any] | None = None) -> None:
     """Answer an accepted socket's frames until the client goes away. `metadata` goes with every message
-    (e.g. the app customer's verified identity)."""
+    (e.g. the app customer's verified identity). While open, the socket also gets what agents send."""
+    hub = getattr(websocket.app.state, "hub", None)
+    if hub is not None:
+        hub.add_customer(channel, sender, websocket)
     try:
         while True:
             frame = await websocket.receive()
@@ -48,6 +51,9 @@ async def serve_chat(websocket: WebSocket, service: Any, channel: str, sender: s
             await _answer(websocket, service, channel, sender, raw, metadata or {})
     except WebSocketDisconnect:
         return
+    finally:
+        if hub is not None:
+            hub.remove_customer(channel, sender, websocket)
 
 
 def _decode(data: bytes | None) -> str:

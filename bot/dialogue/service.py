@@ -76,7 +76,7 @@ class ConversationService:
               start: TurnStart) -> tuple[list[Reply], dict[str, Any] | None, list[dict[str, Any]], dict[str, Any]]:
         """(replies, parse, events, new state) of one turn: with a person, a rating, or the bot."""
         if start.conversation_status in ("queued", "human") and self.handoff is not None:
-            return self.handoff.while_with_people(start), None, [], start.state
+            return self.handoff.while_with_people(start, text), None, [], start.state
         state = dict(start.state)
         survey = state.pop("survey_handoff", None)
         if survey is not None and self.handoff is not None:
@@ -85,8 +85,11 @@ class ConversationService:
                 return thanks, None, [], state
         parse, outcome = self._respond(inbound, text, start)
         replies = list(outcome.replies)
-        if self.handoff is not None:
-            replies += self.handoff.escalate_if_needed(start, text, parse, outcome.state)
+        handed_over = self.handoff.escalate_if_needed(start, text, parse, outcome.state) if self.handoff else []
+        if handed_over:  # a person takes over: the form's "let's continue" prompts would only confuse
+            form = outcome.state.active_loop
+            replies = [r for r in replies if r.source != form and not r.source.startswith("utter_ask_")]
+            replies += handed_over
         return replies, parse, outcome.events, {**state, "dialogue": outcome.state.model_dump()}
 
     def _respond(self, inbound: Inbound, text: str, start: TurnStart) -> tuple[dict[str, Any], TurnOutcome]:

@@ -187,6 +187,23 @@ class AgentDesk:
             _event(session, _conversation(session, handoff.conversation_id), "agent_note",
                    {"text": text.strip(), "agent_id": agent_id})
 
+    def reassign(self, handoff_id: int, agent_id: int) -> None:
+        """A supervisor gives an open chat to another agent."""
+        with self.database.session() as session, session.begin():
+            handoff = session.get(Handoff, handoff_id, with_for_update=True)
+            agent = session.get(AgentAccount, agent_id)
+            if handoff is None or handoff.status not in OPEN_STATUSES:
+                raise DeskError("这个会话已结束，无法重新分配。")
+            if agent is None:
+                raise DeskError(f"没有编号为 {agent_id} 的坐席。")
+            previous = handoff.agent_id
+            handoff.status, handoff.agent_id, handoff.assigned_at = "assigned", agent_id, utcnow()
+            conversation = _conversation(session, handoff.conversation_id)
+            conversation.status = "human"
+            _event(session, conversation, "handoff", {"status": "assigned", "handoff_id": handoff_id,
+                                                      "agent_id": agent_id, "agent": agent.display_name,
+                                                      "from_agent_id": previous})
+
     def transfer(self, handoff_id: int, agent_id: int, group: str, note: str = "") -> None:
         """Back to the queue of another group (keeping its place by the original request time)."""
         group_named(self.config, group)

@@ -13,14 +13,16 @@ from bot.handoff.desk import AgentDesk, QueueTicket
 from bot.handoff.routing import group_named, priority, skill_group
 from bot.handoff.triggers import detect_escalation
 from bot.storage import TurnStart
+from bot.storage.models import utcnow
 
 RATING_WORDS = {"非常满意": 5, "很满意": 5, "满意": 4, "一般": 3, "非常不满意": 1, "很不满意": 1, "不满意": 2}
 
 
 class Handover:
-    def __init__(self, desk: AgentDesk, config: HandoffConfig) -> None:
+    def __init__(self, desk: AgentDesk, config: HandoffConfig, hub: Any = None) -> None:
         self.desk = desk
         self.config = config
+        self.hub = hub  # bot.web.hub.LiveHub: tells agents about new chats and customers' messages live
 
     def escalate_if_needed(self, start: TurnStart, text: str, parse: dict[str, Any],
                            state: DialogueState) -> list[Reply]:
@@ -34,6 +36,8 @@ class Handover:
                                                                               start.customer_tier),
                                    escalation.kind, escalation.detail)
         state.fallbacks = 0
+        if self.hub is not None:
+            self.hub.to_agents({"type": "queue"})
         return [Reply(text=self.describe(ticket), source="handoff")]
 
     def describe(self, ticket: QueueTicket) -> str:
@@ -48,10 +52,15 @@ class Handover:
         queue = f"您前面还有{ahead}位客户" if ahead else "您是下一位"
         return f"正在为您转接{ticket.group}人工客服，{queue}，预计等待约{ticket.eta_minutes}分钟。"
 
-    def while_with_people(self, start: TurnStart) -> list[Reply]:
+    def while_with_people(self, start: TurnStart, text: str) -> list[Reply]:
         """The customer wrote while waiting (told their place) or while an agent has the chat (no bot reply)."""
         handoff = self.desk.open_handoff(start.conversation_id)
-        if handoff is None or handoff.status != "waiting":
+        if handoff is None:
+            return []
+        if handoff.status != "waiting":
+            if self.hub is not None and handoff.agent_id is not None:
+                self.hub.to_agents({"type": "message", "handoff_id": handoff.id, "text": text,
+                                    "timestamp": utcnow().isoformat()}, [handoff.agent_id])
             return []
         return [Reply(text=self.describe(self.desk.ticket(handoff.id)), source="handoff")]
 

@@ -14,6 +14,8 @@ from bot.dialogue.service import ConversationService, Inbound, MessageRejected
 from bot.handoff.desk import AgentDesk
 from bot.handoff.handover import Handover
 from bot.storage import ConversationStore, Database
+from bot.web.agent_api import Sessions, agent_router
+from bot.web.hub import LiveHub
 from bot.web.schemas import ParseRequest, RestButton, RestMessage, RestReply, Status, Tracker
 from bot.web.widget import widget_router
 
@@ -28,12 +30,15 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     app.state.database = database or Database(config.storage.url, root=config.root)
     store = ConversationStore(app.state.database,
                               session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes))
+    app.state.hub = LiveHub()
     app.state.desk = AgentDesk(app.state.database, config.handoff)
     app.state.conversations = ConversationService(app.state.agent, store,
-                                                  handoff=Handover(app.state.desk, config.handoff))
+                                                  handoff=Handover(app.state.desk, config.handoff, app.state.hub))
     _routes(app)
     app.add_middleware(JsonBodyMiddleware, paths=RASA_JSON_PATHS)
     app.include_router(widget_router())  # the demo page at /, widget.js and the widget's WebSocket
+    app.state.sessions = Sessions()
+    app.include_router(agent_router())  # the agent desk: /agent console and /api/agent, /api/supervisor
     app.include_router(app_router())  # the bank's mobile app: customers signed in by the app's back end
     return app
 

@@ -1,0 +1,117 @@
+"""The agent desk API end to end over HTTP and WebSockets: a web customer escalates, an agent logs in, sees the
+context package, replies (the customer's socket gets it live), closes; the customer rates and the bot is back."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bot.handoff.agents import create_agent
+from bot.storage import Database
+from bot.web.app import create_app
+
+NOON = dt.datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def app(bundled_agent, tmp_path: Path):
+    database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
+    app = create_app(bundled_agent.config, agent=bundled_agent, database=database)
+    app.state.desk.clock = lambda: NOON
+    create_agent(database, "wang", "小王", PASSWORD, groups=["借记卡与账户", "综合服务"])
+    create_agent(database, "boss", "张主管", PASSWORD, role="supervisor", groups=["综合服务"])
+    return app
+
+
+def login(client: TestClient, username: str) -> dict[str, str]:
+    response = client.post("/api/agent/login", json={"username": username, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def bots_until_ack(socket) -> list[str]:
+    texts = []
+    while (frame := socket.receive_json())["type"] != "ack":
+        if frame["type"] == "bot":
+            texts.append(frame["text"])
+    return texts
+
+
+def until(socket, kind: str) -> dict:
+    while True:
+        frame = socket.receive_json()
+        if frame["type"] == kind:
+            return frame
+
+
+def test_escalate_accept_reply_close_rate(app) -> None:
+    client = TestClient(app)
+    assert client.post("/api/agent/login", json={"username": "wang", "password": "wrong"}).status_code == 401
+    assert client.get("/api/agent/queue").status_code == 401
+    agent = login(client, "wang")
+
+    with client.websocket_connect("/ws/chat?sender=visitor-0001&channel=web") as customer:
+        customer.send_json({"type": "message", "text": "我的卡丢了，卡号6222021234567890123", "message_id": "c1"})
+        until(customer, "ack")
+        customer.send_json({"type": "message", "text": "转人工", "message_id": "c2"})
+        queued = bots_until_ack(customer)
+        assert "您是下一位" in queued[-1] and not any("我们继续" in text for text in queued)
+
+        queue = client.get("/api/agent/queue", headers=agent).json()
+        assert len(queue["waiting"]) == 1 and queue["mine"] == []
+        waiting = queue["waiting"][0]
+        assert waiting["group"] == "借记卡与账户" and waiting["reason"] == "request"
+
+        context = client.post(f"/api/agent/handoffs/{waiting['handoff_id']}/accept", headers=agent).json()
+        assert context["reason"] == "客户要求转人工" and context["channel"] == "web"
+        assert context["active_form"] == "card_loss_form"
+        user_lines = [t for t in context["transcript"] if t["role"] == "user"]
+        assert user_lines[0]["intent"]["name"] == "report_card_loss"
+        assert "6222021234567890123" not in str(context) and "***************0123" in user_lines[0]["text"]
+        assert "report_card_loss" in context["summary"] and context["suggestions"]
+        boss = login(client, "boss")
+        boss_view = client.get(f"/api/agent/handoffs/{waiting['handoff_id']}/context", headers=boss).json()
+        assert "6222021234567890123" in str(boss_view)  # a supervisor may see the full number
+        assert client.post(f"/api/agent/handoffs/{waiting['handoff_id']}/accept",
+                           headers=boss).status_code == 409
+
+        sent = client.post(f"/api/agent/handoffs/{waiting['handoff_id']}/messages", headers=agent,
+                           json={"text": "/hi"}).json()
+        live = until(customer, "bot")
+        assert live["text"] == sent["text"] and live["text"].startswith("您好，我是人工客服")
+
+        customer.send_json({"type": "message", "text": "好的谢谢", "message_id": "c3"})
+        ack = until(customer, "ack")
+        assert ack["message_id"] == "c3"  # no bot reply while the agent has the chat
+
+        overview = client.get("/api/supervisor/overview", headers=boss).json()
+        assert [a["load"] for a in overview["agents"] if a["display_name"] == "小王"] == [1]
+        assert client.get("/api/supervisor/overview", headers=agent).status_code == 403
+
+        assert client.post(f"/api/agent/handoffs/{waiting['handoff_id']}/close", headers=agent,
+                           json={"disposition": "已解决"}).status_code == 200
+        survey = until(customer, "bot")
+        assert "打分" in survey["text"] and survey["buttons"]
+        customer.send_json({"type": "message", "text": "5", "message_id": "c4"})
+        assert "感谢您的评价" in until(customer, "bot")["text"]
+        customer.send_json({"type": "message", "text": "补卡要多少钱", "message_id": "c5"})
+        assert until(customer, "bot")["text"]
+
+
+def test_agents_socket_hears_new_chats_and_customer_messages(app) -> None:
+    client = TestClient(app)
+    agent = login(client, "wang")
+    token = agent["Authorization"].split()[1]
+    with client.websocket_connect(f"/api/agent/ws?token={token}") as desk:
+        client.post("/webhooks/rest/webhook", json={"sender": "rest-1", "message": "转人工"})
+        assert until(desk, "queue") == {"type": "queue"}
+        handoff_id = client.get("/api/agent/queue", headers=agent).json()["waiting"][0]["handoff_id"]
+        client.post(f"/api/agent/handoffs/{handoff_id}/accept", headers=agent)
+        client.post("/webhooks/rest/webhook", json={"sender": "rest-1", "message": "我还在等"})
+        message = until(desk, "message")
+        assert message["handoff_id"] == handoff_id and message["text"] == "我还在等"
