@@ -143,6 +143,8 @@ class HandoffConfig(_Strict):
                                   "fallback": 4}  # lower is served first
     average_handle_minutes: float = Field(4.0, gt=0)  # for the customer's estimated wait
     canned: dict[str, str] = {}  # short code -> text, e.g. "/hi": "您好，我是人工客服…"
+    agent_grace_seconds: float = Field(60, ge=0)  # an agent's chats go back to the queue after this offline
+    customer_grace_seconds: float = Field(120, ge=0)  # a waiting customer who closed the chat leaves the queue
 
 
 class ServerConfig(_Strict):

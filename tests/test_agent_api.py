@@ -115,3 +115,42 @@ def test_agents_socket_hears_new_chats_and_customer_messages(app) -> None:
         client.post("/webhooks/rest/webhook", json={"sender": "rest-1", "message": "我还在等"})
         message = until(desk, "message")
         assert message["handoff_id"] == handoff_id and message["text"] == "我还在等"
+
+
+def quick_grace(app, seconds: float = 0.3) -> None:
+    handoff = app.state.config.handoff.model_copy(update={"agent_grace_seconds": seconds,
+                                                          "customer_grace_seconds": seconds})
+    app.state.config = app.state.config.model_copy(update={"handoff": handoff})
+
+
+def test_an_agent_who_disconnects_gets_their_chats_returned_after_the_grace(app) -> None:
+    import time
+
+    quick_grace(app)
+    with TestClient(app) as client:
+        agent = login(client, "wang")
+        token = agent["Authorization"].split()[1]
+        client.post("/webhooks/rest/webhook", json={"sender": "rest-2", "message": "转人工"})
+        handoff_id = client.get("/api/agent/queue", headers=agent).json()["waiting"][0]["handoff_id"]
+        with client.websocket_connect(f"/api/agent/ws?token={token}"):
+            client.post(f"/api/agent/handoffs/{handoff_id}/accept", headers=agent)
+        with client.websocket_connect(f"/api/agent/ws?token={token}"):
+            time.sleep(0.6)  # back within the grace period: nothing happens
+            assert client.get("/api/agent/queue", headers=agent).json()["mine"]
+        time.sleep(1.0)
+        queue = client.get("/api/agent/queue", headers=agent).json()
+        assert queue["mine"] == [] and [w["handoff_id"] for w in queue["waiting"]] == [handoff_id]
+
+
+def test_a_waiting_customer_who_closes_the_chat_leaves_the_queue(app) -> None:
+    import time
+
+    quick_grace(app)
+    with TestClient(app) as client:
+        agent = login(client, "wang")
+        with client.websocket_connect("/ws/chat?sender=visitor-0002&channel=web") as customer:
+            customer.send_json({"type": "message", "text": "转人工", "message_id": "x1"})
+            bots_until_ack(customer)
+        assert len(client.get("/api/agent/queue", headers=agent).json()["waiting"]) == 1
+        time.sleep(1.0)
+        assert client.get("/api/agent/queue", headers=agent).json()["waiting"] == []

@@ -9,6 +9,7 @@ Frames of one socket are handled one at a time, so replies keep the order of the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -19,6 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 
 from bot.dialogue.service import Inbound
+from bot.web.hub import after_grace
 
 MAX_TEXT_CHARS = 2000
 MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -54,6 +56,27 @@ async def serve_chat(websocket: WebSocket, service: Any, channel: str, sender: s
     finally:
         if hub is not None:
             hub.remove_customer(channel, sender, websocket)
+            _leave_queue_unless_back(websocket, service, channel, sender)
+
+
+def _leave_queue_unless_back(websocket: WebSocket, service: Any, channel: str, sender: str) -> None:
+    """A customer who closed the chat while waiting for a person leaves the queue, unless they come back
+    (a reload, a network drop) within `handoff.customer_grace_seconds`."""
+    state = websocket.app.state
+    desk = getattr(state, "desk", None)
+    if desk is None:
+        return
+
+    def leave() -> None:
+        conversation = service.store.find_conversation_of(channel, sender)
+        if conversation is not None and conversation.status == "queued":
+            desk.customer_left(conversation.id)
+            state.hub.to_agents({"type": "queue"})
+
+    task = asyncio.ensure_future(after_grace(state.config.handoff.customer_grace_seconds,
+                                             lambda: not state.hub.customer_connected(channel, sender), leave))
+    state.background.add(task)
+    task.add_done_callback(state.background.discard)
 
 
 def _decode(data: bytes | None) -> str:

@@ -81,16 +81,19 @@ def build_context(database: Database, handoff_id: int, role: str, suggest: Sugge
 
 
 def _transcript_item(event: Event, hide: Callable[[str], str]) -> dict[str, Any] | None:
-    data, when = event.data or {}, event.timestamp.isoformat()
+    stamp = event.timestamp if event.timestamp.tzinfo else event.timestamp.replace(tzinfo=dt.UTC)
+    data, when = event.data or {}, stamp.isoformat()
     if event.type == "user":
         parse = data.get("parse_data") or {}
         intent = parse.get("intent")
         entities = [{"entity": e["entity"], "value": hide(str(e["value"]))} for e in parse.get("entities") or []]
-        return {"role": "user", "text": hide(data.get("text", "")), "timestamp": when, "intent": intent,
-                "entities": entities}
+        shown = (data.get("metadata") or {}).get("button_title") or data.get("text", "")  # a button: its title
+        return {"role": "user", "text": hide(shown), "timestamp": when, "intent": intent, "entities": entities}
     if event.type == "bot":
-        role = "agent" if (data.get("data") or {}).get("source") == "agent" else "bot"
-        return {"role": role, "text": data.get("text", ""), "timestamp": when, "intent": None, "entities": []}
+        extra = data.get("data") or {}
+        role = "agent" if extra.get("source") == "agent" else "bot"
+        return {"role": role, "text": data.get("text", ""), "timestamp": when, "intent": None, "entities": [],
+                "author": extra.get("agent") if role == "agent" else None}
     if event.type == "agent_note":
         return {"role": "note", "text": data.get("text", ""), "timestamp": when, "intent": None, "entities": []}
     if event.type == "handoff":

@@ -126,6 +126,25 @@ class AgentDesk:
         if presence == "online":
             self.assign_waiting()
 
+    def release_agent(self, agent_id: int) -> list[int]:
+        """An agent who went away (disconnected past the grace period): offline, and their chats go back to the
+        front of their queues (their original request time keeps their place)."""
+        returned = []
+        with self.database.session() as session, session.begin():
+            agent = session.get(AgentAccount, agent_id)
+            if agent is not None:
+                agent.presence = "offline"
+            for handoff in session.scalars(select(Handoff).where(Handoff.agent_id == agent_id,
+                                                                 Handoff.status == "assigned")):
+                handoff.status, handoff.agent_id = "waiting", None
+                conversation = _conversation(session, handoff.conversation_id)
+                conversation.status = "queued"
+                _event(session, conversation, "handoff", {"status": "waiting", "handoff_id": handoff.id,
+                                                          "detail": "坐席断线，重新排队", "from_agent_id": agent_id})
+                returned.append(handoff.id)
+        self.assign_waiting()
+        return returned
+
     def accept(self, handoff_id: int, agent_id: int) -> None:
         """The agent takes a waiting chat; `DeskError` when another agent was faster."""
         with self.database.session() as session, session.begin():

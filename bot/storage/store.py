@@ -123,6 +123,13 @@ class ConversationStore:
                                   .where(ChannelIdentity.external_id == key)
                                   .order_by(Conversation.updated_at.desc()).limit(1))
 
+    def find_conversation_of(self, channel: str, sender: str) -> Conversation | None:
+        """The newest conversation of one channel identity."""
+        with self.database.session() as session:
+            return session.scalar(select(Conversation).join(ChannelIdentity)
+                                  .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == sender)
+                                  .order_by(Conversation.started_at.desc()).limit(1))
+
     def events(self, conversation_id: str) -> list[dict[str, Any]]:
         """The conversation's events in order, in Rasa's tracker event format."""
         with self.database.session() as session:

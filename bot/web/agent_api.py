@@ -6,6 +6,7 @@ Agents log in with their password (argon2-hashed, see `bot agents add`) and get 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 import threading
@@ -22,6 +23,7 @@ from bot.handoff.agents import authenticate
 from bot.handoff.context import build_context, summary_of
 from bot.handoff.desk import AgentDesk, DeskError
 from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Customer, Event, Handoff, utcnow
+from bot.web.hub import after_grace
 
 STATIC = Path(__file__).parent / "static"
 SESSION_HOURS = 12
@@ -148,7 +150,7 @@ def agent_router() -> APIRouter:
         return _agent_json(_account(request, session.agent_id))
 
     @router.get("/api/agent/queue")
-    def queue(session: SessionDep, request: Request) -> dict[str, list[dict[str, Any]]]:
+    def queue(session: SessionDep, request: Request) -> dict[str, Any]:
         account = _account(request, session.agent_id)
         with request.app.state.database.session() as db:
             waiting = db.scalars(select(Handoff).where(Handoff.status == "waiting")
@@ -156,7 +158,8 @@ def agent_router() -> APIRouter:
             mine = db.scalars(select(Handoff).where(Handoff.status == "assigned",
                                                     Handoff.agent_id == account.id)).all()
             visible = [h for h in waiting if h.group in (account.groups or []) or account.role != "agent"]
-            return {"waiting": [_summary(db, h) for h in visible], "mine": [_summary(db, h) for h in mine]}
+            return {"agent": _agent_json(account), "waiting": [_summary(db, h) for h in visible],
+                    "mine": [_summary(db, h) for h in mine]}
 
     @router.post("/api/agent/handoffs/{handoff_id}/accept")
     def accept(handoff_id: int, session: SessionDep, desk: DeskDep, request: Request) -> dict[str, Any]:
@@ -265,6 +268,16 @@ def agent_router() -> APIRouter:
             return
         finally:
             hub.remove_agent(session.agent_id, websocket)
+            desk = websocket.app.state.desk
+
+            def release() -> None:
+                if desk.release_agent(session.agent_id):
+                    hub.to_agents({"type": "queue"})
+
+            task = asyncio.ensure_future(after_grace(websocket.app.state.config.handoff.agent_grace_seconds,
+                                                     lambda: not hub.agent_connected(session.agent_id), release))
+            websocket.app.state.background.add(task)
+            task.add_done_callback(websocket.app.state.background.discard)
 
     return router
 

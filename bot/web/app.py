@@ -31,6 +31,7 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     store = ConversationStore(app.state.database,
                               session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes))
     app.state.hub = LiveHub()
+    app.state.background = set()  # grace-period tasks, kept referenced until they finish
     app.state.desk = AgentDesk(app.state.database, config.handoff)
     app.state.conversations = ConversationService(app.state.agent, store,
                                                   handoff=Handover(app.state.desk, config.handoff, app.state.hub))

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket
+from fastapi.concurrency import run_in_threadpool
 
 Socket = tuple[WebSocket, asyncio.AbstractEventLoop]
 
@@ -39,6 +41,10 @@ class LiveHub:
     def remove_agent(self, agent_id: int, websocket: WebSocket) -> None:
         with self._lock:
             self._agents[agent_id] = {s for s in self._agents[agent_id] if s[0] is not websocket}
+
+    def customer_connected(self, channel: str, sender: str) -> bool:
+        with self._lock:
+            return bool(self._customers.get((channel, sender)))
 
     def agent_connected(self, agent_id: int) -> bool:
         with self._lock:
@@ -71,3 +77,11 @@ async def _safe_send(websocket: WebSocket, frame: dict[str, Any]) -> None:
         await websocket.send_json(frame)
     except Exception:  # noqa: BLE001 - the socket closed meanwhile; the frame is in the stored history
         return
+
+
+async def after_grace(seconds: float, still_gone: Callable[[], bool], action: Callable[[], Any]) -> None:
+    """Run `action` (blocking, in a worker thread) if `still_gone()` after `seconds`: a page reload or a short
+    network drop reconnects within the grace period and nothing happens."""
+    await asyncio.sleep(seconds)
+    if still_gone():
+        await run_in_threadpool(action)

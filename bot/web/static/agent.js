@@ -1,0 +1,806 @@
+/* 示例银行 坐席工作台 — the agent console at /agent.
+   Plain ES2020, no framework, no build step. Talks to /api/agent/* and /api/supervisor/* with the session token
+   from login, and listens on /api/agent/ws for queue changes and customers' messages.
+   Every piece of data is rendered with textContent, never as HTML. */
+(() => {
+  "use strict";
+
+  const TOKEN_KEY = "bankbot.agent.token";
+  const AGENT_KEY = "bankbot.agent.me";
+  const POLL_MS = 5000;
+  const MAX_BACKOFF_MS = 30000;
+  const PRESENCE = { online: "在线", away: "小休", offline: "离线" };
+  const ROLE = { agent: "坐席", supervisor: "主管", admin: "管理员" };
+  const CHANNEL = { web: "网页", app: "手机银行App", wechat: "微信", rest: "接口" };
+  const REASON = { request: "客户要求", sensitive: "敏感业务", anger: "情绪/投诉", form_failed: "验证失败",
+                   fallback: "未能理解", vip: "VIP" };
+
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    token: sessionStorage.getItem(TOKEN_KEY),
+    me: readJson(sessionStorage.getItem(AGENT_KEY)),
+    waiting: [],
+    mine: [],
+    fetchedAt: 0,
+    openId: null,           // the handoff shown in the centre
+    context: null,
+    unread: new Set(),
+    canned: [],
+    groups: [],
+    socket: null,
+    attempt: 0,
+    retryTimer: null,
+    pollTimer: null,
+    pingTimer: null,
+    view: "desk",
+    overview: null,
+    watchId: null,
+    refreshTimer: null,
+  };
+
+  function readJson(text) {
+    try { return text ? JSON.parse(text) : null; } catch { return null; }
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function parseTime(stamp) {
+    if (!stamp) return new Date();
+    // the server stores UTC; SQLite gives it back without an offset
+    const withZone = /[zZ]|[+-]\d\d:?\d\d$/.test(stamp) ? stamp : `${stamp}Z`;
+    const date = new Date(withZone);
+    return Number.isNaN(date.getTime()) ? new Date() : date;
+  }
+
+  const clock = new Intl.DateTimeFormat("zh-CN", { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  const dayClock = new Intl.DateTimeFormat("zh-CN", { month: "2-digit", day: "2-digit", hour: "2-digit",
+                                                      minute: "2-digit", hour12: false });
+
+  function duration(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    if (s < 60) return `${s}秒`;
+    if (s < 3600) return `${Math.floor(s / 60)}分${String(s % 60).padStart(2, "0")}秒`;
+    return `${Math.floor(s / 3600)}小时${Math.floor((s % 3600) / 60)}分`;
+  }
+
+  function customerName(summary) {
+    const c = summary && summary.customer;
+    return c && c.name ? c.name : "访客";
+  }
+
+  function toast(text, ms = 3500) {
+    const node = $("toast");
+    node.textContent = text;
+    node.hidden = false;
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => { node.hidden = true; }, ms);
+  }
+
+  class ApiError extends Error {
+    constructor(status, detail) {
+      super(detail);
+      this.status = status;
+    }
+  }
+
+  async function api(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    let data = null;
+    try { data = await response.json(); } catch { data = null; }
+    if (!response.ok) {
+      let detail = data && data.detail;
+      if (Array.isArray(detail)) detail = detail.map((d) => d.msg).join("；");
+      if (response.status === 401 && path !== "/api/agent/login") {
+        signedOut("登录已失效，请重新登录。");
+      }
+      throw new ApiError(response.status, detail || `请求失败（${response.status}）`);
+    }
+    return data;
+  }
+
+  function failed(error) {
+    if (error instanceof ApiError && error.status === 401) return;
+    toast(error instanceof ApiError ? error.message : "网络异常，请稍后重试。");
+  }
+
+  // ------------------------------------------------------------------ login / logout
+
+  $("login-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const error = $("login-error");
+    error.hidden = true;
+    const username = $("login-username").value.trim();
+    const password = $("login-password").value;
+    if (!username || !password) {
+      error.textContent = "请输入用户名和密码";
+      error.hidden = false;
+      return;
+    }
+    const button = event.target.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      const result = await api("POST", "/api/agent/login", { username, password });
+      state.token = result.token;
+      state.me = result.agent;
+      sessionStorage.setItem(TOKEN_KEY, state.token);
+      sessionStorage.setItem(AGENT_KEY, JSON.stringify(state.me));
+      $("login-password").value = "";
+      start();
+    } catch (e) {
+      error.textContent = e instanceof ApiError && e.status === 401 ? "用户名或密码错误"
+        : (e instanceof ApiError ? e.message : "无法连接服务器，请稍后重试");
+      error.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  $("logout").addEventListener("click", async () => {
+    try { await api("POST", "/api/agent/logout"); } catch { /* signing out locally anyway */ }
+    signedOut();
+  });
+
+  function signedOut(message) {
+    state.token = null;
+    state.me = null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(AGENT_KEY);
+    stopLive();
+    closeChat();
+    state.waiting = [];
+    state.mine = [];
+    state.unread.clear();
+    $("console-view").hidden = true;
+    $("login-view").hidden = false;
+    const error = $("login-error");
+    error.hidden = !message;
+    error.textContent = message || "";
+    $("login-username").focus();
+  }
+
+  function start() {
+    $("login-view").hidden = true;
+    $("console-view").hidden = false;
+    renderMe();
+    showView("desk");
+    refreshQueue();
+    connect();
+    api("GET", "/api/agent/canned").then((list) => { state.canned = list || []; renderCannedHint(); }).catch(failed);
+    api("GET", "/api/agent/groups").then((list) => { state.groups = list || []; }).catch(failed);
+  }
+
+  function renderMe() {
+    const me = state.me || {};
+    $("agent-name").textContent = `${me.display_name || me.username || ""}（${ROLE[me.role] || me.role || ""}）`;
+    $("agent-groups").textContent = (me.groups || []).length ? `技能组：${me.groups.join("、")}` : "";
+    $("agent-groups").title = $("agent-groups").textContent;
+    for (const button of document.querySelectorAll(".presence button")) {
+      button.setAttribute("aria-pressed", String(button.dataset.presence === me.presence));
+    }
+    $("tab-supervisor").hidden = !(me.role === "supervisor" || me.role === "admin");
+  }
+
+  // ------------------------------------------------------------------ presence
+
+  for (const button of document.querySelectorAll(".presence button")) {
+    button.addEventListener("click", async () => {
+      try {
+        state.me = await api("POST", "/api/agent/presence", { presence: button.dataset.presence });
+        sessionStorage.setItem(AGENT_KEY, JSON.stringify(state.me));
+        renderMe();
+        toast(`状态已切换为：${PRESENCE[state.me.presence] || state.me.presence}`, 1800);
+        refreshQueue();
+      } catch (e) { failed(e); }
+    });
+  }
+
+  // ------------------------------------------------------------------ queue
+
+  async function refreshQueue() {
+    if (!state.token) return;
+    try {
+      const queue = await api("GET", "/api/agent/queue");
+      const known = new Set(state.mine.map((s) => s.handoff_id));
+      state.waiting = queue.waiting || [];
+      state.mine = queue.mine || [];
+      state.fetchedAt = Date.now();
+      if (queue.agent && typeof queue.agent === "object") {  // if the server reports my account (presence) too
+        state.me = { ...state.me, ...queue.agent };
+        sessionStorage.setItem(AGENT_KEY, JSON.stringify(state.me));
+        renderMe();
+      }
+      const fresh = state.mine.filter((s) => !known.has(s.handoff_id));
+      renderQueue();
+      if (state.openId !== null && !state.mine.some((s) => s.handoff_id === state.openId)) {
+        const wasOpen = state.openId;
+        closeChat();
+        toast(`会话 #${wasOpen} 已不在您的接待列表中（已转接、重新分配、结束，或断线后重新排队）。`);
+      }
+      if (state.openId === null && state.mine.length) {
+        openChat((fresh[0] || state.mine[0]).handoff_id);  // a chat assigned to me opens by itself
+      } else if (fresh.length && state.openId !== null) {
+        for (const s of fresh) state.unread.add(s.handoff_id);
+        renderQueue();
+        toast(`新会话已分配给您：${customerName(fresh[0])}`);
+      }
+    } catch (e) { failed(e); }
+  }
+
+  function renderQueue() {
+    const waitingList = $("waiting-list");
+    waitingList.replaceChildren(...state.waiting.map((s) => queueCard(s, false)));
+    $("waiting-empty").hidden = state.waiting.length > 0;
+    $("waiting-count").textContent = String(state.waiting.length);
+    $("waiting-count").classList.toggle("hot", state.waiting.length > 0);
+    const mineList = $("mine-list");
+    mineList.replaceChildren(...state.mine.map((s) => queueCard(s, true)));
+    $("mine-empty").hidden = state.mine.length > 0;
+    $("mine-count").textContent = String(state.mine.length);
+    tickWaits();
+  }
+
+  function queueCard(summary, mine) {
+    const card = el("li", `qcard${mine ? " mine" : ""}`);
+    card.dataset.handoff = String(summary.handoff_id);
+    card.dataset.wait = String(summary.waiting_seconds || 0);
+    if (mine && summary.handoff_id === state.openId) card.classList.add("selected");
+    if (mine && state.unread.has(summary.handoff_id)) card.classList.add("unread");
+
+    const top = el("div", "row");
+    top.append(el("span", `tag${summary.priority <= 1 ? " urgent" : ""}`, summary.group));
+    top.append(el("span", "who", customerName(summary)));
+    if (summary.customer && summary.customer.tier) top.append(el("span", "tier", summary.customer.tier));
+    top.append(el("span", "wait", duration(summary.waiting_seconds || 0)));
+    card.append(top);
+    const reason = REASON[summary.reason] ? `${REASON[summary.reason]}：${summary.detail || ""}` : (summary.detail || summary.reason || "");
+    card.append(el("p", "reason", `${CHANNEL[summary.channel] || summary.channel || ""} · ${reason}`));
+    if (summary.last_message) card.append(el("p", "last", `“${summary.last_message}”`));
+
+    if (mine) {
+      card.tabIndex = 0;
+      card.setAttribute("role", "button");
+      card.setAttribute("aria-label", `打开会话 ${customerName(summary)} ${summary.group}`);
+      card.addEventListener("click", () => openChat(summary.handoff_id));
+      card.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openChat(summary.handoff_id); } });
+    } else {
+      const accept = el("button", "accept primary", "接入");
+      accept.type = "button";
+      accept.setAttribute("aria-label", `接入 ${customerName(summary)}（${summary.group}）`);
+      accept.addEventListener("click", () => acceptChat(summary.handoff_id, accept));
+      card.append(accept);
+    }
+    return card;
+  }
+
+  function tickWaits() {
+    const elapsed = (Date.now() - state.fetchedAt) / 1000;
+    for (const card of document.querySelectorAll("#waiting-list .qcard, #mine-list .qcard")) {
+      const seconds = Number(card.dataset.wait) + elapsed;
+      const wait = card.querySelector(".wait");
+      if (!wait) continue;
+      wait.textContent = card.closest("#waiting-list") ? `等待 ${duration(seconds)}` : duration(seconds);
+      wait.classList.toggle("long", card.closest("#waiting-list") !== null && seconds > 120);
+    }
+  }
+  setInterval(tickWaits, 1000);
+
+  async function acceptChat(handoffId, button) {
+    button.disabled = true;
+    try {
+      const context = await api("POST", `/api/agent/handoffs/${handoffId}/accept`);
+      await refreshQueue();
+      showChat(handoffId, context);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 409) toast(e.message || "这个会话已被其他坐席接起。");
+      else failed(e);
+      refreshQueue();
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ------------------------------------------------------------------ the open chat
+
+  async function openChat(handoffId) {
+    state.unread.delete(handoffId);
+    try {
+      const context = await api("GET", `/api/agent/handoffs/${handoffId}/context`);
+      showChat(handoffId, context);
+    } catch (e) { failed(e); }
+  }
+
+  function showChat(handoffId, context) {
+    const switching = state.openId !== handoffId;
+    state.openId = handoffId;
+    state.context = context;
+    state.unread.delete(handoffId);
+    renderQueue();
+    $("chat-placeholder").hidden = true;
+    $("chat-pane").hidden = false;
+    $("context-empty").hidden = true;
+    $("context-pane").hidden = false;
+
+    const h = context.handoff || {};
+    $("chat-title").textContent = `${customerName(context)} · ${h.group || ""}`;
+    $("chat-sub").textContent = `会话 #${handoffId} · ${CHANNEL[context.channel] || context.channel || ""} · 转人工原因：${context.reason || ""}`;
+    renderTranscript($("transcript"), context.transcript || []);
+    renderContext(context);
+    if (switching) {
+      $("reply").value = "";
+      $("reply").focus();
+    }
+  }
+
+  function closeChat() {
+    state.openId = null;
+    state.context = null;
+    $("chat-pane").hidden = true;
+    $("chat-placeholder").hidden = false;
+    $("context-pane").hidden = true;
+    $("context-empty").hidden = false;
+    renderQueue();
+  }
+
+  function renderTranscript(list, items) {
+    list.replaceChildren(...items.map(entry));
+    list.scrollTop = list.scrollHeight;
+  }
+
+  const ROLE_LABEL = { user: "客户", bot: "智能客服", agent: "人工坐席", note: "内部备注（仅坐席可见）", system: "系统" };
+
+  function entry(item) {
+    const role = ROLE_LABEL[item.role] ? item.role : "system";
+    const row = el("li", `entry ${role}`);
+    const time = parseTime(item.timestamp);
+    if (role !== "system") {
+      const meta = el("div", "meta");
+      meta.append(el("span", "", item.role === "user" ? customerName(state.context) : ROLE_LABEL[role]));
+      meta.append(document.createTextNode(" "));
+      // a quick-reply button the customer clicked arrives as its payload, e.g. /request_human
+      if (role === "user" && /^\/[A-Za-z_]+/.test(item.text || "")) meta.append(el("span", "payload-tag", "快捷按钮"));
+      const stamp = el("time", "", clock.format(time));
+      stamp.dateTime = time.toISOString();
+      meta.append(stamp);
+      row.append(meta);
+    }
+    row.append(el("div", "bubble", role === "system" ? `${item.text} · ${clock.format(time)}` : item.text));
+    if (role === "user" && (item.intent || (item.entities || []).length)) {
+      const nlu = el("div", "nlu");
+      if (item.intent && item.intent.name) {
+        const confidence = typeof item.intent.confidence === "number" ? ` ${item.intent.confidence.toFixed(2)}` : "";
+        const intent = el("span", `intent${item.intent.name === "nlu_fallback" ? " fallback" : ""}`,
+                          `意图 ${item.intent.name}${confidence}`);
+        intent.title = "机器人识别的意图与置信度";
+        nlu.append(intent);
+      }
+      for (const e of item.entities || []) nlu.append(el("span", "entity", `${e.entity}=${e.value}`));
+      row.append(nlu);
+    }
+    return row;
+  }
+
+  function appendEntry(item) {
+    const list = $("transcript");
+    const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+    const node = entry(item);
+    list.append(node);
+    if (nearBottom || item.role !== "user") list.scrollTop = list.scrollHeight;
+    return node;
+  }
+
+  function renderContext(context) {
+    const customer = context.customer;
+    $("ctx-name").textContent = customer ? (customer.name || customer.id) : "未登录访客";
+    $("ctx-tier").textContent = customer && customer.tier ? customer.tier : "—";
+    const verified = el("span", `badge ${customer && customer.verified ? "ok" : "no"}`,
+                        customer && customer.verified ? "已核身" : "未核身");
+    $("ctx-verified").replaceChildren(verified);
+    $("ctx-channel").textContent = CHANNEL[context.channel] || context.channel || "—";
+    $("ctx-linked").textContent = (context.linked_channels || [])
+      .map((l) => `${CHANNEL[l.channel] || l.channel}：${l.id}`).join("；") || "—";
+    $("ctx-reason").textContent = context.reason || "—";
+    $("ctx-summary").textContent = context.summary || "—";
+    $("ctx-form").textContent = context.active_form || "无";
+    const slots = Object.entries(context.slots || {});
+    $("ctx-slots").replaceChildren(...slots.flatMap(([k, v]) => [el("dt", "", k), el("dd", "", v)]));
+    $("ctx-slots-empty").hidden = slots.length > 0;
+    const earlier = context.earlier_conversations || [];
+    $("ctx-earlier").replaceChildren(...earlier.map((c) => el("li", "",
+      `${dayClock.format(parseTime(c.started_at))} · ${CHANNEL[c.channel] || c.channel}：${c.summary}`)));
+    $("ctx-earlier-empty").hidden = earlier.length > 0;
+    renderSuggestions(context.suggestions || []);
+  }
+
+  function renderSuggestions(items) {
+    $("kb-list").replaceChildren(...items.map((s) => {
+      const item = el("li", "kb-item");
+      const q = el("div", "q");
+      q.append(el("span", "", s.question));
+      if (typeof s.confidence === "number") q.append(el("span", "conf", `匹配度 ${Math.round(s.confidence * 100)}%`));
+      item.append(q);
+      item.append(el("p", "a", (s.answer || "").replace(/\*\*/g, "").trim()));
+      const insert = el("button", "", "插入");
+      insert.type = "button";
+      insert.setAttribute("aria-label", `插入答案：${s.question}`);
+      insert.addEventListener("click", () => {
+        const reply = $("reply");
+        const answer = (s.answer || "").trim();
+        reply.value = reply.value.trim() ? `${reply.value.trimEnd()}\n${answer}` : answer;
+        $("note-mode").checked = false;
+        syncNoteMode();
+        reply.focus();
+      });
+      item.append(insert);
+      return item;
+    }));
+    $("kb-empty").hidden = items.length > 0;
+  }
+
+  $("kb-search").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const q = $("kb-query").value.trim();
+    if (!q) return;
+    try {
+      renderSuggestions(await api("GET", `/api/agent/knowledge?q=${encodeURIComponent(q)}`) || []);
+      if (!$("kb-list").children.length) $("kb-empty").textContent = "没有找到相关知识";
+    } catch (e) { failed(e); }
+  });
+
+  // refresh the open chat from the server (after a customer message: shows the bot's parse of it)
+  function refreshOpenChatSoon() {
+    clearTimeout(state.refreshTimer);
+    state.refreshTimer = setTimeout(async () => {
+      const id = state.openId;
+      if (id === null) return;
+      try {
+        const context = await api("GET", `/api/agent/handoffs/${id}/context`);
+        if (state.openId !== id) return;
+        const list = $("transcript");
+        const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+        state.context = context;
+        renderTranscript(list, context.transcript || []);
+        if (!atBottom) list.scrollTop = list.scrollHeight;
+        renderContext(context);
+      } catch (e) { failed(e); }
+    }, 1200);
+  }
+
+  // ------------------------------------------------------------------ composer
+
+  function syncNoteMode() {
+    const note = $("note-mode").checked;
+    $("composer").classList.toggle("note-mode", note);
+    $("send").textContent = note ? "添加备注" : "发送";
+    $("reply").placeholder = note ? "内部备注仅坐席可见，不会发送给客户" : "输入回复，Enter 发送，Shift+Enter 换行；输入 / 使用快捷短语";
+  }
+  $("note-mode").addEventListener("change", syncNoteMode);
+
+  $("reply").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    } else if (event.key === "Escape") {
+      $("canned-menu").hidden = true;
+    }
+  });
+  $("reply").addEventListener("input", renderCannedMenu);
+
+  function renderCannedHint() {
+    $("canned-hint").textContent = state.canned.length ? `快捷短语：${state.canned.map((c) => c.code).join("  ")}` : "";
+    $("canned-hint").title = state.canned.map((c) => `${c.code} ${c.text}`).join("\n");
+  }
+
+  function renderCannedMenu() {
+    const value = $("reply").value;
+    const menu = $("canned-menu");
+    const matches = value.startsWith("/") && !value.includes(" ") ? state.canned.filter((c) => c.code.startsWith(value)) : [];
+    menu.hidden = matches.length === 0;
+    menu.replaceChildren(...matches.map((c) => {
+      const li = el("li");
+      const button = el("button");
+      button.type = "button";
+      button.append(el("b", "", c.code), document.createTextNode(c.text));
+      button.addEventListener("click", () => {
+        $("reply").value = c.text;
+        menu.hidden = true;
+        $("reply").focus();
+      });
+      li.append(button);
+      return li;
+    }));
+  }
+
+  $("composer").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const reply = $("reply");
+    const text = reply.value.trim();
+    const id = state.openId;
+    if (!text || id === null) return;
+    const note = $("note-mode").checked;
+    $("canned-menu").hidden = true;
+    $("send").disabled = true;
+    try {
+      if (note) {
+        await api("POST", `/api/agent/handoffs/${id}/notes`, { text });
+        if (state.openId === id) appendEntry({ role: "note", text, timestamp: new Date().toISOString() });
+      } else {
+        const sent = await api("POST", `/api/agent/handoffs/${id}/messages`, { text });
+        if (state.openId === id) appendEntry({ role: "agent", text: sent.text, timestamp: sent.timestamp });
+      }
+      if (state.openId === id) reply.value = "";
+    } catch (e) {
+      failed(e);
+      if (e instanceof ApiError && e.status === 409) refreshQueue();
+    } finally {
+      $("send").disabled = false;
+      reply.focus();
+    }
+  });
+
+  // ------------------------------------------------------------------ transfer and close
+
+  for (const dialog of document.querySelectorAll("dialog")) {
+    dialog.querySelector("[data-cancel]").addEventListener("click", () => dialog.close());
+  }
+
+  $("transfer-open").addEventListener("click", async () => {
+    if (!state.groups.length) {
+      try { state.groups = await api("GET", "/api/agent/groups"); } catch (e) { failed(e); return; }
+    }
+    const select = $("transfer-group");
+    const current = state.context && state.context.handoff ? state.context.handoff.group : null;
+    select.replaceChildren(...state.groups.map((g) => {
+      const option = el("option", "", g === current ? `${g}（当前）` : g);
+      option.value = g;
+      return option;
+    }));
+    const other = state.groups.find((g) => g !== current);
+    if (other) select.value = other;
+    $("transfer-note").value = "";
+    $("transfer-dialog").showModal();
+  });
+
+  $("transfer-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const id = state.openId;
+    if (id === null) return;
+    const group = $("transfer-group").value;
+    try {
+      await api("POST", `/api/agent/handoffs/${id}/transfer`, { group, note: $("transfer-note").value.trim() });
+      $("transfer-dialog").close();
+      toast(`会话 #${id} 已转接至${group}`);
+      closeChat();
+      refreshQueue();
+    } catch (e) { failed(e); }
+  });
+
+  $("close-open").addEventListener("click", () => {
+    $("close-form").querySelector("input[value='已解决']").checked = true;
+    $("close-dialog").showModal();
+  });
+
+  $("close-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const id = state.openId;
+    if (id === null) return;
+    const disposition = new FormData($("close-form")).get("disposition");
+    try {
+      await api("POST", `/api/agent/handoffs/${id}/close`, { disposition });
+      $("close-dialog").close();
+      toast(`会话 #${id} 已结束（${disposition}），已邀请客户评价`);
+      state.mine = state.mine.filter((s) => s.handoff_id !== id);
+      closeChat();
+      refreshQueue();
+    } catch (e) { failed(e); }
+  });
+
+  // ------------------------------------------------------------------ live updates
+
+  function setLive(mode) {
+    const status = $("live-status");
+    status.dataset.state = mode;
+    status.textContent = { live: "实时连接", polling: "连接中断，每5秒刷新", connecting: "正在连接…" }[mode];
+  }
+
+  function connect() {
+    if (!state.token || state.socket) return;
+    clearTimeout(state.retryTimer);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    let socket;
+    try {
+      socket = new WebSocket(`${scheme}://${location.host}/api/agent/ws?token=${encodeURIComponent(state.token)}`);
+    } catch {
+      scheduleReconnect();
+      return;
+    }
+    state.socket = socket;
+    socket.addEventListener("open", () => {
+      state.attempt = 0;
+      setLive("live");
+      stopPolling();
+      refreshQueue();  // whatever happened while the socket was down
+      clearInterval(state.pingTimer);
+      state.pingTimer = setInterval(() => { if (socket.readyState === WebSocket.OPEN) socket.send("ping"); }, 25000);
+    });
+    socket.addEventListener("message", (event) => {
+      const frame = readJson(event.data);
+      if (frame) onFrame(frame);
+    });
+    socket.addEventListener("close", (event) => {
+      if (state.socket !== socket) return;
+      state.socket = null;
+      clearInterval(state.pingTimer);
+      if (!state.token) return;
+      if (event.code === 4401) {
+        signedOut("登录已失效，请重新登录。");
+        return;
+      }
+      startPolling();
+      scheduleReconnect();
+    });
+  }
+
+  function scheduleReconnect() {
+    const ceiling = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** state.attempt);
+    state.attempt += 1;
+    setLive("polling");
+    clearTimeout(state.retryTimer);
+    state.retryTimer = setTimeout(connect, ceiling / 2 + Math.random() * ceiling / 2);
+  }
+
+  function startPolling() {
+    if (state.pollTimer) return;
+    state.pollTimer = setInterval(() => {
+      refreshQueue();
+      if (state.view === "supervisor") refreshOverview();
+    }, POLL_MS);
+  }
+
+  function stopPolling() {
+    clearInterval(state.pollTimer);
+    state.pollTimer = null;
+  }
+
+  function stopLive() {
+    clearTimeout(state.retryTimer);
+    clearInterval(state.pingTimer);
+    stopPolling();
+    const socket = state.socket;
+    state.socket = null;
+    if (socket) socket.close();
+  }
+
+  function onFrame(frame) {
+    if (frame.type === "queue") {
+      refreshQueue();
+      if (state.view === "supervisor") refreshOverview();
+    } else if (frame.type === "message") {
+      const id = frame.handoff_id;
+      for (const s of state.mine) if (s.handoff_id === id) s.last_message = frame.text;
+      if (id === state.openId) {
+        renderQueue();
+        appendEntry({ role: "user", text: frame.text, timestamp: frame.timestamp });
+        refreshOpenChatSoon();
+      } else {
+        state.unread.add(id);
+        if (!state.mine.some((s) => s.handoff_id === id)) refreshQueue();
+        else renderQueue();
+      }
+      if (state.watchId === id) watch(id);
+    }
+  }
+
+  window.addEventListener("online", () => { if (!state.socket && state.token) connect(); });
+
+  // ------------------------------------------------------------------ supervisor view
+
+  function showView(view) {
+    state.view = view;
+    $("desk-view").hidden = view !== "desk";
+    $("supervisor-view").hidden = view !== "supervisor";
+    $("tab-desk").setAttribute("aria-pressed", String(view === "desk"));
+    $("tab-supervisor").setAttribute("aria-pressed", String(view === "supervisor"));
+    clearInterval(showView.timer);
+    if (view === "supervisor") {
+      refreshOverview();
+      showView.timer = setInterval(refreshOverview, POLL_MS);  // waiting times and loads move on their own
+    }
+  }
+  $("tab-desk").addEventListener("click", () => showView("desk"));
+  $("tab-supervisor").addEventListener("click", () => showView("supervisor"));
+
+  async function refreshOverview() {
+    if (!state.token || state.view !== "supervisor") return;
+    try {
+      state.overview = await api("GET", "/api/supervisor/overview");
+      renderOverview();
+    } catch (e) { failed(e); }
+  }
+
+  function cell(text, className) {
+    return el("td", className, text);
+  }
+
+  function renderOverview() {
+    const o = state.overview || { groups: [], agents: [], live: [] };
+    $("sup-groups").tBodies[0].replaceChildren(...o.groups.map((g) => {
+      const row = el("tr");
+      row.append(cell(g.name), cell(String(g.waiting), `num${g.waiting ? " hot" : ""}`),
+                 cell(g.waiting ? duration(g.longest_wait_seconds) : "—", "num"));
+      return row;
+    }));
+    const names = new Map(o.agents.map((a) => [a.id, a.display_name]));
+    $("sup-agents").tBodies[0].replaceChildren(...o.agents.map((a) => {
+      const row = el("tr");
+      const presence = el("td");
+      presence.append(el("i", `dot ${a.presence}`), document.createTextNode(` ${PRESENCE[a.presence] || a.presence}`));
+      row.append(cell(a.display_name), presence, cell(`${a.load} / ${a.max_chats}`, `num${a.load >= a.max_chats ? " hot" : ""}`));
+      return row;
+    }));
+    $("sup-live").tBodies[0].replaceChildren(...o.live.map((s) => {
+      const row = el("tr");
+      row.dataset.handoff = String(s.handoff_id);
+      if (s.handoff_id === state.watchId) row.classList.add("selected");
+      row.append(cell(`#${s.handoff_id}`), cell(s.group), cell(customerName(s)),
+                 cell(names.get(s.agent_id) || "—"), cell(s.detail || s.reason || ""), cell(duration(s.waiting_seconds), "num"));
+      const action = el("td");
+      const box = el("div", "reassign");
+      const select = el("select");
+      select.setAttribute("aria-label", `重新分配会话 #${s.handoff_id} 给`);
+      for (const a of o.agents) {
+        const option = el("option", "", `${a.display_name}（${PRESENCE[a.presence] || a.presence}）`);
+        option.value = String(a.id);
+        if (a.id === s.agent_id) option.selected = true;
+        select.append(option);
+      }
+      const button = el("button", "", "重新分配");
+      button.type = "button";
+      button.addEventListener("click", async (event) => {
+        event.stopPropagation();
+        try {
+          await api("POST", `/api/supervisor/handoffs/${s.handoff_id}/reassign`, { agent_id: Number(select.value) });
+          toast(`会话 #${s.handoff_id} 已重新分配给${names.get(Number(select.value)) || "坐席"}`);
+          refreshOverview();
+        } catch (e) { failed(e); }
+      });
+      select.addEventListener("click", (event) => event.stopPropagation());
+      box.append(select, button);
+      action.append(box);
+      row.append(action);
+      row.addEventListener("click", () => watch(s.handoff_id));
+      return row;
+    }));
+    $("sup-live-empty").hidden = o.live.length > 0;
+  }
+
+  async function watch(handoffId) {
+    state.watchId = handoffId;
+    try {
+      const context = await api("GET", `/api/agent/handoffs/${handoffId}/context`);
+      if (state.watchId !== handoffId) return;
+      $("sup-watch").hidden = false;
+      $("sup-watch-sub").textContent = `会话 #${handoffId} · ${customerName(context)} · ${context.handoff.group} · ${context.summary || ""}`;
+      const saved = state.context;
+      state.context = context;  // entry() names the customer from it
+      renderTranscript($("sup-transcript"), context.transcript || []);
+      state.context = saved;
+      for (const row of $("sup-live").tBodies[0].rows) row.classList.toggle("selected", row.dataset.handoff === String(handoffId));
+    } catch (e) { failed(e); }
+  }
+
+  // ------------------------------------------------------------------ boot
+
+  if (state.token && state.me) start();
+  else $("login-username").focus();
+})();

@@ -1,0 +1,273 @@
+"""The agent console (/agent) end to end in one real headless Chromium: a customer in the web widget is handed
+over to a person, an agent takes the chat in the console, a supervisor watches it, the agent closes it and the
+bot takes the customer back. Real server (uvicorn), the bundled bank bot, a temporary SQLite database."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("needs Chromium at /usr/bin/chromium (apt-get install -y chromium fonts-wqy-microhei)",
+                allow_module_level=True)
+
+import uvicorn  # noqa: E402
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = Path("/tmp")
+TIMEOUT_MS = 20_000
+PASSWORD = "correct horse battery"
+XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+NOON_IN_SHANGHAI = datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))  # a Monday: groups are open
+
+
+@pytest.fixture(scope="module")
+def base_url(bundled_agent, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app served by uvicorn on a free port with its own SQLite database, an agent and a supervisor."""
+    from bot.agent import Agent
+    from bot.config import load_config
+    from bot.handoff.agents import create_agent
+    from bot.storage import Database
+    from bot.web.app import create_app
+
+    data = tmp_path_factory.mktemp("agent-console")
+    url = f"sqlite:///{data / 'bot.db'}"
+    config = load_config(ROOT / "config.yml", environ={
+        "BOT__MODELS_DIR": str(bundled_agent.config.path(bundled_agent.config.models_dir)),
+        "DATABASE_URL": url,
+    })
+    app = create_app(config, Agent(bundled_agent.model, config))
+    app.state.desk.clock = lambda: NOON_IN_SHANGHAI
+    database = Database(url, root=config.root)
+    create_agent(database, "wang", "小王", PASSWORD, groups=["综合服务"])
+    create_agent(database, "zhao", "赵主管", PASSWORD, role="supervisor", groups=["综合服务", "信用卡"])
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+def new_page(browser: Browser, width: int = 1280, height: int = 860) -> Page:
+    """A fresh browser context (its own storage) that records JS alerts and page errors."""
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN",
+                                  timezone_id="Asia/Shanghai")
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.dialogs = []  # type: ignore[attr-defined]
+    page.errors = []  # type: ignore[attr-defined]
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
+    page.on("pageerror", lambda e: page.errors.append(str(e)))  # type: ignore[attr-defined]
+    return page
+
+
+def assert_clean(page: Page) -> None:
+    assert page.dialogs == [], f"a dialog was opened: {page.dialogs}"  # type: ignore[attr-defined]
+    assert page.errors == [], f"JavaScript errors: {page.errors}"  # type: ignore[attr-defined]
+
+
+# --- the customer's widget (helpers as in test_widget_browser.py) ------------------------------------------
+
+def open_widget(page: Page) -> None:
+    if page.locator(".panel").is_hidden():
+        page.get_by_role("button", name="打开在线客服").click()
+    expect(page.locator(".panel")).to_be_visible()
+    expect(page.locator(".status")).to_have_text(re.compile("在线"))
+
+
+def ask(page: Page, text: str) -> list[str]:
+    """Type a question, press Enter, wait for its acknowledgement; the bot's new messages."""
+    bots_before = page.locator(".msg.bot").count()
+    users_before = page.locator(".msg.user").count()
+    page.get_by_label("输入您的问题").fill(text)
+    page.get_by_label("输入您的问题").press("Enter")
+    expect(page.locator(".msg.user")).to_have_count(users_before + 1)
+    expect(page.locator(".msg.user.pending")).to_have_count(0)
+    expect(page.locator(".typing")).to_be_hidden()
+    return bubble_texts(page, "bot")[bots_before:]
+
+
+def bubble_texts(page: Page, role: str) -> list[str]:
+    return page.locator(f".msg.{role} .bubble .text").all_text_contents()
+
+
+# --- the console ---------------------------------------------------------------------------------------------
+
+def log_in(page: Page, base_url: str, username: str, password: str = PASSWORD) -> None:
+    page.goto(f"{base_url}/agent")
+    page.get_by_label("用户名").fill(username)
+    page.get_by_label("密码").fill(password)
+    page.get_by_role("button", name="登录").click()
+
+
+def send_reply(page: Page, text: str) -> None:
+    box = page.get_by_label("回复内容")
+    box.fill(text)
+    box.press("Enter")
+    expect(box).to_have_value("")
+
+
+def test_customer_is_handed_to_an_agent_and_back_to_the_bot(browser: Browser, base_url: str) -> None:
+    started = time.monotonic()
+    for asset, kind in (("agent.js", "text/javascript"), ("agent.css", "text/css"), ("agent", "text/html")):
+        response = browser.new_context().request.get(f"{base_url}/{asset}")
+        assert response.ok and response.headers["content-type"].startswith(kind), asset
+
+    # the customer: two messages the bot cannot understand, then the offer of a person
+    customer = new_page(browser)
+    customer.goto(base_url)
+    open_widget(customer)
+    ask(customer, "asdf qwer zxcv")
+    ask(customer, "qwerty uiop")
+    offer = customer.locator(".msg.bot").last.locator(".quick button:enabled", has_text="转人工")
+    expect(offer).to_be_visible()
+    offer.click()
+    expect(customer.locator(".msg.bot").last).to_contain_text(re.compile("您是下一位|前面还有"))
+
+    # the agent: a wrong password first, then the console
+    agent = new_page(browser, 1440, 900)
+    log_in(agent, base_url, "wang", "not the password")
+    expect(agent.get_by_role("alert")).to_have_text("用户名或密码错误")
+    agent.screenshot(path=SHOTS / "agent-console-login.png")
+    agent.get_by_label("密码").fill(PASSWORD)
+    agent.get_by_role("button", name="登录").click()
+    expect(agent.locator("#agent-name")).to_contain_text("小王")
+    expect(agent.locator("#live-status")).to_have_text("实时连接")
+    expect(agent.get_by_role("button", name="主管视图")).to_be_hidden()
+
+    # 小休 (away) gets no chats by itself; the waiting customer is in 排队中 and the agent takes them by hand
+    agent.get_by_role("button", name="小休").click()
+    expect(agent.get_by_role("button", name="小休")).to_have_attribute("aria-pressed", "true")
+    waiting = agent.locator("#waiting-list .qcard")
+    expect(waiting).to_have_count(1)
+    expect(waiting).to_contain_text("综合服务")
+    expect(waiting).to_contain_text("客户要求转人工")
+    expect(waiting).to_contain_text("访客")
+    expect(waiting.locator(".wait")).to_contain_text("等待")
+    waiting.get_by_role("button", name=re.compile("^接入")).click()
+    expect(agent.locator("#mine-list .qcard")).to_have_count(1)
+    expect(agent.locator("#waiting-list .qcard")).to_have_count(0)
+    agent.get_by_role("button", name="在线", exact=True).click()
+    expect(agent.get_by_role("button", name="在线", exact=True)).to_have_attribute("aria-pressed", "true")
+
+    # the whole context: transcript with the bot's understanding, the reason, the slots, suggestions
+    transcript = agent.get_by_role("log", name="会话记录")
+    users = transcript.locator(".entry.user .bubble")
+    expect(users.first).to_have_text("asdf qwer zxcv")
+    expect(users.nth(1)).to_have_text("qwerty uiop")
+    expect(transcript.locator(".entry.user .nlu .intent").first).to_have_text(re.compile(r"意图 nlu_fallback \d\.\d\d"))
+    expect(transcript.locator(".entry.bot").first).to_contain_text("没太理解")
+    expect(transcript.locator(".entry.system").last).to_contain_text("小王已接入")
+    expect(agent.locator("#ctx-reason")).to_have_text(re.compile("客户要求转人工|连续.*次未能理解"))
+    expect(agent.locator("#ctx-summary")).to_contain_text("转人工原因")
+    expect(agent.locator("#ctx-channel")).to_have_text("网页")
+    expect(agent.get_by_role("heading", name="已收集信息")).to_be_visible()
+    expect(agent.locator("#ctx-form")).to_have_text("无")
+
+    # knowledge search; 插入 puts the answer into the reply box
+    agent.get_by_label("搜索知识库").fill("补卡要多少钱")
+    agent.get_by_role("button", name="搜索", exact=True).click()
+    expect(agent.locator("#kb-list .kb-item").first).to_be_visible()
+    agent.locator("#kb-list .kb-item").first.get_by_role("button", name=re.compile("^插入答案")).click()
+    assert agent.get_by_label("回复内容").input_value().strip()
+    agent.get_by_label("回复内容").fill("")
+
+    # an internal note (markup stays text) is never sent to the customer
+    agent.get_by_label("内部备注").check()
+    expect(agent.get_by_role("button", name="添加备注")).to_be_visible()
+    send_reply(agent, XSS)
+    expect(transcript.locator(".entry.note .bubble")).to_have_text(XSS)
+    expect(agent.locator("img")).to_have_count(0)
+    agent.get_by_label("内部备注").uncheck()
+
+    # the agent's replies reach the customer live; /wait is a canned short code expanded by the server
+    send_reply(agent, "您好，我是人工客服小王")
+    expect(transcript.locator(".entry.agent .bubble").last).to_have_text("您好，我是人工客服小王")
+    expect(customer.locator(".msg.bot .bubble .text").last).to_have_text("您好，我是人工客服小王")
+    send_reply(agent, "/wait")
+    expect(transcript.locator(".entry.agent .bubble").last).to_have_text(re.compile("正在为您查询"))
+    expect(customer.locator(".msg.bot .bubble .text").last).to_have_text(re.compile("正在为您查询"))
+    assert XSS not in " ".join(bubble_texts(customer, "bot"))
+
+    # the customer writes: the message appears in the agent's open chat over the socket
+    ask(customer, "好的，我想问一下补卡的事")
+    expect(users.last).to_have_text("好的，我想问一下补卡的事")
+    customer.screenshot(path=SHOTS / "agent-console-customer.png")
+    agent.screenshot(path=SHOTS / "agent-console.png")
+
+    # a supervisor watches: queues per group, agents' presence and load, the live chat read-only
+    # (their console's socket is refused: it falls back to polling every 5 s and keeps retrying)
+    supervisor = new_page(browser, 1440, 900)
+    refused: list[str] = []
+    supervisor.route_web_socket(re.compile(r".*/api/agent/ws.*"), lambda ws: (refused.append(ws.url), ws.close()))
+    log_in(supervisor, base_url, "zhao")
+    expect(supervisor.locator("#live-status")).to_have_text("连接中断，每5秒刷新")
+    supervisor.get_by_role("button", name="主管视图").click()
+    group_row = supervisor.locator("#sup-groups tbody tr", has_text="综合服务")
+    expect(group_row.locator("td").nth(1)).to_have_text("0")
+    agent_row = supervisor.locator("#sup-agents tbody tr", has_text="小王")
+    expect(agent_row).to_contain_text("在线")
+    expect(agent_row).to_contain_text("1 / 3")
+    live = supervisor.locator("#sup-live tbody tr")
+    expect(live).to_have_count(1)
+    expect(live).to_contain_text("小王")
+    expect(live.get_by_role("button", name="重新分配")).to_be_visible()
+    live.locator("td").first.click()
+    watched = supervisor.get_by_role("log", name="只读会话记录")
+    expect(watched.locator(".entry.agent").first).to_have_text(re.compile("您好，我是人工客服小王"))
+    expect(supervisor.get_by_label("回复内容")).to_be_hidden()
+    supervisor.screenshot(path=SHOTS / "agent-console-supervisor.png")
+    assert refused and "token=" in refused[0]
+
+    # the agent closes the chat as 已解决; the bot asks the customer for a rating
+    agent.get_by_role("button", name="结束会话").click()
+    expect(agent.get_by_role("dialog", name="结束会话")).to_be_visible()
+    agent.get_by_label("已解决").check()
+    agent.screenshot(path=SHOTS / "agent-console-close.png")
+    agent.get_by_role("button", name="确认结束").click()
+    expect(agent.get_by_role("dialog", name="结束会话")).to_be_hidden()
+    expect(agent.locator("#mine-list .qcard")).to_have_count(0)
+    expect(agent.locator("#chat-placeholder")).to_be_visible()
+    expect(customer.locator(".msg.bot .bubble .text").last).to_contain_text("请为本次服务打分")
+    assert "感谢您的评价" in " ".join(ask(customer, "5"))
+
+    # and the bot answers again
+    answer = " ".join(ask(customer, "补卡要多少钱"))
+    assert answer and "人工" not in answer[:12] and "没太理解" not in answer, answer
+    customer.screenshot(path=SHOTS / "agent-console-customer-after.png")
+
+    for page in (customer, agent, supervisor):
+        assert_clean(page)
+    print(f"agent console flow took {time.monotonic() - started:.1f}s")
