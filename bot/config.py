@@ -134,6 +134,7 @@ class HandoffConfig(_Strict):
     max_fallbacks: int = Field(3, ge=1)  # consecutive turns the bot did not understand
     anger_words: list[str] = ["投诉", "曝光", "报警", "骗子", "垃圾", "气死", "太差劲", "律师", "12378", "监管"]
     sensitive_intents: list[str] = ["suspected_fraud", "disputed_transaction", "complaint"]
+    sensitive_words: list[str] = ["被盗", "被偷", "盗刷", "被骗", "冒充", "不是我本人"]  # stolen card, fraud
     failure_slots: list[str] = ["identity_failed"]  # a form that kept failing validation sets one of these
     vip_tiers: list[str] = ["白金卡", "私人银行"]
     vip_max_fallbacks: int = Field(1, ge=1)  # VIP customers reach a person sooner

@@ -154,3 +154,19 @@ def test_a_waiting_customer_who_closes_the_chat_leaves_the_queue(app) -> None:
         assert len(client.get("/api/agent/queue", headers=agent).json()["waiting"]) == 1
         time.sleep(1.0)
         assert client.get("/api/agent/queue", headers=agent).json()["waiting"] == []
+
+
+def test_admins_create_agents_over_the_api(app) -> None:
+    create_agent(app.state.database, "root", "管理员", PASSWORD, role="admin", groups=["综合服务"])
+    client = TestClient(app)
+    admin, agent = login(client, "root"), login(client, "wang")
+    body = {"username": "li", "display_name": "小李", "password": PASSWORD, "groups": ["信用卡"]}
+    assert client.post("/api/admin/agents", json=body, headers=agent).status_code == 403
+    created = client.post("/api/admin/agents", json=body, headers=admin)
+    assert created.status_code == 201 and created.json()["groups"] == ["信用卡"]
+    assert client.post("/api/admin/agents", json=body, headers=admin).status_code == 409
+    bad = client.post("/api/admin/agents", json={**body, "username": "x", "groups": ["火星"]}, headers=admin)
+    assert bad.status_code == 422 and "火星" in bad.json()["detail"]
+    weak = client.post("/api/admin/agents", json={**body, "username": "y", "password": "short"}, headers=admin)
+    assert weak.status_code == 422
+    login(client, "li")

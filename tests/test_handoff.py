@@ -39,6 +39,7 @@ def parse(intent: str, confidence: float = 0.9) -> dict:
     ("我要找客服", "request_human", {}, 0, None, "request"),
     ("你们再不处理我就去曝光", "chitchat", {}, 0, None, "anger"),
     ("有人冒充客服骗我转账", "suspected_fraud", {}, 0, None, "sensitive"),
+    ("我的卡被盗刷了", "report_card_loss", {}, 0, None, "sensitive"),
     ("好的", "affirm", {"identity_failed": True}, 0, None, "form_failed"),
     ("asdf", "nlu_fallback", {}, 3, None, "fallback"),
     ("asdf", "nlu_fallback", {}, 1, "白金卡", "vip"),
@@ -48,6 +49,11 @@ def parse(intent: str, confidence: float = 0.9) -> dict:
 def test_escalation_triggers(text, intent, slots, fallbacks, tier, kind) -> None:
     found = detect_escalation(CONFIG, text, parse(intent), slots, fallbacks, tier)
     assert (found.kind if found else None) == kind
+
+
+def test_pressing_zero_twice_asks_for_a_person() -> None:
+    assert detect_escalation(CONFIG, "0", parse("nlu_fallback"), {}, 0, previous_text="0").kind == "request"
+    assert detect_escalation(CONFIG, "0", parse("nlu_fallback"), {}, 0, previous_text="你好") is None
 
 
 def test_routing_by_intent_then_category_then_default_and_priority() -> None:

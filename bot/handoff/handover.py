@@ -26,7 +26,9 @@ class Handover:
 
     def escalate_if_needed(self, start: TurnStart, text: str, parse: dict[str, Any],
                            state: DialogueState) -> list[Reply]:
-        escalation = detect_escalation(self.config, text, parse, state.slots, state.fallbacks, start.customer_tier)
+        previous = (start.state.get("dialogue") or {}).get("latest_text")
+        escalation = detect_escalation(self.config, text, parse, state.slots, state.fallbacks, start.customer_tier,
+                                       previous_text=previous)
         if escalation is None:
             return []
         top = (parse.get("retrieval") or {}).get("top") or {}

@@ -17,16 +17,20 @@ class Escalation:
 
 
 def detect_escalation(config: HandoffConfig, text: str, parse: dict[str, Any], slots: dict[str, Any],
-                      fallbacks: int, tier: str | None = None) -> Escalation | None:
+                      fallbacks: int, tier: str | None = None, previous_text: str | None = None) -> Escalation | None:
     """The reason to hand this conversation to a person now, or None. Checked in order of urgency."""
     intent = parse.get("intent", {}).get("name", "")
     lowered = text.lower()
     if intent in config.sensitive_intents:
         return Escalation("sensitive", f"敏感业务：{intent}")
+    if word := next((w for w in config.sensitive_words if w in text), None):
+        return Escalation("sensitive", f"疑似盗刷或诈骗（“{word}”）")
     if angry := next((w for w in config.anger_words if w.lower() in lowered), None):
         return Escalation("anger", f"客户情绪激动或投诉（“{angry}”）")
     if intent == REQUEST_INTENT or any(w.lower() in lowered for w in config.request_words):
         return Escalation("request", "客户要求转人工")
+    if text.strip() == "0" and (previous_text or "").strip() == "0":  # "press 0 for a person", twice
+        return Escalation("request", "客户连续按0要求转人工")
     if failed := next((s for s in config.failure_slots if slots.get(s)), None):
         return Escalation("form_failed", f"业务办理多次验证失败（{failed}）")
     vip = tier is not None and tier in config.vip_tiers

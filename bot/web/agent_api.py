@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from bot.handoff.agents import authenticate
+from bot.handoff.agents import AccountError, authenticate, create_agent
 from bot.handoff.context import build_context, summary_of
 from bot.handoff.desk import AgentDesk, DeskError
 from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Customer, Event, Handoff, utcnow
@@ -88,6 +88,15 @@ class Reassign(BaseModel):
     agent_id: int
 
 
+class NewAgent(BaseModel):
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    display_name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=10, max_length=256)
+    role: str = Field("agent", pattern=r"^(agent|supervisor|admin)$")
+    groups: list[str] = Field(min_length=1)
+    max_chats: int = Field(3, ge=1, le=20)
+
+
 def _session(request: Request, authorization: Annotated[str | None, Header()] = None) -> AgentSession:
     scheme, _, token = (authorization or "").partition(" ")
     found = request.app.state.sessions.get(token.strip()) if scheme.lower() == "bearer" else None
@@ -102,8 +111,15 @@ def _supervisor(session: Annotated[AgentSession, Depends(_session)]) -> AgentSes
     return session
 
 
+def _admin(session: Annotated[AgentSession, Depends(_session)]) -> AgentSession:
+    if session.role != "admin":
+        raise HTTPException(status_code=403, detail="只有管理员可以管理坐席账号。")
+    return session
+
+
 SessionDep = Annotated[AgentSession, Depends(_session)]
 SupervisorDep = Annotated[AgentSession, Depends(_supervisor)]
+AdminDep = Annotated[AgentSession, Depends(_admin)]
 
 
 def _desk(request: Request) -> AgentDesk:
@@ -251,6 +267,26 @@ def agent_router() -> APIRouter:
             raise HTTPException(status_code=409, detail=str(e)) from e
         request.app.state.hub.to_agents({"type": "queue"})
         return {"status": "reassigned"}
+
+    @router.post("/api/admin/agents", status_code=201)
+    def add_agent(body: NewAgent, session: AdminDep, request: Request) -> dict[str, Any]:
+        """Create an agent account (admins only); the same as `bot agents add`."""
+        known = {g.name for g in request.app.state.config.handoff.groups}
+        if unknown := [g for g in body.groups if g not in known]:
+            raise HTTPException(status_code=422, detail=f"未知的技能组：{'、'.join(unknown)}")
+        try:
+            account = create_agent(request.app.state.database, body.username, body.display_name, body.password,
+                                   role=body.role, groups=body.groups, max_chats=body.max_chats)
+        except AccountError as e:
+            raise HTTPException(status_code=409, detail=str(e)) from e
+        request.app.state.conversations.store.audit(f"agent-id:{session.agent_id}", "create_agent",
+                                                    body.username, {"role": body.role, "groups": body.groups})
+        return _agent_json(account)
+
+    @router.get("/api/admin/agents")
+    def list_agents(session: SupervisorDep, request: Request) -> list[dict[str, Any]]:
+        with request.app.state.database.session() as db:
+            return [_agent_json(a) for a in db.scalars(select(AgentAccount).order_by(AgentAccount.id))]
 
     @router.websocket("/api/agent/ws")
     async def live(websocket: WebSocket, token: str = "") -> None:
