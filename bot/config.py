@@ -114,8 +114,23 @@ class AppChannelConfig(_Strict):
     issuer: str | None = None  # when set, the token's `iss` must match
 
 
+class WeChatChannelConfig(_Strict):
+    # the official account's server settings (公众号 基本配置); off until token is set: BOT__CHANNELS__WECHAT__TOKEN
+    token: str | None = None
+    app_id: str | None = None
+    app_secret: str | None = None
+    encoding_aes_key: str | None = Field(None, min_length=43, max_length=43)
+    mode: Literal["plain", "compatible", "safe"] = "safe"
+    max_clock_skew_seconds: int = Field(300, ge=1)  # older (replayed) or future timestamps are refused
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    welcome: str = ("欢迎关注示例银行！我是智能客服小智，可以帮您挂失、查余额、查网点和营业时间等。"
+                    "直接发送您的问题即可，回复“转人工”联系人工客服。")
+    menu: dict[str, str] = {}  # CLICK event key -> the text it stands for, e.g. MENU_LOSS: 我要挂失
+
+
 class ChannelsConfig(_Strict):
     app: AppChannelConfig = AppChannelConfig()
+    wechat: WeChatChannelConfig = WeChatChannelConfig()
 
 
 class SkillGroupConfig(_Strict):

@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 
 from bot.agent import Agent
 from bot.channels.app import app_router
+from bot.channels.wechat import wechat_router
 from bot.config import BotConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected
 from bot.handoff.desk import AgentDesk
@@ -41,6 +42,7 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     app.state.sessions = Sessions()
     app.include_router(agent_router())  # the agent desk: /agent console and /api/agent, /api/supervisor
     app.include_router(app_router())  # the bank's mobile app: customers signed in by the app's back end
+    app.include_router(wechat_router())  # the WeChat official account's server URL
     return app
 
 

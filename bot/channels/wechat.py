@@ -1,0 +1,157 @@
+"""The WeChat official account (公众号) server endpoint: URL verification, signed messages in plaintext,
+compatible and safe (AES) modes, passive replies.
+
+Untrusted XML is parsed with defusedxml first (no DTDs, no entity expansion, a size cap) and only then handed
+to wechatpy. WeChat retries a message it got no answer for within 5 s, with the same MsgId: the conversation
+service recognises the id and answers with the stored reply instead of processing it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, Response
+from wechatpy import parse_message
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.exceptions import InvalidSignatureException
+from wechatpy.replies import TextReply
+from wechatpy.utils import check_signature
+
+from bot.config import WeChatChannelConfig
+from bot.dialogue.service import ConversationService, Inbound, MessageRejected
+
+CHANNEL = "wechat"
+log = logging.getLogger(__name__)
+
+
+class Rejected(Exception):
+    """A request that is not from WeChat or not well-formed; nothing of it is processed."""
+
+
+def wechat_router() -> APIRouter:
+    router = APIRouter(prefix="/channels/wechat", tags=["wechat"])
+
+    @router.get("", response_class=PlainTextResponse)
+    def verify(request: Request, signature: str = "", timestamp: str = "", nonce: str = "",
+               echostr: str = "") -> str:
+        """WeChat's URL check: echo `echostr` only when the signature matches our token."""
+        config = _config(request)
+        try:
+            check_signature(config.token, signature, timestamp, nonce)
+        except InvalidSignatureException as e:
+            raise HTTPException(status_code=403, detail="signature mismatch") from e
+        return echostr
+
+    @router.post("")
+    async def receive(request: Request, signature: str = "", timestamp: str = "", nonce: str = "",
+                      msg_signature: str = "", encrypt_type: str = "raw") -> Response:
+        config = _config(request)
+        body = await request.body()
+        try:
+            message, crypto = _open(config, body, signature, timestamp, nonce, msg_signature, encrypt_type)
+        except Rejected as e:
+            log.warning("wechat request refused: %s", e)
+            raise HTTPException(status_code=403 if "signature" in str(e) else 400, detail=str(e)) from e
+        service: ConversationService = request.app.state.conversations
+        text = await run_in_threadpool(_answer, service, config, message)
+        if text is None:
+            return PlainTextResponse("success")
+        reply = TextReply(source=message.target, target=message.source, content=text).render()
+        if crypto is not None:
+            reply = crypto.encrypt_message(reply, nonce, timestamp)
+        return Response(reply, media_type="application/xml")
+
+    return router
+
+
+def _config(request: Request) -> WeChatChannelConfig:
+    config: WeChatChannelConfig = request.app.state.config.channels.wechat
+    if not config.token:
+        raise HTTPException(status_code=404, detail="the WeChat channel is not configured "
+                                                    "(set BOT__CHANNELS__WECHAT__TOKEN)")
+    return config
+
+
+def _open(config: WeChatChannelConfig, body: bytes, signature: str, timestamp: str, nonce: str,
+          msg_signature: str, encrypt_type: str) -> tuple[Any, WeChatCrypto | None]:
+    """Check size, freshness, signature and XML safety; decrypt in safe mode; parse the message."""
+    if len(body) > config.max_body_bytes:
+        raise Rejected(f"body of {len(body)} bytes is over {config.max_body_bytes}")
+    try:
+        sent_at = int(timestamp)
+    except ValueError as e:
+        raise Rejected("timestamp missing or not a number") from e
+    if abs(time.time() - sent_at) > config.max_clock_skew_seconds:
+        raise Rejected(f"timestamp {sent_at} is stale or in the future (replay?)")
+    try:
+        check_signature(config.token, signature, timestamp, nonce)
+    except InvalidSignatureException as e:
+        raise Rejected("bad signature") from e
+    _safe_xml(body)
+    crypto = None
+    if encrypt_type == "aes":
+        if not (config.encoding_aes_key and config.app_id):
+            raise Rejected("an encrypted message, but no encoding_aes_key/app_id is configured")
+        crypto = WeChatCrypto(config.token, config.encoding_aes_key, config.app_id)
+        try:
+            body = crypto.decrypt_message(body, msg_signature, timestamp, nonce).encode()
+        except Exception as e:  # wechatpy raises several kinds for a bad signature or ciphertext
+            raise Rejected(f"bad msg_signature or ciphertext: {type(e).__name__}") from e
+        _safe_xml(body)
+    elif config.mode == "safe":
+        raise Rejected("plaintext message refused: the account is in safe mode")
+    return parse_message(body), crypto
+
+
+def _safe_xml(body: bytes) -> None:
+    try:
+        fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as e:
+        raise Rejected(f"hostile XML refused: {type(e).__name__}") from e
+    except Exception as e:  # noqa: BLE001 - any parse error: malformed
+        raise Rejected(f"malformed XML: {e}") from e
+
+
+def _answer(service: ConversationService, config: WeChatChannelConfig, message: Any) -> str | None:
+    """The text to reply with, or None for "success" (no reply)."""
+    text = _customer_text(config, message)
+    if text is None:
+        if message.type == "event" and getattr(message, "event", "") == "unsubscribe":
+            service.store.audit(f"wechat:{message.source}", "unsubscribe", message.source)
+        return _canned_reply(config, message)
+    message_id = str(getattr(message, "id", "") or f"{message.source}:{message.time}")
+    try:
+        turn = service.handle(Inbound(CHANNEL, message.source, text, message_id, {"wechat_type": message.type}))
+    except MessageRejected as e:
+        return str(e)
+    return "\n\n".join(r["text"] for r in turn.replies) or None
+
+
+def _customer_text(config: WeChatChannelConfig, message: Any) -> str | None:
+    """What the customer said, as text: a message, a recognised voice message, a menu click."""
+    if message.type == "text":
+        return message.content
+    if message.type == "voice" and getattr(message, "recognition", None):
+        return message.recognition
+    if message.type == "event" and getattr(message, "event", "") == "click":
+        return config.menu.get(getattr(message, "key", ""), None)
+    return None
+
+
+def _canned_reply(config: WeChatChannelConfig, message: Any) -> str | None:
+    event = getattr(message, "event", "") if message.type == "event" else ""
+    if event in ("subscribe", "subscribe_scan"):
+        return config.welcome
+    if message.type == "event":
+        return None
+    replies = {"image": "收到您的图片。小智暂时看不懂图片，请用文字描述您的问题，或回复“转人工”。",
+               "voice": "抱歉，没有听清您的语音，请用文字发送您的问题。",
+               "location": "收到您的位置。请告诉我您所在的城市和区，我帮您查询附近网点。",
+               "link": "收到您分享的链接。请注意：本行不会通过链接索要密码或验证码，如有疑问请回复“转人工”。"}
+    return replies.get(message.type, "暂不支持这种消息，请发送文字。")
