@@ -126,6 +126,8 @@ class WeChatChannelConfig(_Strict):
     welcome: str = ("欢迎关注示例银行！我是智能客服小智，可以帮您挂失、查余额、查网点和营业时间等。"
                     "直接发送您的问题即可，回复“转人工”联系人工客服。")
     menu: dict[str, str] = {}  # CLICK event key -> the text it stands for, e.g. MENU_LOSS: 我要挂失
+    reply_budget_seconds: float = Field(4.0, gt=0)  # later than this the answer goes by the customer-service API
+    api_base: str = "https://api.weixin.qq.com"
 
 
 class ChannelsConfig(_Strict):

@@ -8,6 +8,7 @@ service recognises the id and answers with the stored reply instead of processin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -23,10 +24,13 @@ from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 
+from bot.channels.wechat_api import WeChatAPIError, WeChatClient
 from bot.config import WeChatChannelConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected
 
 CHANNEL = "wechat"
+SENT_MEMORY = 10_000  # message keys whose answers went by the API, so WeChat's retries get "success"
+_sent_by_api: dict[str, bool] = {}
 log = logging.getLogger(__name__)
 
 
@@ -59,7 +63,15 @@ def wechat_router() -> APIRouter:
             log.warning("wechat request refused: %s", e)
             raise HTTPException(status_code=403 if "signature" in str(e) else 400, detail=str(e)) from e
         service: ConversationService = request.app.state.conversations
-        text = await run_in_threadpool(_answer, service, config, message)
+        key = f"{message.source}:{getattr(message, 'id', '') or message.time}"
+        if key in _sent_by_api:  # a retry of a message whose late answer already went by the API
+            return PlainTextResponse("success")
+        answering = asyncio.ensure_future(run_in_threadpool(_answer, service, config, message))
+        done, _ = await asyncio.wait({answering}, timeout=config.reply_budget_seconds)
+        if not done:  # WeChat gives up at 5 s: say "success" now, deliver by the customer-service API later
+            answering.add_done_callback(lambda task: _deliver_late(request.app, message.source, key, task))
+            return PlainTextResponse("success")
+        text, _ = answering.result()
         if text is None:
             return PlainTextResponse("success")
         reply = TextReply(source=message.target, target=message.source, content=text).render()
@@ -118,19 +130,59 @@ def _safe_xml(body: bytes) -> None:
         raise Rejected(f"malformed XML: {e}") from e
 
 
-def _answer(service: ConversationService, config: WeChatChannelConfig, message: Any) -> str | None:
-    """The text to reply with, or None for "success" (no reply)."""
+def _answer(service: ConversationService, config: WeChatChannelConfig, message: Any) -> tuple[str | None, bool]:
+    """(the text to reply with or None for "success", whether the message was a duplicate)."""
     text = _customer_text(config, message)
     if text is None:
         if message.type == "event" and getattr(message, "event", "") == "unsubscribe":
             service.store.audit(f"wechat:{message.source}", "unsubscribe", message.source)
-        return _canned_reply(config, message)
+        return _canned_reply(config, message), False
     message_id = str(getattr(message, "id", "") or f"{message.source}:{message.time}")
     try:
         turn = service.handle(Inbound(CHANNEL, message.source, text, message_id, {"wechat_type": message.type}))
     except MessageRejected as e:
-        return str(e)
-    return "\n\n".join(r["text"] for r in turn.replies) or None
+        return str(e), False
+    return "\n\n".join(r["text"] for r in turn.replies) or None, turn.duplicate
+
+
+def _deliver_late(app: Any, openid: str, key: str, task: asyncio.Future) -> None:
+    """The answer that missed the deadline goes by the customer-service API (a retry's duplicate does not)."""
+    if task.cancelled() or task.exception() is not None:
+        log.error("wechat answer for %s failed: %s", openid, None if task.cancelled() else task.exception())
+        return
+    text, duplicate = task.result()
+    if text is None or duplicate:
+        return
+    _sent_by_api[key] = True
+    while len(_sent_by_api) > SENT_MEMORY:
+        _sent_by_api.pop(next(iter(_sent_by_api)))
+    future = asyncio.ensure_future(run_in_threadpool(send_by_api, app, openid, text))
+    app.state.background.add(future)
+    future.add_done_callback(app.state.background.discard)
+
+
+def send_by_api(app: Any, openid: str, text: str) -> bool:
+    """Send through the customer-service message API; False (and a stored event) when WeChat refuses."""
+    client = wechat_client(app)
+    try:
+        client.send_text(openid, text)
+        return True
+    except WeChatAPIError as e:
+        conversation = app.state.conversations.store.find_conversation_of(CHANNEL, openid)
+        log.warning("wechat delivery to %s failed: %s", openid, e)
+        if conversation is not None:
+            app.state.conversations.store.audit("wechat", "delivery_failed", conversation.id,
+                                                {"errcode": e.errcode, "text": text[:200]})
+        return False
+
+
+def wechat_client(app: Any) -> WeChatClient:
+    client = getattr(app.state, "wechat_client", None)
+    if client is None:
+        config = app.state.config.channels.wechat
+        client = WeChatClient(config.app_id or "", config.app_secret or "", config.api_base)
+        app.state.wechat_client = client
+    return client
 
 
 def _customer_text(config: WeChatChannelConfig, message: Any) -> str | None:

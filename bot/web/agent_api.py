@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from bot.channels.wechat import send_by_api
 from bot.handoff.agents import AccountError, authenticate, create_agent
 from bot.handoff.context import build_context, summary_of
 from bot.handoff.desk import AgentDesk, DeskError
@@ -196,10 +197,11 @@ def agent_router() -> APIRouter:
             sent = desk.agent_message(handoff_id, session.agent_id, body.text)
         except DeskError as e:
             raise HTTPException(status_code=409, detail=str(e)) from e
-        _to_customer(request, sent["conversation_id"], {"type": "bot", "text": sent["text"], "buttons": None,
-                                                        "timestamp": sent["timestamp"], "reply_to": None,
-                                                        "duplicate": False, "from": "agent"})
-        return {"text": sent["text"], "timestamp": sent["timestamp"]}
+        delivered = _to_customer(request, sent["conversation_id"], {
+            "type": "bot", "text": sent["text"], "buttons": None, "timestamp": sent["timestamp"], "reply_to": None,
+            "duplicate": False, "from": "agent"})
+        warning = None if delivered else "消息已保存，但未能送达：客户已离线或微信48小时互动窗口已过。"
+        return {"text": sent["text"], "timestamp": sent["timestamp"], "delivered": delivered, "warning": warning}
 
     @router.post("/api/agent/handoffs/{handoff_id}/notes")
     def note(handoff_id: int, body: Text, session: SessionDep, desk: DeskDep) -> dict[str, str]:
@@ -371,12 +373,17 @@ def _suggest(request: Request) -> Any:
     return suggest
 
 
-def _to_customer(request: Request, conversation_id: str, frame: dict[str, Any]) -> None:
+def _to_customer(request: Request, conversation_id: str, frame: dict[str, Any]) -> bool:
+    """Deliver to the customer's channel now: an open widget/app socket, or WeChat's customer-service API.
+    Returns whether it was delivered (it is stored either way)."""
     with request.app.state.database.session() as db:
         conversation = db.get(Conversation, conversation_id)
         identity = db.get(ChannelIdentity, conversation.identity_id) if conversation else None
-    if identity is not None:
-        request.app.state.hub.to_customer(identity.channel, identity.external_id, frame)
+    if identity is None:
+        return False
+    if identity.channel == "wechat":
+        return send_by_api(request.app, identity.external_id, frame["text"])
+    return request.app.state.hub.to_customer(identity.channel, identity.external_id, frame) > 0
 
 
 def _last_bot_event(request: Request, conversation_id: str) -> dict[str, Any] | None:
