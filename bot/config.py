@@ -130,6 +130,13 @@ class WeChatChannelConfig(_Strict):
     api_base: str = "https://api.weixin.qq.com"
 
 
+class NotifyConfig(_Strict):
+    # keys of the bank's internal systems allowed to call POST /api/v1/notify (BOT__NOTIFY__API_KEYS='["..."]')
+    api_keys: list[str] = []
+    app_push_url: str | None = None  # the app back end's push webhook; without it app customers get it next login
+    wechat_window_hours: int = 48  # WeChat lets an account write to a customer this long after their last message
+
+
 class ChannelsConfig(_Strict):
     app: AppChannelConfig = AppChannelConfig()
     wechat: WeChatChannelConfig = WeChatChannelConfig()
@@ -181,6 +188,7 @@ class BotConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     channels: ChannelsConfig = ChannelsConfig()
     handoff: HandoffConfig = HandoffConfig()
+    notify: NotifyConfig = NotifyConfig()
     actions_package: str | None = "actions"  # custom actions run in-process through rasa_sdk's executor...
     action_endpoint: ActionEndpointConfig | None = None  # ...or on this action server when set
     root: Path = Field(default=Path("."), exclude=True)

@@ -25,6 +25,7 @@ from bot.dialogue.responder import Button, Reply, Responder
 from bot.nlu.classifier import OOS_INTENTS
 from bot.training_data import TrainingData
 
+HANDOFF_ACTION = "action_handoff"  # built in: rules end with it to hand the conversation to a person
 MAX_ACTION_CHAIN = 5  # followup actions one turn may trigger
 FOLLOW_UP = re.compile(r"^(那|那么|那要是|如果是|换成)?(?P<rest>.{1,12}?)(呢|怎么办|怎么样|行吗|可以吗)?[?？。!！]*$")
 Reparse = Callable[[str], dict[str, Any]]
@@ -159,6 +160,9 @@ class DialogueEngine:
         if name.startswith("utter_"):
             turn.action(name)
             turn.replies += self._utter(turn, name)
+        elif name == HANDOFF_ACTION:  # a rule hands over: the conversation service queues it for a person
+            turn.action(name)
+            turn.set_slot("handoff_requested", turn.parse["intent"]["name"])
         elif name in self.data.forms:
             await self._start_form(turn, name)
         elif depth < MAX_ACTION_CHAIN:

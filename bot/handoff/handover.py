@@ -38,6 +38,7 @@ class Handover:
                                                                               start.customer_tier),
                                    escalation.kind, escalation.detail)
         state.fallbacks = 0
+        state.slots["handoff_requested"] = None
         if self.hub is not None:
             self.hub.to_agents({"type": "queue"})
         return [Reply(text=self.describe(ticket), source="handoff")]

@@ -29,6 +29,8 @@ def detect_escalation(config: HandoffConfig, text: str, parse: dict[str, Any], s
         return Escalation("anger", f"客户情绪激动或投诉（“{angry}”）")
     if intent == REQUEST_INTENT or any(w.lower() in lowered for w in config.request_words):
         return Escalation("request", "客户要求转人工")
+    if slots.get("handoff_requested"):
+        return Escalation("request", f"按业务规则转人工（{slots['handoff_requested']}）")
     if text.strip() == "0" and (previous_text or "").strip() == "0":  # "press 0 for a person", twice
         return Escalation("request", "客户连续按0要求转人工")
     if failed := next((s for s in config.failure_slots if slots.get(s)), None):

@@ -166,6 +166,29 @@ class ConversationStore:
                                                                            Conversation.status != "closed")):
                 conversation.customer_id = customer_id
 
+    def latest_identity(self, customer_id: str) -> ChannelIdentity | None:
+        """The channel identity the customer used most recently."""
+        with self.database.session() as session:
+            return session.scalar(select(ChannelIdentity).where(ChannelIdentity.customer_id == customer_id)
+                                  .order_by(ChannelIdentity.last_seen_at.desc()).limit(1))
+
+    def add_bot_message(self, channel: str, sender: str, text: str, slots: dict[str, Any], source: str) -> str:
+        """A message the bot starts (a notification): stored in the identity's conversation, with slots that
+        let the dialogue understand the customer's answer. Returns the conversation id."""
+        with self.database.session() as session, session.begin():
+            identity = session.scalar(select(ChannelIdentity).where(ChannelIdentity.channel == channel,
+                                                                    ChannelIdentity.external_id == sender))
+            if identity is None:
+                raise KeyError(f"{channel}:{sender}")
+            conversation = self._open_conversation(session, identity)
+            dialogue = dict((conversation.state or {}).get("dialogue") or {})
+            dialogue["slots"] = {**(dialogue.get("slots") or {}), **slots}
+            conversation.state = {**(conversation.state or {}), "dialogue": dialogue}
+            for name, value in slots.items():
+                self._append(session, conversation, "slot", {"name": name, "value": value})
+            self._append(session, conversation, "bot", {"text": text, "data": {"buttons": None, "source": source}})
+            return conversation.id
+
     def customer(self, customer_id: str) -> Customer | None:
         with self.database.session() as session:
             return session.get(Customer, customer_id)
