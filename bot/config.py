@@ -140,6 +140,10 @@ class NotifyConfig(_Strict):
 class ChannelsConfig(_Strict):
     app: AppChannelConfig = AppChannelConfig()
     wechat: WeChatChannelConfig = WeChatChannelConfig()
+    # "customer": a linked customer who moves channels continues where they were ("我们在App里聊到…");
+    # "channel": every channel identity has its own conversation state
+    state_follows: Literal["customer", "channel"] = "customer"
+    binding_code_minutes: int = Field(10, ge=1, le=60)  # how long a code from the app works in WeChat
 
 
 class SkillGroupConfig(_Strict):

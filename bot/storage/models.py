@@ -143,3 +143,24 @@ class Handoff(Base):
     disposition: Mapped[str | None] = mapped_column(String(64))
     rating: Mapped[int | None] = mapped_column()
     comment: Mapped[str | None] = mapped_column(Text)
+
+
+class ChannelCursor(Base):
+    """A position in a channel's message stream that must survive restarts (WeCom's `kf/sync_msg` cursor)."""
+
+    __tablename__ = "channel_cursors"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(String(512), default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class BindingCode(Base):
+    """A short-lived code a signed-in customer (app) sends on another channel (WeChat) to link the two."""
+
+    __tablename__ = "binding_codes"
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    used_at: Mapped[dt.datetime | None] = mapped_column()
+    used_by: Mapped[str | None] = mapped_column(String(160))  # channel:external id that sent it

@@ -8,6 +8,7 @@ seen before is a duplicate: it gets the replies stored the first time and is nev
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.storage.database import Database
-from bot.storage.models import AuditEntry, ChannelIdentity, Conversation, Customer, Event, InboundMessage, utcnow
+from bot.storage.models import (
+    AuditEntry,
+    BindingCode,
+    ChannelCursor,
+    ChannelIdentity,
+    Conversation,
+    Customer,
+    Event,
+    InboundMessage,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,54 @@ class ConversationStore:
     def audit(self, actor: str, action: str, target: str, details: dict[str, Any] | None = None) -> None:
         with self.database.session() as session, session.begin():
             session.add(AuditEntry(actor=actor, action=action, target=target, details=details or {}))
+
+    # --- channel cursors and binding codes ------------------------------------------------------------------
+
+    def cursor(self, name: str) -> str:
+        """A stored stream position ("" before the first)."""
+        with self.database.session() as session:
+            found = session.get(ChannelCursor, name)
+            return found.value if found else ""
+
+    def save_cursor(self, name: str, value: str) -> None:
+        with self.database.session() as session, session.begin():
+            found = session.get(ChannelCursor, name, with_for_update=True)
+            if found is None:
+                session.add(ChannelCursor(name=name, value=value))
+            else:
+                found.value, found.updated_at = value, utcnow()
+
+    def issue_binding_code(self, customer_id: str, ttl: dt.timedelta) -> str:
+        """A fresh 6-digit code for a signed-in customer; earlier unused codes of theirs stop working."""
+        with self.database.session() as session, session.begin():
+            if session.get(Customer, customer_id) is None:
+                raise KeyError(customer_id)
+            now = utcnow()
+            for old in session.scalars(select(BindingCode).where(BindingCode.customer_id == customer_id,
+                                                                  BindingCode.used_at.is_(None))):
+                old.expires_at = now
+            while True:
+                code = f"{secrets.randbelow(1_000_000):06d}"
+                found = session.get(BindingCode, code)
+                if found is None:
+                    session.add(BindingCode(code=code, customer_id=customer_id, expires_at=now + ttl))
+                    return code
+                if found.used_at is not None or _aware(found.expires_at) <= now:
+                    session.delete(found)
+                    session.flush()
+
+    def redeem_binding_code(self, code: str, channel: str, sender: str) -> str | None:
+        """Link `channel:sender` to the code's customer; the customer id, or None for an unknown, used or
+        expired code."""
+        with self.database.session() as session, session.begin():
+            found = session.get(BindingCode, code, with_for_update=True)
+            if found is None or found.used_at is not None or _aware(found.expires_at) <= utcnow():
+                return None
+            found.used_at, found.used_by = utcnow(), f"{channel}:{sender}"
+            customer_id = found.customer_id
+        customer = self.customer(customer_id)
+        self.link_customer(channel, sender, customer_id, verified=bool(customer and customer.verified))
+        return customer_id
 
     # --- helpers --------------------------------------------------------------------------------------------
 
