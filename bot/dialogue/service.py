@@ -141,7 +141,9 @@ def clean_text(text: str) -> str:
 
 
 def _reply_channel(channel: str) -> str:
-    """Which answer variant a channel gets: WeChat plain text, everything else the rich web/app one."""
+    """Which answer variant a channel gets: WeChat (and WeCom) plain text, everything else the rich web/app one."""
+    if channel == "wecom":
+        return "wechat"
     return channel if channel in ("web", "app", "wechat") else "web"
 
 

@@ -15,7 +15,7 @@ from bot.storage.database import Database
 from bot.storage.models import ChannelIdentity, Conversation, Customer, Event, Handoff, utcnow
 
 UNMASKED_ROLES = {"supervisor", "admin"}
-CHANNEL_NAMES = {"web": "网页", "app": "手机银行App", "wechat": "微信", "rest": "接口"}
+CHANNEL_NAMES = {"web": "网页", "app": "手机银行App", "wechat": "微信", "wecom": "微信客服", "rest": "接口"}
 _CARD = re.compile(r"(?<!\d)(\d{12,15})(\d{4})(?!\d)")
 _ID = re.compile(r"(?<![\dXx])(\d{6})\d{8}(\d{3}[\dXx])(?![\dXx])")
 _PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
