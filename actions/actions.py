@@ -322,6 +322,9 @@ class IdLast4Validation:
             dispatcher.utter_message(text="请输入您身份证号码的后4位，由4位数字组成，末位也可能是X。")
             return {"id_last4": None}
         customer_id = customer_id_of(tracker)
+        if customer_id and is_verified(tracker, customer_id):  # e.g. asked in WeChat, answered in the signed-in app
+            dispatcher.utter_message(text="您已登录并通过身份验证，无需再提供身份证号。")
+            return {"id_last4": None}
         bank = get_core_banking()
         if customer_id is None:
             # not logged in: the card and the ID together identify the cardholder, as on the phone line

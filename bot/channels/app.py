@@ -7,11 +7,13 @@ A missing, forged or expired token is refused with 401 before anything is stored
 
     POST /channels/app/messages   Authorization: Bearer <token>   {"message", "message_id"}
     GET  /channels/app/history    Authorization: Bearer <token>
+    POST /channels/app/binding-code   Authorization: Bearer <token>   → a code to send in WeChat: "绑定 123456"
     WS   /channels/app/ws?token=<token>   frames as in bot.channels.chat_socket
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Annotated, Any
 
@@ -53,6 +55,12 @@ class AppReply(BaseModel):
     text: str
     buttons: list[dict[str, str]] | None = None
     timestamp: str
+
+
+class BindingCodeOut(BaseModel):
+    code: str
+    expires_in_seconds: int
+    instruction: str  # what the app shows the customer
 
 
 class AppTurn(BaseModel):
@@ -127,6 +135,15 @@ def app_router() -> APIRouter:
             raise HTTPException(status_code=422, detail=str(e)) from e
         replies = [AppReply(text=r["text"], buttons=r["buttons"], timestamp=r["timestamp"]) for r in turn.replies]
         return AppTurn(conversation_id=turn.conversation_id, duplicate=turn.duplicate, replies=replies)
+
+    @router.post("/binding-code", response_model=BindingCodeOut)
+    def binding_code(customer: CustomerDep, service: ServiceDep, request: Request) -> BindingCodeOut:
+        """A 6-digit code the customer sends in WeChat ("绑定 123456") to link that account to this one."""
+        link(service, customer)
+        minutes = request.app.state.config.channels.binding_code_minutes
+        code = service.store.issue_binding_code(customer.customer_id, dt.timedelta(minutes=minutes))
+        return BindingCodeOut(code=code, expires_in_seconds=minutes * 60,
+                              instruction=f"请在{minutes}分钟内，在本行微信公众号或微信客服中发送：绑定 {code}")
 
     @router.get("/history")
     def history(customer: CustomerDep, service: ServiceDep) -> list[dict[str, Any]]:

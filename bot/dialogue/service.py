@@ -7,6 +7,7 @@ A duplicate message id gets the first answer back; turns of one customer run one
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import time
 import unicodedata
@@ -17,11 +18,14 @@ from typing import Any
 from bot.agent import Agent
 from bot.dialogue.engine import DialogueState, TurnOutcome
 from bot.dialogue.responder import Reply
+from bot.handoff.context import CHANNEL_NAMES
 from bot.handoff.handover import Handover
 from bot.storage import ConversationStore, TurnStart
 
 MAX_MESSAGE_CHARS = 2000
 LOCK_STRIPES = 64
+BINDING_CODE = re.compile(r"^(?:绑定|綁定|bind)\s*[:：]?\s*(\d{6})$", re.IGNORECASE)
+MAX_BINDING_FAILURES = 5  # per conversation: a 6-digit code must not be guessable by trying
 
 
 class MessageRejected(ValueError):
@@ -78,6 +82,9 @@ class ConversationService:
         if start.conversation_status in ("queued", "human") and self.handoff is not None:
             return self.handoff.while_with_people(start, text), None, [], start.state
         state = dict(start.state)
+        code = binding_code(text)
+        if code is not None and inbound.channel != "app":  # the app is where codes come from
+            return self._bind(inbound, code, state), None, [], state
         survey = state.pop("survey_handoff", None)
         if survey is not None and self.handoff is not None:
             thanks = self.handoff.take_rating(int(survey), text)
@@ -85,12 +92,38 @@ class ConversationService:
                 return thanks, None, [], state
         parse, outcome = self._respond(inbound, text, start)
         replies = list(outcome.replies)
+        if start.continued_from:
+            replies.insert(0, continuation(start.continued_from))
         handed_over = self.handoff.escalate_if_needed(start, text, parse, outcome.state) if self.handoff else []
         if handed_over:  # a person takes over: the form's "let's continue" prompts would only confuse
             form = outcome.state.active_loop
             replies = [r for r in replies if r.source != form and not r.source.startswith("utter_ask_")]
             replies += handed_over
         return replies, parse, outcome.events, {**state, "dialogue": outcome.state.model_dump()}
+
+    def _bind(self, inbound: Inbound, code: str, state: dict[str, Any]) -> list[Reply]:
+        """Link this channel identity to the app customer who was given `code` (state counts failures)."""
+        failures = int(state.get("binding_failures", 0))
+        if failures >= MAX_BINDING_FAILURES:
+            return [Reply(text="绑定码错误次数过多，已暂停绑定。请稍后再试，或回复“转人工”。", source="binding_locked")]
+        customer_id = self.store.redeem_binding_code(code, inbound.channel, inbound.sender)
+        if customer_id is None:
+            state["binding_failures"] = failures + 1
+            return [Reply(text="绑定码无效或已过期。请在手机银行App“我的-绑定微信”获取新的6位绑定码，"
+                               "再发送“绑定+绑定码”，例如：绑定 123456。", source="binding_failed")]
+        state.pop("binding_failures", None)
+        customer = self.store.customer(customer_id)
+        name = customer.name if customer and customer.name else ""
+        replies = [Reply(text=f"绑定成功！{name}您好，您的{CHANNEL_NAMES.get(inbound.channel, inbound.channel)}已与"
+                              "手机银行App关联，人工客服也能看到您在各渠道的咨询记录。", source="binding_done")]
+        elsewhere = self.store.live_state_elsewhere(customer_id, inbound.channel, inbound.sender) \
+            if self.store.state_follows_customer else None
+        if elsewhere is not None:
+            state["dialogue"], continued_from = elsewhere
+            replies.append(continuation(continued_from))
+            if state["dialogue"].get("active_loop") and continued_from.get("last_bot"):
+                replies.append(Reply(text=continued_from["last_bot"], source="continuation"))  # its open question
+        return replies
 
     def _respond(self, inbound: Inbound, text: str, start: TurnStart) -> tuple[dict[str, Any], TurnOutcome]:
         history = [e for e in self.store.events(start.conversation_id) if e.get("message_id") != start.message_id]
@@ -138,6 +171,21 @@ def clean_text(text: str) -> str:
     if len(cleaned) > MAX_MESSAGE_CHARS:
         raise MessageRejected(f"消息太长了（{len(cleaned)} 字），请控制在 {MAX_MESSAGE_CHARS} 字以内。")
     return cleaned
+
+
+def binding_code(text: str) -> str | None:
+    """The code in "绑定 123456" (full-width digits and a colon allowed), else None."""
+    found = BINDING_CODE.match(unicodedata.normalize("NFKC", text).strip())
+    return found.group(1) if found else None
+
+
+def continuation(continued_from: dict[str, Any]) -> Reply:
+    """What the bot says when the customer carries on here what they started on another channel."""
+    where = CHANNEL_NAMES.get(continued_from.get("channel", ""), "其他渠道")
+    said = str(continued_from.get("last_text") or "")
+    said = said if len(said) <= 20 else said[:20] + "…"
+    topic = f"聊到“{said}”" if said else "聊到一半"
+    return Reply(text=f"我们在{where}里{topic}，您可以直接在这里接着办。", source="continuation")
 
 
 def _reply_channel(channel: str) -> str:

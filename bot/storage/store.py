@@ -43,12 +43,18 @@ class TurnStart:
     customer_id: str | None = None
     customer_tier: str | None = None
     replies: list[dict[str, Any]] = field(default_factory=list)
+    continued_from: dict[str, Any] | None = None  # {"channel", "conversation_id", "last_text"}: state taken over
+
+
 
 
 class ConversationStore:
-    def __init__(self, database: Database, session_expiry: dt.timedelta = dt.timedelta(hours=1)) -> None:
+    def __init__(self, database: Database, session_expiry: dt.timedelta = dt.timedelta(hours=1),
+                 state_follows_customer: bool = False) -> None:
         self.database = database
         self.session_expiry = session_expiry
+        # a linked customer who moves to another channel continues with the dialogue state they left there
+        self.state_follows_customer = state_follows_customer
 
     # --- a turn ---------------------------------------------------------------------------------------------
 
@@ -69,6 +75,7 @@ class ConversationStore:
             if seen is not None:
                 return self._seen(session, seen)
             conversation = self._open_conversation(session, identity)
+            continued = self._follow_customer(session, conversation) if self.state_follows_customer else None
             user_event = self._append(session, conversation, "user", {
                 "text": text, "message_id": message_id, "input_channel": channel, "metadata": metadata,
                 "parse_data": None})
@@ -79,7 +86,7 @@ class ConversationStore:
             customer = session.get(Customer, conversation.customer_id) if conversation.customer_id else None
             return TurnStart(conversation.id, inbound.id, user_event.id, message_id, dict(conversation.state),
                              conversation_status=conversation.status, customer_id=conversation.customer_id,
-                             customer_tier=customer.tier if customer else None)
+                             customer_tier=customer.tier if customer else None, continued_from=continued)
 
     def _seen(self, session: Session, seen: InboundMessage) -> TurnStart:
         conversation = session.get(Conversation, seen.conversation_id)
@@ -284,6 +291,51 @@ class ConversationStore:
         session.flush()
         self._append(session, conversation, "session_started", {})
         return conversation
+
+    def _follow_customer(self, session: Session, conversation: Conversation) -> dict[str, Any] | None:
+        """Take over the dialogue state of the customer's conversation on another channel when that one is
+        newer and still live (not with a person): the state belongs to the customer, not the channel."""
+        if conversation.customer_id is None or conversation.status != "bot":
+            return None
+        found = self._live_state_elsewhere(session, conversation.customer_id, conversation.identity_id)
+        if found is None:
+            return None
+        newer, dialogue, continued = found
+        here_last = session.scalar(select(Event.timestamp).where(Event.conversation_id == conversation.id,
+                                                                 Event.type.in_(("user", "bot")))
+                                   .order_by(Event.seq.desc()).limit(1))
+        if here_last is not None and _aware(here_last) >= _aware(newer.updated_at):
+            return None
+        conversation.state = {**(conversation.state or {}), "dialogue": dialogue}
+        self._append(session, conversation, "continued", continued)
+        return continued
+
+    def live_state_elsewhere(self, customer_id: str, channel: str,
+                             sender: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(dialogue state, {"channel", "conversation_id", "last_text"}) of the customer's newest live
+        conversation on a channel identity other than this one, when there is one worth continuing."""
+        with self.database.session() as session:
+            identity = self._identity(session, channel, sender)
+            found = self._live_state_elsewhere(session, customer_id, identity.id)
+            return None if found is None else (found[1], found[2])
+
+    def _live_state_elsewhere(self, session: Session, customer_id: str,
+                              identity_id: int) -> tuple[Conversation, dict[str, Any], dict[str, Any]] | None:
+        newer = session.scalar(select(Conversation).where(
+            Conversation.customer_id == customer_id, Conversation.identity_id != identity_id,
+            Conversation.status == "bot").order_by(Conversation.updated_at.desc()).limit(1))
+        if newer is None or utcnow() - _aware(newer.updated_at) >= self.session_expiry:
+            return None
+        dialogue = (newer.state or {}).get("dialogue") or {}
+        if not dialogue.get("active_loop") and not any(v is not None for v in (dialogue.get("slots") or {}).values()):
+            return None
+        def last(kind: str) -> str:
+            data = session.scalar(select(Event.data).where(Event.conversation_id == newer.id, Event.type == kind)
+                                  .order_by(Event.seq.desc()).limit(1))
+            return str((data or {}).get("text", ""))
+
+        return newer, dialogue, {"channel": newer.channel, "conversation_id": newer.id, "last_text": last("user"),
+                                 "last_bot": last("bot")}
 
     def _locked_conversation(self, session: Session, conversation_id: str) -> Conversation:
         conversation = session.get(Conversation, conversation_id, with_for_update=True)

@@ -31,7 +31,8 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     app.state.config = config
     app.state.database = database or Database(config.storage.url, root=config.root)
     store = ConversationStore(app.state.database,
-                              session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes))
+                              session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes),
+                              state_follows_customer=config.channels.state_follows == "customer")
     app.state.hub = LiveHub()
     app.state.background = set()  # grace-period tasks, kept referenced until they finish
     app.state.desk = AgentDesk(app.state.database, config.handoff)

@@ -2,17 +2,21 @@
 
 A bank embeds `<script src="https://bot.example/widget.js" data-server="https://bot.example"></script>`.
 The socket is `/ws/chat?sender=<visitor id>&channel=web`; its frames are described in
-`bot.channels.chat_socket`.
+`bot.channels.chat_socket`. On a signed-in page the widget also sends `token`, a token of the app channel's
+kind (`bot.channels.app`): the visitor is then linked to that bank customer.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from bot.channels.app import TokenRejected, verify_token
 from bot.channels.chat_socket import serve_chat
 
 STATIC = Path(__file__).parent / "static"
@@ -39,7 +43,7 @@ def widget_router() -> APIRouter:
         return FileResponse(STATIC / "widget.css", media_type="text/css; charset=utf-8", headers=NO_CACHE)
 
     @router.websocket("/ws/chat")
-    async def chat(websocket: WebSocket, sender: str = "", channel: str = "web") -> None:
+    async def chat(websocket: WebSocket, sender: str = "", channel: str = "web", token: str = "") -> None:
         await websocket.accept()
         if not SENDER.match(sender) or channel not in CHANNELS:
             await websocket.send_json({"type": "error", "message": "访客标识无效，请刷新页面后重试。"})
@@ -50,7 +54,18 @@ def widget_router() -> APIRouter:
             await websocket.send_json({"type": "error", "message": "在线客服暂时不可用，请稍后再试或拨打客服热线。"})
             await websocket.close(code=1011)
             return
-        await serve_chat(websocket, service, channel, sender)
+        metadata: dict[str, Any] = {}
+        if token:
+            try:
+                customer = verify_token(token, websocket.app.state.config.channels.app)
+            except TokenRejected:
+                await websocket.send_json({"type": "error", "message": "登录已失效，请重新登录网上银行后再咨询。"})
+                await websocket.close(code=4401)
+                return
+            await run_in_threadpool(service.store.link_customer, channel, sender, customer.customer_id,
+                                    name=customer.name, tier=customer.tier, verified=customer.verified)
+            metadata = customer.metadata
+        await serve_chat(websocket, service, channel, sender, metadata)
 
     return router
 

@@ -2,6 +2,9 @@
 //
 //   <script src="https://bot.example/widget.js" data-server="https://bot.example" defer></script>
 //
+// On a page where the customer is signed in (online banking), add data-token="<the app channel's signed token>"
+// so the visitor is linked to the bank customer and the conversation can continue across channels.
+//
 // Message text is only ever put into the page with textContent / text nodes, never as HTML.
 (() => {
   "use strict";
@@ -275,6 +278,8 @@
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.searchParams.set("sender", visitor);
     url.searchParams.set("channel", "web");
+    const token = script && script.dataset.token;
+    if (token) url.searchParams.set("token", token);
     const ws = new WebSocket(url.href);
     socket = ws;
     ready = false;
