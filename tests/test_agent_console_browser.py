@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHOTS = Path("/tmp")
 TIMEOUT_MS = 20_000
 PASSWORD = "correct horse battery"
+APP_SECRET = "test-secret-of-the-banks-app-backend-0123456789"
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 NOON_IN_SHANGHAI = datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))  # a Monday: groups are open
 
@@ -45,11 +46,12 @@ def base_url(bundled_agent, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     config = load_config(ROOT / "config.yml", environ={
         "BOT__MODELS_DIR": str(bundled_agent.config.path(bundled_agent.config.models_dir)),
         "DATABASE_URL": url,
+        "BOT__CHANNELS__APP__SECRET": APP_SECRET,
     })
     app = create_app(config, Agent(bundled_agent.model, config))
     app.state.desk.clock = lambda: NOON_IN_SHANGHAI
     database = Database(url, root=config.root)
-    create_agent(database, "wang", "小王", PASSWORD, groups=["综合服务"])
+    create_agent(database, "wang", "小王", PASSWORD, groups=["综合服务", "借记卡与账户"])
     create_agent(database, "zhao", "赵主管", PASSWORD, role="supervisor", groups=["综合服务", "信用卡"])
 
     port = _free_port()
@@ -271,3 +273,42 @@ def test_customer_is_handed_to_an_agent_and_back_to_the_bot(browser: Browser, ba
     for page in (customer, agent, supervisor):
         assert_clean(page)
     print(f"agent console flow took {time.monotonic() - started:.1f}s")
+
+
+def test_the_agent_sees_what_a_linked_customer_said_in_the_app(browser: Browser, base_url: str) -> None:
+    """A customer signed in on the bank's site asks for a person; the agent reads their app conversation."""
+    import httpx
+
+    from bot.channels.app import AppCustomer, sign_token
+
+    li = AppCustomer(customer_id="C2002", name="李娜", tier="白金卡")
+    token = sign_token(li, APP_SECRET)
+    said = httpx.post(f"{base_url}/channels/app/messages", json={"message": "周末网点营业吗", "message_id": "l1"},
+                      headers={"Authorization": f"Bearer {token}"})
+    assert said.status_code == 200, said.text
+
+    customer = new_page(browser)  # the bank's signed-in page embeds the widget with the customer's token
+    page_html = (f'<!doctype html><html lang="zh-CN"><meta charset="utf-8"><title>网上银行</title><body>'
+                 f'<script src="/widget.js" data-server="/" data-token="{token}"></script></body></html>')
+    customer.goto(f"{base_url}/health")  # a page of the bot's own origin, then the bank's markup in it
+    customer.set_content(page_html)
+    open_widget(customer)
+    ask(customer, "转人工")  # 小王 may still be online from the test before: then the chat is assigned at once
+    expect(customer.locator(".msg.bot").last).to_contain_text(re.compile("您是下一位|前面还有|已为您接通"))
+
+    agent = new_page(browser, 1440, 900)
+    log_in(agent, base_url, "wang")
+    card = agent.locator("#waiting-list .qcard, #mine-list .qcard", has_text="李娜")
+    expect(card).to_have_count(1)
+    accept = card.get_by_role("button", name=re.compile("^接入"))
+    (accept if accept.count() else card).click()
+    expect(agent.locator("#ctx-linked")).to_contain_text("手机银行App")
+    expect(agent.locator("#ctx-linked")).to_contain_text("网页")
+    earlier = agent.locator("#ctx-earlier details")
+    expect(earlier).to_have_count(1)
+    expect(earlier.locator("summary")).to_contain_text("手机银行App")
+    earlier.locator("summary").click()
+    expect(earlier.locator(".earlier-line.user")).to_have_text(["客户：周末网点营业吗"])
+    agent.screenshot(path=SHOTS / "agent-console-linked.png")
+    for page in (customer, agent):
+        assert_clean(page)

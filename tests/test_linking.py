@@ -104,6 +104,8 @@ def test_bind_in_wechat_continue_there_and_back_then_an_agent_answers_in_wechat(
     assert {c["channel"] for c in context["linked_channels"]} == {"app", "wechat"}
     assert [c["channel"] for c in context["earlier_conversations"]] == ["app"]
     assert "report_card_loss" in context["earlier_conversations"][0]["summary"]
+    app_lines = [line["text"] for line in context["earlier_conversations"][0]["transcript"]]
+    assert "我的卡丢了" in app_lines and any("尾号6688" in line for line in app_lines)
     assert context["active_form"] == "card_loss_form"
 
     sent = client.post(f"/api/agent/handoffs/{waiting[0]['handoff_id']}/messages", headers=agent,

@@ -16,6 +16,7 @@ from bot.storage.models import ChannelIdentity, Conversation, Customer, Event, H
 
 UNMASKED_ROLES = {"supervisor", "admin"}
 CHANNEL_NAMES = {"web": "网页", "app": "手机银行App", "wechat": "微信", "wecom": "微信客服", "rest": "接口"}
+EARLIER_LINES = 12  # lines of each earlier conversation shown to the agent
 _CARD = re.compile(r"(?<!\d)(\d{12,15})(\d{4})(?!\d)")
 _ID = re.compile(r"(?<![\dXx])(\d{6})\d{8}(\d{3}[\dXx])(?![\dXx])")
 _PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
@@ -55,10 +56,7 @@ def build_context(database: Database, handoff_id: int, role: str, suggest: Sugge
         earlier = session.scalars(select(Conversation).where(Conversation.customer_id == customer.id,
                                                              Conversation.id != conversation.id)
                                   .order_by(Conversation.started_at.desc()).limit(5)).all() if customer else []
-        earlier_summaries = [{"conversation_id": c.id, "channel": c.channel, "started_at": c.started_at.isoformat(),
-                              "summary": _topics(session.scalars(select(Event).where(Event.conversation_id == c.id,
-                                                                                      Event.type == "user")).all())}
-                             for c in earlier]
+        earlier_summaries = [_earlier(session, c, hide) for c in earlier]
     transcript = [item for e in events if (item := _transcript_item(e, hide)) is not None]
     dialogue = (conversation.state or {}).get("dialogue") or {}
     slots = {k: hide(str(v)) for k, v in (dialogue.get("slots") or {}).items()
@@ -78,6 +76,17 @@ def build_context(database: Database, handoff_id: int, role: str, suggest: Sugge
         "earlier_conversations": earlier_summaries,
         "suggestions": (suggest(last_question) if suggest and last_question else []),
     }
+
+
+def _earlier(session: Any, conversation: Conversation, hide: Callable[[str], str]) -> dict[str, Any]:
+    """Another conversation of the same customer (any linked channel): its topics and its last lines."""
+    events = session.scalars(select(Event).where(Event.conversation_id == conversation.id,
+                                                 Event.type.in_(("user", "bot"))).order_by(Event.seq)).all()
+    lines = [item for e in events if (item := _transcript_item(e, hide)) is not None]
+    return {"conversation_id": conversation.id, "channel": conversation.channel,
+            "started_at": conversation.started_at.isoformat(), "summary": _topics([e for e in events
+                                                                                  if e.type == "user"]),
+            "transcript": lines[-EARLIER_LINES:]}
 
 
 def _transcript_item(event: Event, hide: Callable[[str], str]) -> dict[str, Any] | None:

@@ -11,7 +11,8 @@
   const MAX_BACKOFF_MS = 30000;
   const PRESENCE = { online: "在线", away: "小休", offline: "离线" };
   const ROLE = { agent: "坐席", supervisor: "主管", admin: "管理员" };
-  const CHANNEL = { web: "网页", app: "手机银行App", wechat: "微信", rest: "接口" };
+  const CHANNEL = { web: "网页", app: "手机银行App", wechat: "微信", wecom: "微信客服", rest: "接口" };
+  const ROLE_NAME = { user: "客户", bot: "机器人", agent: "坐席" };
   const REASON = { request: "客户要求", sensitive: "敏感业务", anger: "情绪/投诉", form_failed: "验证失败",
                    fallback: "未能理解", vip: "VIP" };
 
@@ -416,10 +417,21 @@
     $("ctx-slots").replaceChildren(...slots.flatMap(([k, v]) => [el("dt", "", k), el("dd", "", v)]));
     $("ctx-slots-empty").hidden = slots.length > 0;
     const earlier = context.earlier_conversations || [];
-    $("ctx-earlier").replaceChildren(...earlier.map((c) => el("li", "",
-      `${dayClock.format(parseTime(c.started_at))} · ${CHANNEL[c.channel] || c.channel}：${c.summary}`)));
+    $("ctx-earlier").replaceChildren(...earlier.map(earlierConversation));
     $("ctx-earlier-empty").hidden = earlier.length > 0;
     renderSuggestions(context.suggestions || []);
+  }
+
+  function earlierConversation(c) {
+    const item = el("li", "");
+    const details = el("details", "earlier");
+    details.append(el("summary", "",
+      `${dayClock.format(parseTime(c.started_at))} · ${CHANNEL[c.channel] || c.channel}：${c.summary}`));
+    for (const line of c.transcript || []) {
+      details.append(el("p", `earlier-line ${line.role}`, `${ROLE_NAME[line.role] || ""}：${line.text}`));
+    }
+    item.append(details);
+    return item;
   }
 
   function renderSuggestions(items) {
