@@ -22,7 +22,7 @@ from bot.storage import Database
 from bot.web.app import create_app
 
 SECRET = "test-secret-of-the-banks-app-backend-0123456789"
-ZHANG = AppCustomer(customer_id="C1001", name="张伟", tier="金卡")
+ZHANG = AppCustomer(customer_id="C0001", name="张伟", tier="金卡")
 NOON = dt.datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 PASSWORD = "correct horse battery"
 
@@ -89,24 +89,24 @@ def test_bind_in_wechat_continue_there_and_back_then_an_agent_answers_in_wechat(
     other = app.state.conversations.store.find_conversation_of("wechat", "oSomeoneElse")
     assert other.customer_id is None  # a used code links nobody else
 
-    assert "身份证" in wechat_says(client, "6688")  # the app's form goes on in WeChat: next, the ID check
-    back_in_app = app_says(client, "1234", "a2")
+    confirm = wechat_says(client, "6688")  # the app's form goes on in WeChat; bound, so no ID check
+    assert "尾号6688" in confirm and "确认" in confirm
+    back_in_app = app_says(client, "确认", "a2")
     assert back_in_app[0].startswith("我们在微信里聊到“6688”")
-    assert any("尾号6688" in t for t in back_in_app)  # card tail from WeChat, ID digits from the app: confirm
+    assert any("挂失编号" in t or "已挂失" in t or "挂失成功" in t for t in back_in_app), back_in_app
 
     queued = wechat_says(client, "转人工")
-    assert "我们在手机银行App里聊到“1234”" in queued and "人工" in queued
+    assert "我们在手机银行App里聊到“确认”" in queued and "人工" in queued
     agent = login(client)
     waiting = client.get("/api/agent/queue", headers=agent).json()["waiting"]
     assert len(waiting) == 1
     context = client.post(f"/api/agent/handoffs/{waiting[0]['handoff_id']}/accept", headers=agent).json()
-    assert context["channel"] == "wechat" and context["customer"]["id"] == "C1001"
+    assert context["channel"] == "wechat" and context["customer"]["id"] == "C0001"
     assert {c["channel"] for c in context["linked_channels"]} == {"app", "wechat"}
     assert [c["channel"] for c in context["earlier_conversations"]] == ["app"]
     assert "report_card_loss" in context["earlier_conversations"][0]["summary"]
     app_lines = [line["text"] for line in context["earlier_conversations"][0]["transcript"]]
-    assert "我的卡丢了" in app_lines and any("尾号6688" in line for line in app_lines)
-    assert context["active_form"] == "card_loss_form"
+    assert "我的卡丢了" in app_lines and any("6688" in line for line in app_lines)
 
     sent = client.post(f"/api/agent/handoffs/{waiting[0]['handoff_id']}/messages", headers=agent,
                        json={"text": "张先生您好，我来帮您确认挂失。"})
@@ -140,7 +140,7 @@ def test_a_signed_in_web_page_links_its_visitor(linked_app) -> None:
         while socket.receive_json()["type"] != "ack":
             pass
     conversation = app.state.conversations.store.find_conversation_of("web", "visitor-zhang-01")
-    assert conversation.customer_id == "C1001"
+    assert conversation.customer_id == "C0001"
     with client.websocket_connect("/ws/chat?sender=visitor-forged-01&channel=web&token=forged") as socket:
         error = socket.receive_json()
         assert error["type"] == "error" and "重新登录" in error["message"]
@@ -161,3 +161,14 @@ def test_with_state_per_channel_wechat_starts_afresh(linked_app) -> None:
     bound = wechat_says(client, f"绑定 {binding_code(client)}")
     assert "绑定成功" in bound and "聊到" not in bound
     assert "聊到" not in wechat_says(client, "6688")
+
+
+def test_a_bound_wechat_customer_is_known_to_account_actions(linked_app) -> None:
+    app, _ = linked_app
+    client = TestClient(app)
+    before = wechat_says(client, "我的余额是多少")
+    assert "登录" in before or "身份证" in before  # unknown in WeChat: asked to sign in or verify
+    app_says(client, "你好", "k1")
+    assert "绑定成功" in wechat_says(client, f"绑定 {binding_code(client)}")
+    after = wechat_says(client, "我的余额是多少")
+    assert "6688" in after and "元" in after, after  # 张伟's debit card, from the (demo) core banking system

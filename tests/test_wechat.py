@@ -114,6 +114,17 @@ def test_retries_of_the_same_msgid_are_answered_once(bundled_agent, tmp_path: Pa
         assert session.scalar(select(func.count()).select_from(Event).where(Event.type == "user")) == 1
 
 
+def test_options_are_numbered_and_answered_by_number(bundled_agent, tmp_path: Path) -> None:
+    client, _ = make_client(bundled_agent, tmp_path, "plain")
+    greeting = reply_text(post(client, text_xml("你好", 9001))[0])
+    assert "回复数字选择" in greeting and "1. 挂失银行卡" in greeting and "2. 查询余额" in greeting
+    balance = reply_text(post(client, text_xml("２", 9002))[0])  # a full-width digit from a Chinese keyboard
+    assert "余额" in balance and "1. 查交易明细" in balance
+    assert "明细" in reply_text(post(client, text_xml("1", 9003))[0])
+    not_an_option = reply_text(post(client, text_xml("7", 9004))[0])
+    assert "明细" not in not_an_option  # outside the offered range a number is just a message
+
+
 def test_subscribe_menu_click_voice_and_image(bundled_agent, tmp_path: Path) -> None:
     client, _ = make_client(bundled_agent, tmp_path, "plain")
     assert "欢迎关注示例银行" in reply_text(post(client, event_xml("subscribe", "qrscene_branch7"))[0])

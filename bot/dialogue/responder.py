@@ -63,10 +63,7 @@ class Responder:
         intro = self.utter(self.config.clarify_response, channel, {})
         text = intro[0].text if intro else "您是不是想问："
         buttons = [Button(title=a["question"], payload=a["question"]) for a in alternatives[:3]]
-        if channel == "wechat":  # plain-text channels get numbered options instead of buttons
-            lines = [f"{n}. {b.title}" for n, b in enumerate(buttons, 1)]
-            return [Reply(text="\n".join([text, *lines]), source="clarify")]
-        return [Reply(text=text, buttons=buttons, source="clarify")]
+        return [Reply(text=text, buttons=buttons, source="clarify")]  # plain-text channels number them
 
     def utter(self, name: str, channel: str, slots: dict[str, Any]) -> list[Reply]:
         variants = self.responses.get(name)

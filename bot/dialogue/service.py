@@ -26,6 +26,7 @@ MAX_MESSAGE_CHARS = 2000
 LOCK_STRIPES = 64
 BINDING_CODE = re.compile(r"^(?:绑定|綁定|bind)\s*[:：]?\s*(\d{6})$", re.IGNORECASE)
 MAX_BINDING_FAILURES = 5  # per conversation: a 6-digit code must not be guessable by trying
+PLAIN_TEXT_CHANNELS = {"wechat", "wecom"}  # no buttons: options are numbered and answered with the number
 
 
 class MessageRejected(ValueError):
@@ -85,11 +86,13 @@ class ConversationService:
         code = binding_code(text)
         if code is not None and inbound.channel != "app":  # the app is where codes come from
             return self._bind(inbound, code, state), None, [], state
+        options = state.pop("numbered_options", None)
         survey = state.pop("survey_handoff", None)
         if survey is not None and self.handoff is not None:
             thanks = self.handoff.take_rating(int(survey), text)
             if thanks:
                 return thanks, None, [], state
+        text = chosen_option(text, options) or text
         parse, outcome = self._respond(inbound, text, start)
         replies = list(outcome.replies)
         if start.continued_from:
@@ -99,7 +102,10 @@ class ConversationService:
             form = outcome.state.active_loop
             replies = [r for r in replies if r.source != form and not r.source.startswith("utter_ask_")]
             replies += handed_over
-        return replies, parse, outcome.events, {**state, "dialogue": outcome.state.model_dump()}
+        state = {**state, "dialogue": outcome.state.model_dump()}
+        if inbound.channel in PLAIN_TEXT_CHANNELS:
+            replies, state["numbered_options"] = numbered(replies)
+        return replies, parse, outcome.events, state
 
     def _bind(self, inbound: Inbound, code: str, state: dict[str, Any]) -> list[Reply]:
         """Link this channel identity to the app customer who was given `code` (state counts failures)."""
@@ -128,8 +134,12 @@ class ConversationService:
     def _respond(self, inbound: Inbound, text: str, start: TurnStart) -> tuple[dict[str, Any], TurnOutcome]:
         history = [e for e in self.store.events(start.conversation_id) if e.get("message_id") != start.message_id]
         state = DialogueState.model_validate(start.state.get("dialogue") or {})
+        metadata = inbound.metadata
+        if start.customer_id and "customer_id" not in metadata:  # a linked identity (e.g. WeChat bound by code)
+            metadata = {**metadata, "customer_id": start.customer_id, "verified": start.customer_verified,
+                        "tier": start.customer_tier}
         parse, outcome = self.agent.respond(text, _reply_channel(inbound.channel), state, sender_id=inbound.sender,
-                                            history=history, metadata=inbound.metadata)
+                                            history=history, metadata=metadata)
         return dict(parse), outcome
 
     def history(self, channel: str, sender: str) -> list[dict[str, Any]]:
@@ -171,6 +181,29 @@ def clean_text(text: str) -> str:
     if len(cleaned) > MAX_MESSAGE_CHARS:
         raise MessageRejected(f"消息太长了（{len(cleaned)} 字），请控制在 {MAX_MESSAGE_CHARS} 字以内。")
     return cleaned
+
+
+def numbered(replies: list[Reply]) -> tuple[list[Reply], list[dict[str, str]] | None]:
+    """Buttons as numbered lines for channels without buttons; the options the customer can answer by number
+    (those of the last reply that had buttons)."""
+    options = None
+    plain = []
+    for reply in replies:
+        if not reply.buttons:
+            plain.append(reply)
+            continue
+        lines = [f"{n}. {b.title}" for n, b in enumerate(reply.buttons, 1)]
+        plain.append(Reply(text="\n".join([reply.text, "回复数字选择：", *lines]), source=reply.source))
+        options = [{"title": b.title, "payload": b.payload} for b in reply.buttons]
+    return plain, options
+
+
+def chosen_option(text: str, options: list[dict[str, str]] | None) -> str | None:
+    """The payload of the option the customer picked by number ("2", "２", "2."), if they did."""
+    digits = unicodedata.normalize("NFKC", text).strip().rstrip(".。、")
+    if not options or not digits.isdigit() or not 1 <= int(digits) <= len(options):
+        return None
+    return options[int(digits) - 1]["payload"]
 
 
 def binding_code(text: str) -> str | None:

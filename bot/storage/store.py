@@ -42,6 +42,7 @@ class TurnStart:
     conversation_status: str = "bot"  # bot | queued | human
     customer_id: str | None = None
     customer_tier: str | None = None
+    customer_verified: bool = False
     replies: list[dict[str, Any]] = field(default_factory=list)
     continued_from: dict[str, Any] | None = None  # {"channel", "conversation_id", "last_text"}: state taken over
 
@@ -86,7 +87,8 @@ class ConversationStore:
             customer = session.get(Customer, conversation.customer_id) if conversation.customer_id else None
             return TurnStart(conversation.id, inbound.id, user_event.id, message_id, dict(conversation.state),
                              conversation_status=conversation.status, customer_id=conversation.customer_id,
-                             customer_tier=customer.tier if customer else None, continued_from=continued)
+                             customer_tier=customer.tier if customer else None,
+                             customer_verified=bool(customer and customer.verified), continued_from=continued)
 
     def _seen(self, session: Session, seen: InboundMessage) -> TurnStart:
         conversation = session.get(Conversation, seen.conversation_id)
