@@ -130,6 +130,30 @@ class WeChatChannelConfig(_Strict):
     api_base: str = "https://api.weixin.qq.com"
 
 
+class WeComChannelConfig(_Strict):
+    # WeCom customer service (企业微信「微信客服」) callback settings; the callback is always encrypted, so token,
+    # corp_id and encoding_aes_key go together. Off until token is set: BOT__CHANNELS__WECOM__TOKEN
+    token: str | None = None
+    corp_id: str | None = None  # also the receive id inside every encrypted callback
+    secret: str | None = None  # the 微信客服 secret, for the access token
+    encoding_aes_key: str | None = Field(None, min_length=43, max_length=43)
+    api_base: str = "https://qyapi.weixin.qq.com"
+    max_clock_skew_seconds: int = Field(300, ge=1)  # older (replayed) or future timestamps are refused
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    welcome: str = ("您好，欢迎咨询示例银行！我是智能客服小智，可以帮您挂失、查余额、查网点和营业时间等。"
+                    "直接发送您的问题即可，回复“转人工”联系人工客服。")
+    menu: dict[str, str] = {}  # menu_id of a clicked 菜单消息 item -> the text it stands for
+    # who takes a customer the bot hands over: our agent desk, or WeCom's own servicers (service_state 2/3)
+    handoff: Literal["desk", "wecom"] = "desk"
+    servicer_userid: str | None = None  # handoff: wecom goes to this servicer (state 3), else WeCom's pool (2)
+
+    @model_validator(mode="after")
+    def _complete(self) -> WeComChannelConfig:
+        if self.token and not (self.corp_id and self.encoding_aes_key and self.secret):
+            raise ValueError("token is set, so corp_id, secret and encoding_aes_key are needed too")
+        return self
+
+
 class NotifyConfig(_Strict):
     # keys of the bank's internal systems allowed to call POST /api/v1/notify (BOT__NOTIFY__API_KEYS='["..."]')
     api_keys: list[str] = []
@@ -140,6 +164,7 @@ class NotifyConfig(_Strict):
 class ChannelsConfig(_Strict):
     app: AppChannelConfig = AppChannelConfig()
     wechat: WeChatChannelConfig = WeChatChannelConfig()
+    wecom: WeComChannelConfig = WeComChannelConfig()
     # "customer": a linked customer who moves channels continues where they were ("我们在App里聊到…");
     # "channel": every channel identity has its own conversation state
     state_follows: Literal["customer", "channel"] = "customer"

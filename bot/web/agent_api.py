@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from bot.channels import wecom
 from bot.channels.wechat import send_by_api
 from bot.handoff.agents import AccountError, authenticate, create_agent
 from bot.handoff.context import build_context, summary_of
@@ -228,6 +229,7 @@ def agent_router() -> APIRouter:
             _to_customer(request, conversation_id, {"type": "bot", "text": survey["text"],
                                                     "buttons": survey["buttons"], "timestamp": survey["timestamp"],
                                                     "reply_to": None, "duplicate": False})
+        _end_channel_session(request, conversation_id)  # after the survey: an ended session takes no messages
         request.app.state.hub.to_agents({"type": "queue"})
         return {"status": "closed"}
 
@@ -373,17 +375,30 @@ def _suggest(request: Request) -> Any:
     return suggest
 
 
-def _to_customer(request: Request, conversation_id: str, frame: dict[str, Any]) -> bool:
-    """Deliver to the customer's channel now: an open widget/app socket, or WeChat's customer-service API.
-    Returns whether it was delivered (it is stored either way)."""
+def _identity(request: Request, conversation_id: str) -> ChannelIdentity | None:
     with request.app.state.database.session() as db:
         conversation = db.get(Conversation, conversation_id)
-        identity = db.get(ChannelIdentity, conversation.identity_id) if conversation else None
+        return db.get(ChannelIdentity, conversation.identity_id) if conversation else None
+
+
+def _to_customer(request: Request, conversation_id: str, frame: dict[str, Any]) -> bool:
+    """Deliver to the customer's channel now: an open widget/app socket, WeChat's customer-service API or
+    WeCom's kf/send_msg. Returns whether it was delivered (it is stored either way)."""
+    identity = _identity(request, conversation_id)
     if identity is None:
         return False
     if identity.channel == "wechat":
         return send_by_api(request.app, identity.external_id, frame["text"])
+    if identity.channel == "wecom":
+        return wecom.send_text(request.app, identity.external_id, frame["text"])
     return request.app.state.hub.to_customer(identity.channel, identity.external_id, frame) > 0
+
+
+def _end_channel_session(request: Request, conversation_id: str) -> None:
+    """After an agent closes a WeCom chat, WeCom's session ends too (service_state 4)."""
+    identity = _identity(request, conversation_id)
+    if identity is not None and identity.channel == "wecom":
+        wecom.end_session(request.app, identity.external_id)
 
 
 def _last_bot_event(request: Request, conversation_id: str) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from bot.agent import Agent
 from bot.channels.app import app_router
 from bot.channels.notify import notify_router
 from bot.channels.wechat import wechat_router
+from bot.channels.wecom import wecom_router
 from bot.config import BotConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected
 from bot.handoff.desk import AgentDesk
@@ -45,6 +46,7 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     app.include_router(agent_router())  # the agent desk: /agent console and /api/agent, /api/supervisor
     app.include_router(app_router())  # the bank's mobile app: customers signed in by the app's back end
     app.include_router(wechat_router())  # the WeChat official account's server URL
+    app.include_router(wecom_router())  # WeCom customer service (微信客服): callback, then sync_msg
     app.include_router(notify_router())  # proactive notifications from the bank's systems
     return app
 
