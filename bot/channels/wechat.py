@@ -13,8 +13,6 @@ import logging
 import time
 from typing import Any
 
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
@@ -24,6 +22,7 @@ from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 
+from bot.channels.untrusted_xml import UnsafeXml, parse_untrusted_xml
 from bot.channels.wechat_api import WeChatAPIError, WeChatClient
 from bot.config import WeChatChannelConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected
@@ -123,11 +122,9 @@ def _open(config: WeChatChannelConfig, body: bytes, signature: str, timestamp: s
 
 def _safe_xml(body: bytes) -> None:
     try:
-        fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except DefusedXmlException as e:
-        raise Rejected(f"hostile XML refused: {type(e).__name__}") from e
-    except Exception as e:  # noqa: BLE001 - any parse error: malformed
-        raise Rejected(f"malformed XML: {e}") from e
+        parse_untrusted_xml(body)
+    except UnsafeXml as e:
+        raise Rejected(str(e)) from e
 
 
 def _answer(service: ConversationService, config: WeChatChannelConfig, message: Any) -> tuple[str | None, bool]:

@@ -25,14 +25,13 @@ import threading
 import time
 from typing import Any
 
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from wechatpy.enterprise.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException
 
+from bot.channels.untrusted_xml import UnsafeXml, parse_untrusted_xml
 from bot.channels.wechat_api import WeChatAPIError
 from bot.channels.wecom_api import ENDED, POOL, SERVICER, WeComClient
 from bot.config import WeComChannelConfig
@@ -134,11 +133,9 @@ def open_callback(config: WeComChannelConfig, body: bytes, msg_signature: str, t
 def safe_xml(body: bytes) -> dict[str, str]:
     """The root's child elements as {tag: text}; hostile (DTD, entities) or malformed XML is refused."""
     try:
-        root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except DefusedXmlException as e:
-        raise Rejected(f"hostile XML refused: {type(e).__name__}") from e
-    except Exception as e:  # noqa: BLE001 - any parse error: malformed
-        raise Rejected(f"malformed XML: {e}") from e
+        root = parse_untrusted_xml(body)
+    except UnsafeXml as e:
+        raise Rejected(str(e)) from e
     return {child.tag: (child.text or "").strip() for child in root}
 
 
