@@ -170,3 +170,34 @@ def test_admins_create_agents_over_the_api(app) -> None:
     weak = client.post("/api/admin/agents", json={**body, "username": "y", "password": "short"}, headers=admin)
     assert weak.status_code == 422
     login(client, "li")
+
+
+def test_a_waiting_customer_hears_their_place_move_up(app) -> None:
+    client = TestClient(app)
+    agent = login(client, "wang")
+    with client.websocket_connect("/ws/chat?sender=visitor-first-01&channel=web") as first, \
+            client.websocket_connect("/ws/chat?sender=visitor-second-1&channel=web") as second:
+        first.send_json({"type": "message", "text": "转人工", "message_id": "f1"})
+        assert both(first, "queue", "ack")["queue"]["position"] == 1  # pushed from another thread: any order
+        second.send_json({"type": "message", "text": "转人工", "message_id": "s1"})
+        told = both(second, "queue", "ack")["queue"]
+        assert told["position"] == 2 and "前面还有1位" in told["text"]
+
+        waiting = client.get("/api/agent/queue", headers=agent).json()["waiting"]
+        assert len(waiting) == 2
+        client.post(f"/api/agent/handoffs/{waiting[0]['handoff_id']}/accept", headers=agent)
+        moved = until(second, "queue")
+        assert moved["position"] == 1 and "您是下一位" in moved["text"]
+        assert until(first, "queue")["position"] == 0  # out of the queue: a person has them
+
+        client.post(f"/api/agent/handoffs/{waiting[1]['handoff_id']}/accept", headers=agent)
+        assert until(second, "queue") == {"type": "queue", "position": 0, "text": ""}
+
+
+def both(socket, *kinds: str) -> dict[str, dict]:
+    """The first frame of each kind, however they interleave."""
+    seen: dict[str, dict] = {}
+    while set(kinds) - seen.keys():
+        frame = socket.receive_json()
+        seen.setdefault(frame["type"], frame)
+    return seen

@@ -157,6 +157,8 @@ def test_customer_is_handed_to_an_agent_and_back_to_the_bot(browser: Browser, ba
     expect(offer).to_be_visible()
     offer.click()
     expect(customer.locator(".msg.bot").last).to_contain_text(re.compile("您是下一位|前面还有"))
+    expect(customer.locator(".status")).to_contain_text("您是下一位")  # the place stays in view while waiting
+    customer.screenshot(path=SHOTS / "agent-console-customer-waiting.png")
 
     # the agent: a wrong password first, then the console
     agent = new_page(browser, 1440, 900)
@@ -181,6 +183,7 @@ def test_customer_is_handed_to_an_agent_and_back_to_the_bot(browser: Browser, ba
     waiting.get_by_role("button", name=re.compile("^接入")).click()
     expect(agent.locator("#mine-list .qcard")).to_have_count(1)
     expect(agent.locator("#waiting-list .qcard")).to_have_count(0)
+    expect(customer.locator(".status")).to_have_text(re.compile("在线"))  # out of the queue
     agent.get_by_role("button", name="在线", exact=True).click()
     expect(agent.get_by_role("button", name="在线", exact=True)).to_have_attribute("aria-pressed", "true")
 

@@ -4,6 +4,7 @@ client → server  {"type": "message", "text", "message_id", "title"?}   {"type"
 server → client  {"type": "history", "messages"}   {"type": "typing"}   {"type": "ack", "message_id", "duplicate"}
                  {"type": "bot", "text", "buttons", "timestamp", "reply_to", "duplicate"}
                  {"type": "error", "message", "message_id"?}   (the socket stays open)
+                 {"type": "queue", "position", "text"}   (waiting for a person: the place, 0 once out of the queue)
 Frames of one socket are handled one at a time, so replies keep the order of the questions.
 """
 
@@ -71,7 +72,7 @@ def _leave_queue_unless_back(websocket: WebSocket, service: Any, channel: str, s
         conversation = service.store.find_conversation_of(channel, sender)
         if conversation is not None and conversation.status == "queued":
             desk.customer_left(conversation.id)
-            state.hub.to_agents({"type": "queue"})
+            state.handover.queue_changed()
 
     task = asyncio.ensure_future(after_grace(state.config.handoff.customer_grace_seconds,
                                              lambda: not state.hub.customer_connected(channel, sender), leave))

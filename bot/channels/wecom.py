@@ -412,7 +412,7 @@ def _hand_to_wecom(app: Any, config: WeComChannelConfig, open_kfid: str, user: s
     _hold(app, user, config.servicer_userid)
     store.audit("wecom", "handoff_to_wecom", conversation_id,
                 {"service_state": state, "servicer_userid": config.servicer_userid})
-    app.state.hub.to_agents({"type": "queue"})
+    app.state.handover.queue_changed()
 
 
 # --- sending ----------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from bot.config import HandoffConfig
 from bot.handoff.routing import group_named, is_open, next_opening
 from bot.storage.database import Database
-from bot.storage.models import AgentAccount, Conversation, Event, Handoff, utcnow
+from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Event, Handoff, utcnow
 
 OPEN_STATUSES = ("waiting", "assigned")
 SURVEY_PROMPT = "本次人工服务已结束，感谢您的耐心。请为本次服务打分（5分为非常满意），也可以附上您的意见。"
@@ -93,6 +93,15 @@ class AgentDesk:
             return session.scalar(select(Handoff).where(Handoff.conversation_id == conversation_id,
                                                         Handoff.status.in_(OPEN_STATUSES))
                                   .order_by(Handoff.id.desc()).limit(1))
+
+    def waiting_customers(self) -> list[tuple[int, str, str]]:
+        """(hand-over id, channel, customer's id on it) of everyone waiting in a queue."""
+        with self.database.session() as session:
+            rows = session.execute(select(Handoff.id, ChannelIdentity.channel, ChannelIdentity.external_id)
+                                   .join(Conversation, Conversation.id == Handoff.conversation_id)
+                                   .join(ChannelIdentity, ChannelIdentity.id == Conversation.identity_id)
+                                   .where(Handoff.status == "waiting"))
+            return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     def customer_left(self, conversation_id: str) -> None:
         """A customer who leaves while waiting is taken off the queue."""

@@ -4,6 +4,7 @@ stand while people have the conversation, and take the satisfaction rating after
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 from bot.config import HandoffConfig
@@ -23,6 +24,36 @@ class Handover:
         self.desk = desk
         self.config = config
         self.hub = hub  # bot.web.hub.LiveHub: tells agents about new chats and customers' messages live
+        # hand-over id -> (the queue place its customer's socket was last told, channel, customer's id)
+        self._told: dict[int, tuple[int, str, str]] = {}
+        self._told_lock = threading.Lock()
+
+    def queue_changed(self) -> None:
+        """Agents' consoles refresh their queues; waiting customers with an open chat socket (web, app) hear
+        their new place when it moved, and, with place 0, that they are out of the queue."""
+        if self.hub is None:
+            return
+        self.hub.to_agents({"type": "queue"})
+        waiting = self.desk.waiting_customers()
+        with self._told_lock:
+            still = {handoff_id for handoff_id, _, _ in waiting}
+            gone = [self._told.pop(h) for h in list(self._told) if h not in still]
+        for _, channel, sender in gone:
+            self.hub.to_customer(channel, sender, {"type": "queue", "position": 0, "text": ""})
+        for handoff_id, channel, sender in waiting:
+            if self.hub.customer_connected(channel, sender):
+                self._tell_place(handoff_id, channel, sender)
+
+    def _tell_place(self, handoff_id: int, channel: str, sender: str) -> None:
+        ticket = self.desk.ticket(handoff_id)
+        with self._told_lock:
+            told = self._told.get(handoff_id)
+            if ticket.status != "waiting" or (told and told[0] == ticket.position):
+                return
+            self._told[handoff_id] = (ticket.position, channel, sender)
+        ahead = f"前面还有{ticket.position - 1}位" if ticket.position > 1 else "您是下一位"
+        self.hub.to_customer(channel, sender, {"type": "queue", "position": ticket.position,
+                                               "text": f"排队中：{ahead}，预计约{ticket.eta_minutes}分钟"})
 
     def escalate_if_needed(self, start: TurnStart, text: str, parse: dict[str, Any],
                            state: DialogueState) -> list[Reply]:
@@ -39,8 +70,7 @@ class Handover:
                                    escalation.kind, escalation.detail)
         state.fallbacks = 0
         state.slots["handoff_requested"] = None
-        if self.hub is not None:
-            self.hub.to_agents({"type": "queue"})
+        self.queue_changed()  # the customer's socket (if any) gets their place as a status line too
         return [Reply(text=self.describe(ticket), source="handoff")]
 
     def describe(self, ticket: QueueTicket) -> str:

@@ -164,7 +164,7 @@ def agent_router() -> APIRouter:
     @router.post("/api/agent/presence")
     def presence(body: Presence, session: SessionDep, desk: DeskDep, request: Request) -> dict[str, Any]:
         desk.set_presence(session.agent_id, body.presence)
-        request.app.state.hub.to_agents({"type": "queue"})
+        request.app.state.handover.queue_changed()
         return _agent_json(_account(request, session.agent_id))
 
     @router.get("/api/agent/queue")
@@ -185,7 +185,7 @@ def agent_router() -> APIRouter:
             desk.accept(handoff_id, session.agent_id)
         except DeskError as e:
             raise HTTPException(status_code=409, detail=str(e)) from e
-        request.app.state.hub.to_agents({"type": "queue"})
+        request.app.state.handover.queue_changed()
         return _context(request, handoff_id, session)
 
     @router.get("/api/agent/handoffs/{handoff_id}/context")
@@ -216,7 +216,7 @@ def agent_router() -> APIRouter:
             desk.transfer(handoff_id, session.agent_id, body.group, body.note)
         except (DeskError, KeyError) as e:
             raise HTTPException(status_code=409, detail=str(e)) from e
-        request.app.state.hub.to_agents({"type": "queue"})
+        request.app.state.handover.queue_changed()
         return {"status": "transferred"}
 
     @router.post("/api/agent/handoffs/{handoff_id}/close")
@@ -230,7 +230,7 @@ def agent_router() -> APIRouter:
                                                     "buttons": survey["buttons"], "timestamp": survey["timestamp"],
                                                     "reply_to": None, "duplicate": False})
         _end_channel_session(request, conversation_id)  # after the survey: an ended session takes no messages
-        request.app.state.hub.to_agents({"type": "queue"})
+        request.app.state.handover.queue_changed()
         return {"status": "closed"}
 
     @router.get("/api/agent/canned")
@@ -269,7 +269,7 @@ def agent_router() -> APIRouter:
             desk.reassign(handoff_id, body.agent_id)
         except DeskError as e:
             raise HTTPException(status_code=409, detail=str(e)) from e
-        request.app.state.hub.to_agents({"type": "queue"})
+        request.app.state.handover.queue_changed()
         return {"status": "reassigned"}
 
     @router.post("/api/admin/agents", status_code=201)
@@ -312,7 +312,7 @@ def agent_router() -> APIRouter:
 
             def release() -> None:
                 if desk.release_agent(session.agent_id):
-                    hub.to_agents({"type": "queue"})
+                    websocket.app.state.handover.queue_changed()
 
             task = asyncio.ensure_future(after_grace(websocket.app.state.config.handoff.agent_grace_seconds,
                                                      lambda: not hub.agent_connected(session.agent_id), release))

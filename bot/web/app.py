@@ -37,8 +37,8 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     app.state.hub = LiveHub()
     app.state.background = set()  # grace-period tasks, kept referenced until they finish
     app.state.desk = AgentDesk(app.state.database, config.handoff)
-    app.state.conversations = ConversationService(app.state.agent, store,
-                                                  handoff=Handover(app.state.desk, config.handoff, app.state.hub))
+    app.state.handover = Handover(app.state.desk, config.handoff, app.state.hub)
+    app.state.conversations = ConversationService(app.state.agent, store, handoff=app.state.handover)
     _routes(app)
     app.add_middleware(JsonBodyMiddleware, paths=RASA_JSON_PATHS)
     app.include_router(widget_router())  # the demo page at /, widget.js and the widget's WebSocket

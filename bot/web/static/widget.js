@@ -352,6 +352,14 @@
         if (row) setState(row, "sent");
         break;
       }
+      case "queue":  // waiting for a person: the place in the queue in the status line, cleared at 0
+        if (frame.position > 0 && frame.text) {
+          status.textContent = frame.text;
+          panel.dataset.status = "queued";
+        } else {
+          setStatus("online");
+        }
+        break;
       case "error": {
         if (frame.message_id) {
           settle(frame.message_id);
