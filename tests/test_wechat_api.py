@@ -164,3 +164,28 @@ def test_a_late_answer_goes_by_the_api_once_however_often_wechat_retries(bundled
     assert "USD" in state.sent[0]["text"]["content"]
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(Event).where(Event.type == "user")) == 1
+
+
+def test_two_workers_deliver_a_late_answer_once(bundled_agent, tmp_path: Path, wechat_api) -> None:
+    """WeChat's retry reaches another worker (same database): the answer reaches the customer exactly once,
+    by the API or as that retry's passive reply."""
+    url, state = wechat_api
+    database_url = f"sqlite:///{tmp_path / 'bot.db'}"
+
+    def worker(budget: float) -> TestClient:
+        wechat = WeChatChannelConfig(token=TOKEN, app_id=APP_ID, app_secret="s3cret", encoding_aes_key=AES_KEY,
+                                     mode="plain", reply_budget_seconds=budget, api_base=url)
+        config = bundled_agent.config.model_copy(update={"channels": ChannelsConfig(wechat=wechat)})
+        return TestClient(create_app(config, agent=bundled_agent, database=Database(database_url)))
+
+    with worker(0.001) as first, worker(4.0) as second:
+        assert post(first, text_xml("美元汇率多少", 7101))[0].text == "success"  # past the budget
+        passive = [r.text for r in (post(second, text_xml("美元汇率多少", 7101))[0] for _ in range(3))]
+        deadline = time.monotonic() + 10
+        while not state.sent and not any(t != "success" for t in passive) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # room for a second (wrong) delivery to show up
+    delivered = len(state.sent) + sum(t != "success" for t in passive)
+    assert delivered == 1, (state.sent, passive)
+    with Database(database_url).session() as session:
+        assert session.scalar(select(func.count()).select_from(Event).where(Event.type == "user")) == 1

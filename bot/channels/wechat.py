@@ -28,8 +28,6 @@ from bot.config import WeChatChannelConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected
 
 CHANNEL = "wechat"
-SENT_MEMORY = 10_000  # message keys whose answers went by the API, so WeChat's retries get "success"
-_sent_by_api: dict[str, bool] = {}
 log = logging.getLogger(__name__)
 
 
@@ -62,17 +60,18 @@ def wechat_router() -> APIRouter:
             log.warning("wechat request refused: %s", e)
             raise HTTPException(status_code=403 if "signature" in str(e) else 400, detail=str(e)) from e
         service: ConversationService = request.app.state.conversations
-        key = f"{message.source}:{getattr(message, 'id', '') or message.time}"
-        if key in _sent_by_api:  # a retry of a message whose late answer already went by the API
-            return PlainTextResponse("success")
+        message_id = _message_id(message)
+        if await run_in_threadpool(service.store.delivered_by, CHANNEL, message.source, message_id) == "api":
+            return PlainTextResponse("success")  # a retry of a message whose late answer went by the API
         answering = asyncio.ensure_future(run_in_threadpool(_answer, service, config, message))
         done, _ = await asyncio.wait({answering}, timeout=config.reply_budget_seconds)
         if not done:  # WeChat gives up at 5 s: say "success" now, deliver by the customer-service API later
-            answering.add_done_callback(lambda task: _deliver_late(request.app, message.source, key, task))
+            answering.add_done_callback(lambda task: _deliver_late(request.app, message.source, message_id, task))
             return PlainTextResponse("success")
         text, _ = answering.result()
-        if text is None:
-            return PlainTextResponse("success")
+        if text is None or not await run_in_threadpool(service.store.claim_delivery, CHANNEL, message.source,
+                                                       message_id, "reply"):
+            return PlainTextResponse("success")  # nothing to say, or the answer went by the API
         reply = TextReply(source=message.target, target=message.source, content=text).render()
         if crypto is not None:
             reply = crypto.encrypt_message(reply, nonce, timestamp)
@@ -134,7 +133,7 @@ def _answer(service: ConversationService, config: WeChatChannelConfig, message: 
         if message.type == "event" and getattr(message, "event", "") == "unsubscribe":
             service.store.audit(f"wechat:{message.source}", "unsubscribe", message.source)
         return _canned_reply(config, message), False
-    message_id = str(getattr(message, "id", "") or f"{message.source}:{message.time}")
+    message_id = _message_id(message)
     try:
         turn = service.handle(Inbound(CHANNEL, message.source, text, message_id, {"wechat_type": message.type}))
     except MessageRejected as e:
@@ -142,20 +141,28 @@ def _answer(service: ConversationService, config: WeChatChannelConfig, message: 
     return "\n\n".join(r["text"] for r in turn.replies) or None, turn.duplicate
 
 
-def _deliver_late(app: Any, openid: str, key: str, task: asyncio.Future) -> None:
-    """The answer that missed the deadline goes by the customer-service API (a retry's duplicate does not)."""
+def _message_id(message: Any) -> str:
+    """WeChat's MsgId; events have none, so the sender and the time stand for it."""
+    return str(getattr(message, "id", "") or f"{message.source}:{message.time}")
+
+
+def _deliver_late(app: Any, openid: str, message_id: str, task: asyncio.Future) -> None:
+    """The answer that missed the deadline goes by the customer-service API, unless a retry answered it."""
     if task.cancelled() or task.exception() is not None:
         log.error("wechat answer for %s failed: %s", openid, None if task.cancelled() else task.exception())
         return
-    text, duplicate = task.result()
-    if text is None or duplicate:
+    text, _ = task.result()
+    if text is None:
         return
-    _sent_by_api[key] = True
-    while len(_sent_by_api) > SENT_MEMORY:
-        _sent_by_api.pop(next(iter(_sent_by_api)))
-    future = asyncio.ensure_future(run_in_threadpool(send_by_api, app, openid, text))
+    future = asyncio.ensure_future(run_in_threadpool(_send_once, app, openid, message_id, text))
     app.state.background.add(future)
     future.add_done_callback(app.state.background.discard)
+
+
+def _send_once(app: Any, openid: str, message_id: str, text: str) -> None:
+    """The late answer, claimed in the database first: however many workers saw WeChat's retries, one sends."""
+    if app.state.conversations.store.claim_delivery(CHANNEL, openid, message_id, "api"):
+        send_by_api(app, openid, text)
 
 
 def send_by_api(app: Any, openid: str, text: str) -> bool:

@@ -92,6 +92,8 @@ class InboundMessage(Base):
     user_event_id: Mapped[int] = mapped_column(BigId, ForeignKey("events.id"))
     status: Mapped[str] = mapped_column(String(16), default="received")  # received | answered | failed
     replies: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # "api": the replies went out asynchronously (WeChat's customer-service API), so a retry must not repeat them
+    delivered_by: Mapped[str | None] = mapped_column(String(16))
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     answered_at: Mapped[dt.datetime | None] = mapped_column()
 

@@ -130,6 +130,27 @@ class ConversationStore:
             inbound = session.get(InboundMessage, inbound_id)
             return ("unknown", []) if inbound is None else (inbound.status, list(inbound.replies or []))
 
+    def claim_delivery(self, channel: str, sender: str, message_id: str, how: str) -> bool:
+        """Record that the answer to this message goes out by `how`: "reply" (in the HTTP response, which may
+        be repeated: a channel that retries did not get the earlier one) or "api" (pushed, exactly once).
+        False when the other way has it already (another worker, another retry)."""
+        with self.database.session() as session, session.begin():
+            inbound = session.scalar(select(InboundMessage).join(ChannelIdentity).where(
+                ChannelIdentity.channel == channel, ChannelIdentity.external_id == sender,
+                InboundMessage.message_id == message_id).with_for_update())
+            if inbound is None:  # not a stored message (an event, a picture): nothing to deliver twice
+                return True
+            if inbound.delivered_by not in (None, "reply" if how == "reply" else None):
+                return False
+            inbound.delivered_by = how
+            return True
+
+    def delivered_by(self, channel: str, sender: str, message_id: str) -> str | None:
+        with self.database.session() as session:
+            return session.scalar(select(InboundMessage.delivered_by).join(ChannelIdentity).where(
+                ChannelIdentity.channel == channel, ChannelIdentity.external_id == sender,
+                InboundMessage.message_id == message_id))
+
     # --- reading --------------------------------------------------------------------------------------------
 
     def find_conversation(self, key: str) -> Conversation | None:
