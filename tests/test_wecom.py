@@ -470,6 +470,8 @@ def test_wecom_handoff_to_the_pool_then_back_to_the_bot(bundled_agent, database,
         conversation = app.state.conversations.store.find_conversation_of("wecom", USER)
         assert app.state.desk.open_handoff(conversation.id) is None  # not in our desk's queue
         assert len(audits(database, "handoff_to_wecom")) == 1
+        handoffs = [e for e in app.state.conversations.store.events(conversation.id) if e["event"] == "handoff"]
+        assert handoffs[-1]["status"] == "closed" and handoffs[-1]["disposition"] == "转企业微信人工客服"
 
         state.states[USER] = 3  # a WeCom servicer took it from the pool
         state.event("session_status_change", change_type=1, new_servicer_userid="lisi")

@@ -408,7 +408,7 @@ def _hand_to_wecom(app: Any, config: WeComChannelConfig, open_kfid: str, user: s
         log.warning("wecom hand-over of %s failed, the desk keeps it: %s", user, e)
         store.audit("wecom", "handoff_failed", conversation_id, {"errcode": e.errcode})
         return
-    app.state.desk.customer_left(conversation_id)
+    app.state.desk.handed_elsewhere(conversation_id, "转企业微信人工客服")
     _hold(app, user, config.servicer_userid)
     store.audit("wecom", "handoff_to_wecom", conversation_id,
                 {"service_state": state, "servicer_userid": config.servicer_userid})

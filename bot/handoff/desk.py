@@ -113,6 +113,18 @@ class AgentDesk:
                 conversation.status = "bot"
                 _event(session, conversation, "handoff", {"status": "abandoned", "handoff_id": handoff.id})
 
+    def handed_elsewhere(self, conversation_id: str, disposition: str) -> None:
+        """The waiting customer went to people outside this desk (e.g. WeCom's own servicers): the hand-over
+        is closed with `disposition` saying where, and the conversation is the bot's again on our side."""
+        with self.database.session() as session, session.begin():
+            for handoff in session.scalars(select(Handoff).where(Handoff.conversation_id == conversation_id,
+                                                                 Handoff.status == "waiting")):
+                handoff.status, handoff.closed_at, handoff.disposition = "closed", utcnow(), disposition
+                conversation = _conversation(session, conversation_id)
+                conversation.status = "bot"
+                _event(session, conversation, "handoff", {"status": "closed", "handoff_id": handoff.id,
+                                                          "disposition": disposition})
+
     def rate(self, handoff_id: int, rating: int, comment: str | None = None) -> None:
         with self.database.session() as session, session.begin():
             handoff = session.get(Handoff, handoff_id)
