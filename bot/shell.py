@@ -9,6 +9,7 @@ from rich.table import Table
 
 from bot.agent import Agent
 from bot.dialogue.engine import DialogueState
+from bot.dialogue.service import chosen_option
 
 EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
 
@@ -19,6 +20,7 @@ def run_shell(agent: Agent, channel: str = "web", console: Console | None = None
     interactive = sys.stdin.isatty()
     state = DialogueState()
     history: list[dict] = []
+    options: list[dict[str, str]] = []  # the last reply's buttons: typing a number presses one
     while True:
         try:
             text = input("您> ") if interactive else sys.stdin.readline()
@@ -33,12 +35,18 @@ def run_shell(agent: Agent, channel: str = "web", console: Console | None = None
             continue
         if not interactive:
             console.print(f"您> {text}")
-        state = show_turn(agent, text, channel, console, state, history)
+        state = show_turn(agent, text, channel, console, state, history, options)
 
 
 def show_turn(agent: Agent, text: str, channel: str, console: Console, state: DialogueState,
-              history: list[dict]) -> DialogueState:
-    """Answer one message in the conversation so far, print what the bot understood, return the new state."""
+              history: list[dict], options: list[dict[str, str]] | None = None) -> DialogueState:
+    """Answer one message in the conversation so far, print what the bot understood, return the new state.
+    A number picks one of `options` (the buttons last shown), as on WeChat; `options` is updated."""
+    options = [] if options is None else options
+    payload = chosen_option(text, options)
+    if payload is not None:
+        console.print(f"  [dim]button[/dim]     {payload}")
+        text = payload
     parse, outcome = agent.respond(text, channel, state, sender_id="shell", history=history)
     history += [{"event": "user", "text": text, "parse_data": dict(parse)}, *outcome.events]
     replies = outcome.replies
@@ -63,4 +71,6 @@ def show_turn(agent: Agent, text: str, channel: str, console: Console, state: Di
         console.print(f"[bold green]小智>[/bold green] {reply.text}")
         for number, button in enumerate(reply.buttons, 1):
             console.print(f"       [{number}] {button.title}")
+    last_buttons = next((r.buttons for r in reversed(replies) if r.buttons), [])
+    options[:] = [{"title": b.title, "payload": b.payload} for b in last_buttons]
     return outcome.state

@@ -221,3 +221,19 @@ def test_rules_with_slot_conditions_use_what_the_conversation_knows(chat: Chat) 
     chat.say("6688")
     reference = re.search(r"GS\d{14}", chat.say("确认")).group()
     assert reference in chat.say("补卡怎么办理")
+
+
+def test_the_shell_presses_a_button_by_number(bundled_agent) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from bot.shell import show_turn
+
+    console = Console(file=StringIO(), width=200)
+    options: list[dict[str, str]] = []
+    state = show_turn(bundled_agent, "你好", "wechat", console, DialogueState(), [], options)
+    assert [o["title"] for o in options][:2] == ["挂失银行卡", "查询余额"]
+    show_turn(bundled_agent, "2", "wechat", console, state, [], options)
+    assert "button     /check_balance" in console.file.getvalue()
+    assert "intents    check_balance 1.00" in console.file.getvalue()
