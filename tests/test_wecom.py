@@ -48,6 +48,7 @@ class WeCom:
         self.log: list[dict] = []
         self.page_size = 1000
         self.sync_delay = 0.0
+        self.syncing = self.most_syncing = 0  # sync_msg calls in flight at once, now and at most
         self.sync_cursors: list[str] = []
         self.calls: list[str] = []  # the path of every API call, in order
         self.sent: list[dict] = []
@@ -126,8 +127,12 @@ def handler_for(state: WeCom) -> type[BaseHTTPRequestHandler]:
 def sync_msg(state: WeCom, body: dict) -> dict:
     if body.get("token") != SYNC_TOKEN or body.get("open_kfid") != KFID:
         return {"errcode": 95007, "errmsg": "invalid msg token"}
+    with state.lock:
+        state.syncing += 1
+        state.most_syncing = max(state.most_syncing, state.syncing)
     time.sleep(state.sync_delay)
     with state.lock:
+        state.syncing -= 1
         state.sync_cursors.append(body["cursor"])
         start = int(body["cursor"] or 0)
         page = state.log[start : start + min(state.page_size, body["limit"])]
@@ -350,6 +355,25 @@ def test_retried_callbacks_and_a_msgid_in_two_pages_are_handled_once(bundled_age
     assert state.sync_cursors == ["", "1", "2"]
     assert len(state.sent) == 1 and "USD" in state.sent[0]["text"]["content"]
     assert count(database, Event.type == "user") == 1
+
+
+def test_two_workers_never_sync_one_account_at_once(bundled_agent, database, wecom_api) -> None:
+    """Callbacks reach two workers (one database); a lease lets one of them read at a time, and the
+    other's callbacks make the leaseholder read again: every message answered once."""
+    url, state = wecom_api
+    state.page_size, state.sync_delay = 1, 0.2
+    for n, text in enumerate(["美元汇率多少", "网点几点开门", "信用卡怎么还款"]):
+        state.customer_says(text, f"msg-2101-{n}")
+    first, second = make_app(bundled_agent, database, url), make_app(bundled_agent, database, url)
+    with TestClient(first) as one, TestClient(second) as two:
+        for client in (one, two, one, two):
+            assert callback(client).text == "success"
+        wait_for(lambda: not first.state.background and not second.state.background)
+        state.customer_says("你好", "msg-2101-3")  # after both stopped: a callback to either still reads it
+        assert callback(two).text == "success"
+        wait_for(lambda: not first.state.background and not second.state.background)
+    assert state.most_syncing == 1
+    assert len(state.sent) == 4 and count(database, Event.type == "user") == 4
 
 
 def test_a_slow_answer_leaves_the_callback_answered_at_once(bundled_agent, database, wecom_api) -> None:

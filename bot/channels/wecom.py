@@ -2,10 +2,11 @@
 
 WeCom's callback only says "there is something new for open_kfid X" (an encrypted `kf_msg_or_event` event with
 a sync token). The endpoint answers "success" at once and reads the messages in the background with
-`kf/sync_msg`, page by page from the cursor stored after the previous page, one sync at a time per open_kfid;
-a callback that arrives during a sync makes it read once more. Customer messages go through the conversation
-service with WeCom's msgid as message id, so a page read twice (a crash before its cursor was saved, or the
-same msgid in two pages) is answered once. Answers go by `kf/send_msg`.
+`kf/sync_msg`, page by page from the cursor stored after the previous page, one sync at a time per open_kfid
+(a lease in the database, so also across workers); a callback that arrives during a sync makes it read once
+more. Customer messages go through the conversation service with WeCom's msgid as message id, so a page read
+twice (a crash before its cursor was saved, or the same msgid in two pages) is answered once. Answers go by
+`kf/send_msg`.
 
 Untrusted XML (the envelope and the decrypted message) is parsed with defusedxml (no DTDs, no entities, a size
 cap); wechatpy only gets the `Encrypt` value to check and decrypt.
@@ -21,8 +22,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
+import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -42,6 +46,7 @@ FROM_CUSTOMER, SYSTEM_EVENT, FROM_SERVICER = 3, 4, 5  # sync_msg "origin"
 SESSION_ENDED = 3  # session_status_change change_type; 1 taken from the pool, 2 transferred, 4 reopened
 HANDING_OVER = "正在为您转接人工客服，请稍候，人工客服接入后会在这里直接回复您。"
 SEEN_SERVICER_MESSAGES = 10_000
+LEASE_SECONDS = 60.0  # a worker that died mid-sync holds an account's sync no longer than this
 log = logging.getLogger(__name__)
 
 
@@ -80,7 +85,7 @@ def wecom_router() -> APIRouter:
             log.warning("wecom callback refused: %s", e)
             raise HTTPException(status_code=e.status, detail=str(e)) from e
         if fields.get("Event") == "kf_msg_or_event" and fields.get("OpenKfId"):
-            _start_sync(request.app, fields["OpenKfId"], fields.get("Token", ""))
+            await _start_sync(request.app, fields["OpenKfId"], fields.get("Token", ""))
         return "success"
 
     return router
@@ -139,29 +144,30 @@ def safe_xml(body: bytes) -> dict[str, str]:
     return {child.tag: (child.text or "").strip() for child in root}
 
 
-def _start_sync(app: Any, open_kfid: str, token: str) -> None:
+async def _start_sync(app: Any, open_kfid: str, token: str) -> None:
     syncer = getattr(app.state, "wecom_sync", None)
     if syncer is None:
         syncer = app.state.wecom_sync = Syncer(app)
-    if syncer.wanted(open_kfid, token):
+    if await run_in_threadpool(syncer.wanted, open_kfid, token):
         future = asyncio.ensure_future(run_in_threadpool(syncer.run, open_kfid))
         app.state.background.add(future)
         future.add_done_callback(app.state.background.discard)
 
 
 class Syncer:
-    """One sync loop at a time per open_kfid; a callback during a loop makes that loop read once more."""
+    """One sync at a time per open_kfid across all workers (a lease in the database); a callback that arrives
+    during a sync, on any worker, leaves its token as pending and the leaseholder reads once more."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._guard = threading.Lock()
-        self._running: set[str] = set()
-        self._tokens: dict[str, str] = {}  # open_kfid -> the newest callback's sync token, not read with yet
+        self._running: set[str] = set()  # open_kfids this process has a loop for
 
     def wanted(self, open_kfid: str, token: str) -> bool:
-        """Note a callback; True when the caller must start the loop (none is running for this open_kfid)."""
+        """Note a callback; True when the caller must start a loop (this process has none for open_kfid)."""
+        self._store.save_cursor(_pending(open_kfid), f"t:{token}")
         with self._guard:
-            self._tokens[open_kfid] = token
             if open_kfid in self._running:
                 return False
             self._running.add(open_kfid)
@@ -169,29 +175,50 @@ class Syncer:
 
     def run(self, open_kfid: str) -> None:
         try:
-            while (token := self._next(open_kfid)) is not None:
-                try:
-                    sync(self.app, open_kfid, token)
-                except Exception:  # the cursor stays where it was: WeCom's next callback reads again
-                    log.exception("wecom sync of %s failed", open_kfid)
+            while True:
+                outcome = self._lead(open_kfid)
+                if outcome == "busy":  # another worker holds the lease: it will see the pending token
+                    return
+                with self._guard:
+                    if outcome == "done" and not self._store.cursor(_pending(open_kfid)):
+                        self._running.discard(open_kfid)
+                        return
         finally:
             with self._guard:
                 self._running.discard(open_kfid)
 
-    def _next(self, open_kfid: str) -> str | None:
-        with self._guard:
-            if open_kfid not in self._tokens:
-                self._running.discard(open_kfid)
-                return None
-            return self._tokens.pop(open_kfid)
+    def _lead(self, open_kfid: str) -> str:
+        """Sync while holding the lease: "busy" (not ours), "more" (a callback came meanwhile) or "done"."""
+        lease = f"wecom-sync-lease:{open_kfid}"
+        if not self._store.take_lease(lease, self.holder, LEASE_SECONDS):
+            return "busy"
+        try:
+            while pending := self._store.pop_cursor(_pending(open_kfid)):
+                try:
+                    sync(self.app, open_kfid, pending.removeprefix("t:"),
+                         renew=lambda: self._store.take_lease(lease, self.holder, LEASE_SECONDS))
+                except Exception:  # the cursor stays where it was: WeCom's next callback reads again
+                    log.exception("wecom sync of %s failed", open_kfid)
+        finally:
+            self._store.release_lease(lease, self.holder)
+        return "more" if self._store.cursor(_pending(open_kfid)) else "done"
+
+    @property
+    def _store(self) -> Any:
+        return self.app.state.conversations.store
 
 
-def sync(app: Any, open_kfid: str, token: str) -> None:
-    """Read and handle everything new for `open_kfid`, storing the cursor after each page."""
+def _pending(open_kfid: str) -> str:
+    return f"wecom-sync-pending:{open_kfid}"
+
+
+def sync(app: Any, open_kfid: str, token: str, renew: Callable[[], bool] = lambda: True) -> None:
+    """Read and handle everything new for `open_kfid`, storing the cursor after each page; `renew` keeps
+    the lease between pages (False: another worker took it over, so stop)."""
     store = app.state.conversations.store
     name = f"wecom:{open_kfid}"
     cursor = store.cursor(name)
-    while True:
+    while renew():
         page = wecom_client(app).sync_msg(open_kfid, cursor, token)
         for message in page.get("msg_list") or []:
             _handle_safely(app, message)

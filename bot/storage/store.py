@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,6 +254,39 @@ class ConversationStore:
                 session.add(ChannelCursor(name=name, value=value))
             else:
                 found.value, found.updated_at = value, utcnow()
+
+    def pop_cursor(self, name: str) -> str:
+        """Read a stored value and clear it, in one step ("" when there was none)."""
+        with self.database.session() as session, session.begin():
+            found = session.get(ChannelCursor, name, with_for_update=True)
+            if found is None or not found.value:
+                return ""
+            value, found.value, found.updated_at = found.value, "", utcnow()
+            return value
+
+    def take_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Take (or renew) the lease `name` for `holder`; False while another holder's lease runs. Workers use
+        it so that one of them at a time does a job (e.g. reads a WeCom account's messages)."""
+        until = time.time() + seconds
+        try:
+            with self.database.session() as session, session.begin():
+                found = session.get(ChannelCursor, name, with_for_update=True)
+                if found is None:
+                    session.add(ChannelCursor(name=name, value=f"{holder}|{until}"))
+                    return True
+                owner, _, expires = found.value.partition("|")
+                if owner not in ("", holder) and float(expires or 0) > time.time():
+                    return False
+                found.value, found.updated_at = f"{holder}|{until}", utcnow()
+                return True
+        except IntegrityError:  # another worker created the lease row a moment earlier
+            return False
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.database.session() as session, session.begin():
+            found = session.get(ChannelCursor, name, with_for_update=True)
+            if found is not None and found.value.partition("|")[0] == holder:
+                found.value, found.updated_at = "", utcnow()
 
     def issue_binding_code(self, customer_id: str, ttl: dt.timedelta) -> str:
         """A fresh 6-digit code for a signed-in customer; earlier unused codes of theirs stop working."""
