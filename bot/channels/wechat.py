@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -22,17 +21,13 @@ from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 
-from bot.channels.untrusted_xml import UnsafeXml, parse_untrusted_xml
+from bot.channels.callback_guard import Rejected, check_size_and_time, parse_untrusted_xml
 from bot.channels.wechat_api import WeChatAPIError, WeChatClient
 from bot.config import WeChatChannelConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected
 
 CHANNEL = "wechat"
 log = logging.getLogger(__name__)
-
-
-class Rejected(Exception):
-    """A request that is not from WeChat or not well-formed; nothing of it is processed."""
 
 
 def wechat_router() -> APIRouter:
@@ -58,7 +53,7 @@ def wechat_router() -> APIRouter:
             message, crypto = _open(config, body, signature, timestamp, nonce, msg_signature, encrypt_type)
         except Rejected as e:
             log.warning("wechat request refused: %s", e)
-            raise HTTPException(status_code=403 if "signature" in str(e) else 400, detail=str(e)) from e
+            raise HTTPException(status_code=e.status, detail=str(e)) from e
         service: ConversationService = request.app.state.conversations
         message_id = _message_id(message)
         if await run_in_threadpool(service.store.delivered_by, CHANNEL, message.source, message_id) == "api":
@@ -91,19 +86,12 @@ def _config(request: Request) -> WeChatChannelConfig:
 def _open(config: WeChatChannelConfig, body: bytes, signature: str, timestamp: str, nonce: str,
           msg_signature: str, encrypt_type: str) -> tuple[Any, WeChatCrypto | None]:
     """Check size, freshness, signature and XML safety; decrypt in safe mode; parse the message."""
-    if len(body) > config.max_body_bytes:
-        raise Rejected(f"body of {len(body)} bytes is over {config.max_body_bytes}")
-    try:
-        sent_at = int(timestamp)
-    except ValueError as e:
-        raise Rejected("timestamp missing or not a number") from e
-    if abs(time.time() - sent_at) > config.max_clock_skew_seconds:
-        raise Rejected(f"timestamp {sent_at} is stale or in the future (replay?)")
+    check_size_and_time(body, timestamp, config.max_body_bytes, config.max_clock_skew_seconds)
     try:
         check_signature(config.token, signature, timestamp, nonce)
     except InvalidSignatureException as e:
-        raise Rejected("bad signature") from e
-    _safe_xml(body)
+        raise Rejected("bad signature", status=403) from e
+    parse_untrusted_xml(body)
     crypto = None
     if encrypt_type == "aes":
         if not (config.encoding_aes_key and config.app_id):
@@ -112,18 +100,11 @@ def _open(config: WeChatChannelConfig, body: bytes, signature: str, timestamp: s
         try:
             body = crypto.decrypt_message(body, msg_signature, timestamp, nonce).encode()
         except Exception as e:  # wechatpy raises several kinds for a bad signature or ciphertext
-            raise Rejected(f"bad msg_signature or ciphertext: {type(e).__name__}") from e
-        _safe_xml(body)
+            raise Rejected(f"bad msg_signature or ciphertext: {type(e).__name__}", status=403) from e
+        parse_untrusted_xml(body)
     elif config.mode == "safe":
         raise Rejected("plaintext message refused: the account is in safe mode")
     return parse_message(body), crypto
-
-
-def _safe_xml(body: bytes) -> None:
-    try:
-        parse_untrusted_xml(body)
-    except UnsafeXml as e:
-        raise Rejected(str(e)) from e
 
 
 def _answer(service: ConversationService, config: WeChatChannelConfig, message: Any) -> tuple[str | None, bool]:

@@ -25,7 +25,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +34,7 @@ from fastapi.responses import PlainTextResponse
 from wechatpy.enterprise.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException
 
-from bot.channels.untrusted_xml import UnsafeXml, parse_untrusted_xml
+from bot.channels.callback_guard import Rejected, check_size_and_time, parse_untrusted_xml
 from bot.channels.wechat_api import WeChatAPIError
 from bot.channels.wecom_api import ENDED, POOL, SERVICER, WeComClient
 from bot.config import WeComChannelConfig
@@ -48,14 +47,6 @@ HANDING_OVER = "正在为您转接人工客服，请稍候，人工客服接入�
 SEEN_SERVICER_MESSAGES = 10_000
 LEASE_SECONDS = 60.0  # a worker that died mid-sync holds an account's sync no longer than this
 log = logging.getLogger(__name__)
-
-
-class Rejected(Exception):
-    """A callback that is not from WeCom or not well-formed; nothing of it is processed."""
-
-    def __init__(self, reason: str, status: int = 400) -> None:
-        super().__init__(reason)
-        self.status = status
 
 
 def wecom_router() -> APIRouter:
@@ -115,14 +106,7 @@ def _check_length(config: WeComChannelConfig, declared: str | None) -> None:
 def open_callback(config: WeComChannelConfig, body: bytes, msg_signature: str, timestamp: str,
                   nonce: str) -> dict[str, str]:
     """Check size, freshness, XML safety and signature, decrypt; the inner message's fields."""
-    if len(body) > config.max_body_bytes:
-        raise Rejected(f"body of {len(body)} bytes is over {config.max_body_bytes}")
-    try:
-        sent_at = int(timestamp)
-    except ValueError as e:
-        raise Rejected("timestamp missing or not a number") from e
-    if abs(time.time() - sent_at) > config.max_clock_skew_seconds:
-        raise Rejected(f"timestamp {sent_at} is stale or in the future (replay?)")
+    check_size_and_time(body, timestamp, config.max_body_bytes, config.max_clock_skew_seconds)
     encrypted = safe_xml(body).get("Encrypt")
     if not encrypted:
         raise Rejected("no Encrypt element: WeCom callbacks are always encrypted")
@@ -137,10 +121,7 @@ def open_callback(config: WeComChannelConfig, body: bytes, msg_signature: str, t
 
 def safe_xml(body: bytes) -> dict[str, str]:
     """The root's child elements as {tag: text}; hostile (DTD, entities) or malformed XML is refused."""
-    try:
-        root = parse_untrusted_xml(body)
-    except UnsafeXml as e:
-        raise Rejected(str(e)) from e
+    root = parse_untrusted_xml(body)
     return {child.tag: (child.text or "").strip() for child in root}
 
 
