@@ -372,8 +372,11 @@ class ConversationStore:
         """(dialogue state, {"channel", "conversation_id", "last_text"}) of the customer's newest live
         conversation on a channel identity other than this one, when there is one worth continuing."""
         with self.database.session() as session:
-            identity = self._identity(session, channel, sender)
-            found = self._live_state_elsewhere(session, customer_id, identity.id)
+            identity_id = session.scalar(select(ChannelIdentity.id).where(ChannelIdentity.channel == channel,
+                                                                          ChannelIdentity.external_id == sender))
+            if identity_id is None:
+                return None
+            found = self._live_state_elsewhere(session, customer_id, identity_id)
             return None if found is None else (found[1], found[2])
 
     def _live_state_elsewhere(self, session: Session, customer_id: str,
