@@ -18,8 +18,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from bot.channels.wechat import send_by_api
-from bot.channels.wecom import send_text as send_by_wecom
+from bot.channels.outbound import API_CHANNELS, push_to_customer
 from bot.storage.models import utcnow
 
 Event = Literal["atm_card_retained", "large_transaction", "card_expiring"]
@@ -87,14 +86,12 @@ def _text(app: Any, notification: Notification) -> str:
 
 def _push(app: Any, channel: str, sender: str, last_seen: dt.datetime, text: str) -> bool:
     config = app.state.config.notify
-    if channel in ("wechat", "wecom"):  # both may write only within 48 hours of the customer's last message
-        seen = last_seen if last_seen.tzinfo else last_seen.replace(tzinfo=dt.UTC)
-        if utcnow() - seen > dt.timedelta(hours=config.wechat_window_hours):
-            return False
-        return (send_by_api if channel == "wechat" else send_by_wecom)(app, sender, text)
+    seen = last_seen if last_seen.tzinfo else last_seen.replace(tzinfo=dt.UTC)
+    if channel in API_CHANNELS and utcnow() - seen > dt.timedelta(hours=config.wechat_window_hours):
+        return False  # both may write only within 48 hours of the customer's last message
     frame = {"type": "bot", "text": text, "buttons": None, "timestamp": utcnow().isoformat(), "reply_to": None,
              "duplicate": False}
-    if app.state.hub.to_customer(channel, sender, frame):
+    if push_to_customer(app, channel, sender, frame):
         return True
     if channel == "app" and config.app_push_url:
         try:

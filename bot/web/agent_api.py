@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from bot.channels import wecom
-from bot.channels.wechat import send_by_api
+from bot.channels.outbound import push_to_customer
 from bot.handoff.agents import AccountError, authenticate, create_agent
 from bot.handoff.context import build_context, summary_of
 from bot.handoff.desk import AgentDesk, DeskError
@@ -387,11 +387,7 @@ def _to_customer(request: Request, conversation_id: str, frame: dict[str, Any]) 
     identity = _identity(request, conversation_id)
     if identity is None:
         return False
-    if identity.channel == "wechat":
-        return send_by_api(request.app, identity.external_id, frame["text"])
-    if identity.channel == "wecom":
-        return wecom.send_text(request.app, identity.external_id, frame["text"])
-    return request.app.state.hub.to_customer(identity.channel, identity.external_id, frame) > 0
+    return push_to_customer(request.app, identity.channel, identity.external_id, frame)
 
 
 def _end_channel_session(request: Request, conversation_id: str) -> None:
