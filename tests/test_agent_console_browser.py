@@ -5,8 +5,6 @@ bot takes the customer back. Real server (uvicorn), the bundled bank bot, a temp
 from __future__ import annotations
 
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -20,12 +18,11 @@ if not CHROMIUM.exists():
     pytest.skip("needs Chromium at /usr/bin/chromium (apt-get install -y chromium fonts-wqy-microhei)",
                 allow_module_level=True)
 
-import uvicorn  # noqa: E402
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from browser_support import SHOTS, ask, assert_clean, bubble_texts, chromium, open_widget, served  # noqa: E402
+from browser_support import new_page as _new_page  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHOTS = Path("/tmp")
-TIMEOUT_MS = 20_000
 PASSWORD = "correct horse battery"
 APP_SECRET = "test-secret-of-the-banks-app-backend-0123456789"
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
@@ -54,75 +51,19 @@ def base_url(bundled_agent, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     create_agent(database, "wang", "小王", PASSWORD, groups=["综合服务", "借记卡与账户"])
     create_agent(database, "zhao", "赵主管", PASSWORD, role="supervisor", groups=["综合服务", "信用卡"])
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with served(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def new_page(browser: Browser, width: int = 1280, height: int = 860) -> Page:
-    """A fresh browser context (its own storage) that records JS alerts and page errors."""
-    context = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN",
-                                  timezone_id="Asia/Shanghai")
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.dialogs = []  # type: ignore[attr-defined]
-    page.errors = []  # type: ignore[attr-defined]
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
-    page.on("pageerror", lambda e: page.errors.append(str(e)))  # type: ignore[attr-defined]
-    return page
-
-
-def assert_clean(page: Page) -> None:
-    assert page.dialogs == [], f"a dialog was opened: {page.dialogs}"  # type: ignore[attr-defined]
-    assert page.errors == [], f"JavaScript errors: {page.errors}"  # type: ignore[attr-defined]
-
-
-# --- the customer's widget (helpers as in test_widget_browser.py) ------------------------------------------
-
-def open_widget(page: Page) -> None:
-    if page.locator(".panel").is_hidden():
-        page.get_by_role("button", name="打开在线客服").click()
-    expect(page.locator(".panel")).to_be_visible()
-    expect(page.locator(".status")).to_have_text(re.compile("在线"))
-
-
-def ask(page: Page, text: str) -> list[str]:
-    """Type a question, press Enter, wait for its acknowledgement; the bot's new messages."""
-    bots_before = page.locator(".msg.bot").count()
-    users_before = page.locator(".msg.user").count()
-    page.get_by_label("输入您的问题").fill(text)
-    page.get_by_label("输入您的问题").press("Enter")
-    expect(page.locator(".msg.user")).to_have_count(users_before + 1)
-    expect(page.locator(".msg.user.pending")).to_have_count(0)
-    expect(page.locator(".typing")).to_be_hidden()
-    return bubble_texts(page, "bot")[bots_before:]
-
-
-def bubble_texts(page: Page, role: str) -> list[str]:
-    return page.locator(f".msg.{role} .bubble .text").all_text_contents()
+    """A fresh browser context (its own storage) in Shanghai time that records JS alerts and page errors."""
+    return _new_page(browser, width, height, timezone_id="Asia/Shanghai")
 
 
 # --- the console ---------------------------------------------------------------------------------------------

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,12 +14,21 @@ if not CHROMIUM.exists():
     pytest.skip("needs Chromium at /usr/bin/chromium (apt-get install -y chromium fonts-wqy-microhei)",
                 allow_module_level=True)
 
-import uvicorn  # noqa: E402
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from browser_support import (  # noqa: E402
+    SHOTS,
+    TIMEOUT_MS,
+    ask,
+    assert_clean,
+    bubble_texts,
+    chromium,
+    new_page,
+    open_widget,
+    replies_after,
+    served,
+)
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHOTS = Path("/tmp")
-TIMEOUT_MS = 20_000
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 
@@ -42,76 +48,23 @@ def base_url(bundled_agent, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     app = create_app(config, Agent(bundled_agent.model, config))
     if not any(getattr(route, "path", None) == "/widget.js" for route in app.routes):
         app.include_router(widget_router())
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with served(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     """A fresh visitor (new storage) on a desktop-sized window; fails the test on any JS alert or page error."""
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.dialogs = []  # type: ignore[attr-defined]
-    page.errors = []  # type: ignore[attr-defined]
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
-    page.on("pageerror", lambda e: page.errors.append(str(e)))  # type: ignore[attr-defined]
+    page = new_page(browser)
     yield page
-    assert page.dialogs == [], f"a dialog was opened: {page.dialogs}"  # type: ignore[attr-defined]
-    assert page.errors == [], f"JavaScript errors: {page.errors}"  # type: ignore[attr-defined]
-    context.close()
-
-
-def open_widget(page: Page) -> None:
-    if page.locator(".panel").is_hidden():
-        page.get_by_role("button", name="打开在线客服").click()
-    expect(page.locator(".panel")).to_be_visible()
-    expect(page.locator(".status")).to_have_text(re.compile("在线"))
-
-
-def ask(page: Page, text: str) -> list[str]:
-    """Type a question, press Enter, wait for its acknowledgement; the bot's new messages."""
-    bots_before = page.locator(".msg.bot").count()
-    users_before = page.locator(".msg.user").count()
-    page.get_by_label("输入您的问题").fill(text)
-    page.get_by_label("输入您的问题").press("Enter")
-    return _replies(page, users_before + 1, bots_before)
-
-
-def _replies(page: Page, users: int, bots_before: int) -> list[str]:
-    expect(page.locator(".msg.user")).to_have_count(users)
-    expect(page.locator(".msg.user.pending")).to_have_count(0)
-    expect(page.locator(".typing")).to_be_hidden()
-    return bubble_texts(page, "bot")[bots_before:]
-
-
-def bubble_texts(page: Page, role: str) -> list[str]:
-    return page.locator(f".msg.{role} .bubble .text").all_text_contents()
+    assert_clean(page)
+    page.context.close()
 
 
 def test_demo_page_and_files_are_served(page: Page, base_url: str) -> None:
@@ -166,7 +119,7 @@ def test_conversation_history_quick_reply_and_no_html(page: Page, base_url: str)
     title = quick.first.inner_text()
     bots_before = page.locator(".msg.bot").count()
     quick.first.click()
-    answer = _replies(page, 5, bots_before)
+    answer = replies_after(page, 5, bots_before)
     assert answer, "the quick reply got no answer"
     assert title == "确认挂失" and "挂失编号" in " ".join(answer)
     assert bubble_texts(page, "user")[-1] == title
@@ -256,7 +209,7 @@ def test_message_sent_while_disconnected_is_queued_and_sent_once(page: Page, bas
     assert [q["text"] for q in queued] == ["转账限额是多少"]
 
     state["refuse"] = False
-    _replies(page, 2, 0)  # the reconnect replays the history, so the log is rebuilt
+    replies_after(page, 2, 0)  # the reconnect replays the history, so the log is rebuilt
     assert "限额" in bubble_texts(page, "bot")[-1]
     assert page.evaluate("JSON.parse(localStorage.getItem('bankbot.pending'))") == []
     page.reload()
