@@ -8,12 +8,12 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from fastapi.testclient import TestClient
+from json_stand_in import JsonHandler, serving
 from sqlalchemy import func, select
 from test_wechat import AES_KEY, APP_ID, OPENID, TOKEN, post, text_xml
 
@@ -35,19 +35,8 @@ class StandIn:
         self.lock = threading.Lock()
 
 
-def handler_for(state: StandIn) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def reply(self, body: dict, status: int = 200) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
+def handler_for(state: StandIn) -> type[JsonHandler]:
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             url = urlparse(self.path)
             query = parse_qs(url.query)
@@ -87,13 +76,8 @@ def handler_for(state: StandIn) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def wechat_api() -> Iterator[tuple[str, StandIn]]:
     state = StandIn()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
+    with serving(handler_for(state)) as url:
+        yield url, state
 
 
 def client_for(url: str) -> WeChatClient:

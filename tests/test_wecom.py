@@ -9,13 +9,13 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from fastapi.testclient import TestClient
+from json_stand_in import JsonHandler, serving
 from sqlalchemy import func, select
 from test_agent_api import NOON, PASSWORD, login
 from wechatpy.enterprise.crypto import WeChatCrypto
@@ -83,19 +83,8 @@ class WeCom:
         return [m["text"]["content"] for m in self.sent]
 
 
-def handler_for(state: WeCom) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def reply(self, body: dict) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
+def handler_for(state: WeCom) -> type[JsonHandler]:
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             url = urlparse(self.path)
             query = parse_qs(url.query)
@@ -183,13 +172,8 @@ ROUTES: dict[str, Callable[[WeCom, dict], dict]] = {
 @pytest.fixture
 def wecom_api() -> Iterator[tuple[str, WeCom]]:
     state = WeCom()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
+    with serving(handler_for(state)) as url:
+        yield url, state
 
 
 def make_app(bundled_agent, database: Database, url: str, **wecom: Any):
