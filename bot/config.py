@@ -204,6 +204,44 @@ class HandoffConfig(_Strict):
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = 8000
+    behind_tls: bool = False  # served over HTTPS (directly or by a proxy): send HSTS
+    docs: bool = True  # /docs and /openapi.json; switch off in production
+    # where the widget may be embedded (page origins, e.g. https://www.bank.example): CORS, WebSocket Origin,
+    # frame-ancestors of the widget's pages. The server's own origin is always allowed.
+    allowed_origins: list[str] = []
+    trusted_proxies: list[str] = []  # addresses whose X-Forwarded-For names the client's IP
+    max_body_bytes: int = Field(64 * 1024, ge=1024)  # requests to channel endpoints; larger get 413
+    max_frame_bytes: int = Field(16 * 1024, ge=1024)  # WebSocket frames; larger close the socket (1009)
+
+
+class RateLimitConfig(_Strict):
+    """Requests a sender or an IP may make to public channel endpoints per window; more get 429."""
+
+    per_sender: int = Field(30, ge=1)
+    per_ip: int = Field(120, ge=1)
+    window_seconds: int = Field(60, ge=1)
+
+
+class SecurityConfig(_Strict):
+    # Bearer token for the HTTP API that reads conversations (the tracker); the API is off until it is set:
+    # BOT__SECURITY__API_TOKEN. Never in the committed file.
+    api_token: str | None = Field(None, min_length=16)
+    # signs the widget's visitor credentials; when unset, a random key is made once and kept in
+    # <data dir>/secret_key (all workers of one installation must share it: set it in the environment)
+    secret_key: str | None = Field(None, min_length=32)
+    login_max_failures: int = Field(5, ge=1)  # per account within login_window_minutes, then 429
+    login_ip_max_failures: int = Field(20, ge=1)  # per client IP within the same window
+    login_window_minutes: int = Field(15, ge=1)
+    password_hash_concurrency: int = Field(2, ge=1)  # argon2 checks at once (each takes ~100 MB briefly)
+    session_hours: float = Field(12, gt=0)  # agent sessions end after this
+    binding_max_failures: int = Field(5, ge=1)  # wrong binding codes per sender, per IP, per customer...
+    binding_window_minutes: int = Field(60, ge=1)
+    rate_limits: RateLimitConfig = RateLimitConfig()
+    redis_url: str | None = None  # shared limits across workers (BOT__SECURITY__REDIS_URL=redis://127.0.0.1:6379/0)
+    # keep the unmasked message text too, encrypted (Fernet) with the key in this environment variable; off
+    # by default: only masked forms are stored
+    keep_originals_encrypted: bool = False
+    originals_key_env: str = "BOT_ORIGINALS_KEY"
 
 
 class BotConfig(_Strict):
@@ -218,6 +256,7 @@ class BotConfig(_Strict):
     channels: ChannelsConfig = ChannelsConfig()
     handoff: HandoffConfig = HandoffConfig()
     notify: NotifyConfig = NotifyConfig()
+    security: SecurityConfig = SecurityConfig()
     actions_package: str | None = "actions"  # custom actions run in-process through rasa_sdk's executor...
     action_endpoint: ActionEndpointConfig | None = None  # ...or on this action server when set
     root: Path = Field(default=Path("."), exclude=True)

@@ -16,6 +16,8 @@ from bot.config import BotConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected
 from bot.handoff.desk import AgentDesk
 from bot.handoff.handover import Handover
+from bot.security.limits import make_limiter
+from bot.security.masking import install_log_masking
 from bot.storage import ConversationStore, Database
 from bot.web.agent_api import Sessions, agent_router
 from bot.web.hub import LiveHub
@@ -28,6 +30,7 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     current schema) unless `database` is given."""
     app = FastAPI(title="示例银行智能客服 API", version="0.1.0",
                   description="Rasa-compatible NLU and REST channel of the bank's self-service bot.")
+    install_log_masking()
     app.state.agent = agent or Agent.load(config)
     app.state.config = config
     app.state.database = database or Database(config.storage.url, root=config.root)
@@ -35,6 +38,7 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
                               session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes),
                               state_follows_customer=config.channels.state_follows == "customer")
     app.state.hub = LiveHub()
+    app.state.limiter = make_limiter(config.security.redis_url)  # logins, binding codes, message floods
     app.state.background = set()  # grace-period tasks, kept referenced until they finish
     app.state.desk = AgentDesk(app.state.database, config.handoff)
     app.state.handover = Handover(app.state.desk, config.handoff, app.state.hub)
