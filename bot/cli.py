@@ -89,7 +89,13 @@ def run(config: ConfigOption = Path("config.yml"),
         typer.echo(f"nlu_data/, knowledge/ or the NLU config changed since {latest.name} was trained: "
                    "training a new model first", err=True)
         _train_with_progress(settings)
-    uvicorn.run(create_app(settings), host=host or settings.server.host, port=port or settings.server.port)
+    server = settings.server
+    # ws_max_size a little above max_frame_bytes: a frame just over it reaches our code, which closes with
+    # 1009 and tells the customer why; uvicorn refuses anything far larger before buffering it all.
+    # X-Forwarded-For/-Proto are believed from server.trusted_proxies only (none by default).
+    uvicorn.run(create_app(settings), host=host or server.host, port=port or server.port,
+                ws_max_size=server.max_frame_bytes + 4096, proxy_headers=bool(server.trusted_proxies),
+                forwarded_allow_ips=list(server.trusted_proxies), server_header=False)
 
 
 @app.command()
@@ -194,6 +200,32 @@ def agents_add(username: Annotated[str, typer.Argument(help="Login name")],
     except AccountError as e:
         _fail(str(e))
     typer.echo(f"agent {account.username} ({account.display_name}, {account.role}) serves {', '.join(groups)}")
+
+
+@agents_app.command("disable")
+def agents_disable(username: Annotated[str, typer.Argument(help="Login name")],
+                   config: ConfigOption = Path("config.yml")) -> None:
+    """Disable an account: it cannot log in and its sessions end at once (on every worker)."""
+    _set_disabled(username, True, config)
+
+
+@agents_app.command("enable")
+def agents_enable(username: Annotated[str, typer.Argument(help="Login name")],
+                  config: ConfigOption = Path("config.yml")) -> None:
+    """Enable a disabled account again (with its old password; earlier sessions stay ended)."""
+    _set_disabled(username, False, config)
+
+
+def _set_disabled(username: str, disabled: bool, config: Path) -> None:
+    from bot.handoff.agents import AccountError, set_disabled
+    from bot.storage import Database
+
+    settings = _config(config)
+    try:
+        set_disabled(Database(settings.storage.url, root=settings.root), username, disabled)
+    except AccountError as e:
+        _fail(str(e))
+    typer.echo(f"agent {username} {'disabled' if disabled else 'enabled'}")
 
 
 def _evaluate(evaluate: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """The agent desk API end to end over HTTP and WebSockets: a web customer escalates, an agent logs in, sees the
-context package, replies (the customer's socket gets it live), closes; the customer rates and the bot is back."""
+context package, replies (the customer's socket gets it live), closes; the customer rates and the bot is back.
+Agents reach only their groups' and their own hand-overs; every list shows customer text masked."""
 
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import contextmanager
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -13,6 +15,7 @@ from fastapi.testclient import TestClient
 from bot.handoff.agents import create_agent
 from bot.storage import Database
 from bot.web.app import create_app
+from tests.chat_support import widget_socket
 
 NOON = dt.datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 PASSWORD = "correct horse battery"
@@ -32,6 +35,15 @@ def login(client: TestClient, username: str) -> dict[str, str]:
     response = client.post("/api/agent/login", json={"username": username, "password": PASSWORD})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+@contextmanager
+def desk_socket(client: TestClient, headers: dict[str, str]):
+    """The console's live socket, authenticated by its first frame."""
+    with client.websocket_connect("/api/agent/ws") as socket:
+        socket.send_json({"type": "auth", "token": headers["Authorization"].split()[1]})
+        assert socket.receive_json() == {"type": "welcome"}
+        yield socket
 
 
 def bots_until_ack(socket) -> list[str]:
@@ -55,8 +67,8 @@ def test_escalate_accept_reply_close_rate(app) -> None:
     assert client.get("/api/agent/queue").status_code == 401
     agent = login(client, "wang")
 
-    with client.websocket_connect("/ws/chat?sender=visitor-0001&channel=web") as customer:
-        customer.send_json({"type": "message", "text": "我的卡丢了，卡号6222021234567890123", "message_id": "c1"})
+    with widget_socket(client) as (customer, _):
+        customer.send_json({"type": "message", "text": "我的卡丢了，卡号6222021234567890128", "message_id": "c1"})
         until(customer, "ack")
         customer.send_json({"type": "message", "text": "转人工", "message_id": "c2"})
         queued = bots_until_ack(customer)
@@ -72,11 +84,11 @@ def test_escalate_accept_reply_close_rate(app) -> None:
         assert context["active_form"] == "card_loss_form"
         user_lines = [t for t in context["transcript"] if t["role"] == "user"]
         assert user_lines[0]["intent"]["name"] == "report_card_loss"
-        assert "6222021234567890123" not in str(context) and "***************0123" in user_lines[0]["text"]
+        assert "6222021234567890128" not in str(context) and "***************0128" in user_lines[0]["text"]
         assert "report_card_loss" in context["summary"] and context["suggestions"]
         boss = login(client, "boss")
         boss_view = client.get(f"/api/agent/handoffs/{waiting['handoff_id']}/context", headers=boss).json()
-        assert "6222021234567890123" in str(boss_view)  # a supervisor may see the full number
+        assert "622202123456" not in str(boss_view) and "0128" in str(boss_view)  # masked for supervisors too
         assert client.post(f"/api/agent/handoffs/{waiting['handoff_id']}/accept",
                            headers=boss).status_code == 409
 
@@ -91,6 +103,7 @@ def test_escalate_accept_reply_close_rate(app) -> None:
 
         overview = client.get("/api/supervisor/overview", headers=boss).json()
         assert [a["load"] for a in overview["agents"] if a["display_name"] == "小王"] == [1]
+        assert overview["live"][0]["handoff_id"] == waiting["handoff_id"] and "622202" not in str(overview)
         assert client.get("/api/supervisor/overview", headers=agent).status_code == 403
 
         assert client.post(f"/api/agent/handoffs/{waiting['handoff_id']}/close", headers=agent,
@@ -106,15 +119,14 @@ def test_escalate_accept_reply_close_rate(app) -> None:
 def test_agents_socket_hears_new_chats_and_customer_messages(app) -> None:
     client = TestClient(app)
     agent = login(client, "wang")
-    token = agent["Authorization"].split()[1]
-    with client.websocket_connect(f"/api/agent/ws?token={token}") as desk:
+    with desk_socket(client, agent) as desk:
         client.post("/webhooks/rest/webhook", json={"sender": "rest-1", "message": "转人工"})
         assert until(desk, "queue") == {"type": "queue"}
         handoff_id = client.get("/api/agent/queue", headers=agent).json()["waiting"][0]["handoff_id"]
         client.post(f"/api/agent/handoffs/{handoff_id}/accept", headers=agent)
-        client.post("/webhooks/rest/webhook", json={"sender": "rest-1", "message": "我还在等"})
+        client.post("/webhooks/rest/webhook", json={"sender": "rest-1", "message": "我还在等，电话13812345678"})
         message = until(desk, "message")
-        assert message["handoff_id"] == handoff_id and message["text"] == "我还在等"
+        assert message["handoff_id"] == handoff_id and message["text"] == "我还在等，电话138****5678"
 
 
 def quick_grace(app, seconds: float = 0.3) -> None:
@@ -129,12 +141,11 @@ def test_an_agent_who_disconnects_gets_their_chats_returned_after_the_grace(app)
     quick_grace(app)
     with TestClient(app) as client:
         agent = login(client, "wang")
-        token = agent["Authorization"].split()[1]
         client.post("/webhooks/rest/webhook", json={"sender": "rest-2", "message": "转人工"})
         handoff_id = client.get("/api/agent/queue", headers=agent).json()["waiting"][0]["handoff_id"]
-        with client.websocket_connect(f"/api/agent/ws?token={token}"):
+        with desk_socket(client, agent):
             client.post(f"/api/agent/handoffs/{handoff_id}/accept", headers=agent)
-        with client.websocket_connect(f"/api/agent/ws?token={token}"):
+        with desk_socket(client, agent):
             time.sleep(0.6)  # back within the grace period: nothing happens
             assert client.get("/api/agent/queue", headers=agent).json()["mine"]
         time.sleep(1.0)
@@ -148,7 +159,7 @@ def test_a_waiting_customer_who_closes_the_chat_leaves_the_queue(app) -> None:
     quick_grace(app)
     with TestClient(app) as client:
         agent = login(client, "wang")
-        with client.websocket_connect("/ws/chat?sender=visitor-0002&channel=web") as customer:
+        with widget_socket(client) as (customer, _):
             customer.send_json({"type": "message", "text": "转人工", "message_id": "x1"})
             bots_until_ack(customer)
         assert len(client.get("/api/agent/queue", headers=agent).json()["waiting"]) == 1
@@ -175,8 +186,7 @@ def test_admins_create_agents_over_the_api(app) -> None:
 def test_a_waiting_customer_hears_their_place_move_up(app) -> None:
     client = TestClient(app)
     agent = login(client, "wang")
-    with client.websocket_connect("/ws/chat?sender=visitor-first-01&channel=web") as first, \
-            client.websocket_connect("/ws/chat?sender=visitor-second-1&channel=web") as second:
+    with widget_socket(client) as (first, _), widget_socket(client) as (second, _):
         first.send_json({"type": "message", "text": "转人工", "message_id": "f1"})
         assert both(first, "queue", "ack")["queue"]["position"] == 1  # pushed from another thread: any order
         second.send_json({"type": "message", "text": "转人工", "message_id": "s1"})
@@ -201,3 +211,71 @@ def both(socket, *kinds: str) -> dict[str, dict]:
         frame = socket.receive_json()
         seen.setdefault(frame["type"], frame)
     return seen
+
+
+HANDOFF_ROUTES = (("GET", "context", None), ("POST", "accept", None), ("POST", "messages", {"text": "您好"}),
+                  ("POST", "notes", {"text": "备注"}), ("POST", "transfer", {"group": "信用卡"}),
+                  ("POST", "close", {"disposition": "已解决"}))
+
+
+def refused_everywhere(client: TestClient, handoff_id: int, headers: dict[str, str]) -> None:
+    """Every hand-over route answers 404 with the same message as for an id that does not exist."""
+    for method, action, body in HANDOFF_ROUTES:
+        for target in (handoff_id, 999_999):
+            response = client.request(method, f"/api/agent/handoffs/{target}/{action}", json=body, headers=headers)
+            assert response.status_code == 404, (action, response.text)
+            assert response.json()["detail"] == f"没有编号为 {target} 的转人工记录，或它不在您的接待范围内。"
+
+
+def test_agents_reach_only_their_groups_and_their_own_hand_overs(app) -> None:
+    create_agent(app.state.database, "xin", "小信", PASSWORD, groups=["信用卡"])
+    client = TestClient(app)
+    wang, xin, boss = login(client, "wang"), login(client, "xin"), login(client, "boss")
+    client.post("/webhooks/rest/webhook", json={"sender": "rest-authz", "message": "转人工"})
+    [waiting] = client.get("/api/agent/queue", headers=wang).json()["waiting"]
+    handoff_id = waiting["handoff_id"]
+    assert waiting["group"] != "信用卡"  # one of wang's groups, not xin's
+
+    assert client.get("/api/agent/queue", headers=xin).json()["waiting"] == []  # another group's queue
+    refused_everywhere(client, handoff_id, xin)
+    assert client.get(f"/api/agent/handoffs/{handoff_id}/context", headers=boss).status_code == 200
+
+    assert client.post(f"/api/agent/handoffs/{handoff_id}/accept", headers=wang).status_code == 200
+    refused_everywhere(client, handoff_id, xin)
+    assert client.get(f"/api/agent/handoffs/{handoff_id}/context", headers=boss).status_code == 200
+    assert client.post(f"/api/supervisor/handoffs/{handoff_id}/reassign", json={"agent_id": 1},
+                       headers=xin).status_code == 403
+
+    # transferred to 信用卡: now it waits in xin's group, and wang (not of that group) no longer reaches it
+    assert client.post(f"/api/agent/handoffs/{handoff_id}/transfer", json={"group": "信用卡"},
+                       headers=wang).status_code == 200
+    assert client.get(f"/api/agent/handoffs/{handoff_id}/context", headers=wang).status_code == 404
+    assert client.post(f"/api/agent/handoffs/{handoff_id}/accept", headers=xin).status_code == 200
+    assert client.post(f"/api/agent/handoffs/{handoff_id}/messages", json={"text": "您好"},
+                       headers=xin).status_code == 200
+
+
+def test_queue_cards_and_the_supervisors_live_view_show_numbers_masked(app) -> None:
+    """Rows stored before masking at rest (written here straight into the table) are masked on the way out."""
+    from sqlalchemy import select
+
+    from bot.storage.models import Event, Handoff
+
+    client = TestClient(app)
+    wang, boss = login(client, "wang"), login(client, "boss")
+    client.post("/webhooks/rest/webhook", json={"sender": "rest-mask", "message": "转人工"})
+    with app.state.database.session() as db, db.begin():
+        handoff = db.scalars(select(Handoff)).one()
+        last = db.scalars(select(Event).where(Event.conversation_id == handoff.conversation_id,
+                                              Event.type == "user").order_by(Event.seq.desc())).first()
+        last.data = {**last.data, "text": "卡号6222021234567890128，手机13812345678"}
+    card = client.get("/api/agent/queue", headers=wang).json()["waiting"][0]
+    assert card["last_message"] == "卡号***************0128，手机138****5678"
+
+    client.post(f"/api/agent/handoffs/{card['handoff_id']}/accept", headers=wang)
+    assert client.get("/api/agent/queue", headers=wang).json()["mine"][0]["last_message"] == card["last_message"]
+    overview = client.get("/api/supervisor/overview", headers=boss).json()
+    assert overview["live"][0]["last_message"] == card["last_message"]
+    for viewer in (wang, boss):
+        context = client.get(f"/api/agent/handoffs/{card['handoff_id']}/context", headers=viewer).json()
+        assert "6222021234567890128" not in str(context) and "13812345678" not in str(context)

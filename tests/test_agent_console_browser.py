@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery"
 APP_SECRET = "test-secret-of-the-banks-app-backend-0123456789"
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+CARD = "6222021234567890128"  # passes the Luhn check: a real card number's shape
 NOON_IN_SHANGHAI = datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))  # a Monday: groups are open
 
 
@@ -99,6 +100,7 @@ def test_customer_is_handed_to_an_agent_and_back_to_the_bot(browser: Browser, ba
     offer.click()
     expect(customer.locator(".msg.bot").last).to_contain_text(re.compile("您是下一位|前面还有"))
     expect(customer.locator(".status")).to_contain_text("您是下一位")  # the place stays in view while waiting
+    ask(customer, f"我的卡号是{CARD}")  # while waiting: the queue card shows it masked
     customer.screenshot(path=SHOTS / "agent-console-customer-waiting.png")
 
     # the agent: a wrong password first, then the console
@@ -121,6 +123,8 @@ def test_customer_is_handed_to_an_agent_and_back_to_the_bot(browser: Browser, ba
     expect(waiting).to_contain_text("客户要求转人工")
     expect(waiting).to_contain_text("访客")
     expect(waiting.locator(".wait")).to_contain_text("等待")
+    expect(waiting.locator(".last")).to_contain_text(CARD[-4:])
+    expect(waiting).not_to_contain_text(CARD[:6])  # no more digits than the masked form
     waiting.get_by_role("button", name=re.compile("^接入")).click()
     expect(agent.locator("#mine-list .qcard")).to_have_count(1)
     expect(agent.locator("#waiting-list .qcard")).to_have_count(0)
@@ -193,9 +197,11 @@ def test_customer_is_handed_to_an_agent_and_back_to_the_bot(browser: Browser, ba
     live.locator("td").first.click()
     watched = supervisor.get_by_role("log", name="只读会话记录")
     expect(watched.locator(".entry.agent").first).to_have_text(re.compile("您好，我是人工客服小王"))
+    expect(watched.locator(".entry.user", has_text=CARD[-4:])).to_have_count(1)
+    expect(watched).not_to_contain_text(CARD[:6])  # masked for supervisors too
     expect(supervisor.get_by_label("回复内容")).to_be_hidden()
     supervisor.screenshot(path=SHOTS / "agent-console-supervisor.png")
-    assert refused and "token=" in refused[0]
+    assert refused and "token" not in refused[0]  # the session token goes in the first frame, not the URL
 
     # the agent closes the chat as 已解决; the bot asks the customer for a rating
     agent.get_by_role("button", name="结束会话").click()

@@ -17,6 +17,7 @@ from bot.config import AppChannelConfig, ChannelsConfig
 from bot.storage import Database
 from bot.storage.models import ChannelIdentity, Conversation, Customer, Event, InboundMessage
 from bot.web.app import create_app
+from tests.chat_support import app_socket
 
 SECRET = "test-secret-of-the-banks-app-backend-0123456789"
 ZHANG = AppCustomer(customer_id="C0001", name="张伟", tier="金卡", verified=True)
@@ -98,13 +99,22 @@ def test_the_channel_is_off_without_a_secret(bundled_agent, database: Database) 
 
 
 def test_websocket_with_a_token_answers_and_without_one_is_refused(client: TestClient, database: Database) -> None:
-    with client.websocket_connect(f"/channels/app/ws?token={sign_token(ZHANG, SECRET)}") as socket:
+    with app_socket(client, sign_token(ZHANG, SECRET)) as socket:
         socket.send_json({"type": "message", "text": "查一下余额", "message_id": "ws-1"})
         frames = []
         while not frames or frames[-1]["type"] != "ack":
             frames.append(socket.receive_json())
     assert any(f["type"] == "bot" and "28,650.00" in f["text"] for f in frames)
     before = stored_rows(database)
-    with pytest.raises(WebSocketDisconnect), client.websocket_connect("/channels/app/ws?token=forged") as socket:
-        socket.receive_json()
+    with client.websocket_connect("/channels/app/ws") as socket:
+        socket.send_json({"type": "auth", "token": "forged"})
+        assert socket.receive_json()["type"] == "error"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+        assert closed.value.code == 4401
+    with client.websocket_connect(f"/channels/app/ws?token={sign_token(ZHANG, SECRET)}") as socket:
+        socket.send_json({"type": "message", "text": "查一下余额", "message_id": "url-token"})  # not an auth frame
+        assert socket.receive_json()["type"] == "error"
+        with pytest.raises(WebSocketDisconnect):
+            socket.receive_json()
     assert stored_rows(database) == before

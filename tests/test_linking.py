@@ -20,6 +20,7 @@ from bot.config import AppChannelConfig, ChannelsConfig, WeChatChannelConfig
 from bot.handoff.agents import create_agent
 from bot.storage import Database
 from bot.web.app import create_app
+from tests.chat_support import widget_socket
 
 SECRET = "test-secret-of-the-banks-app-backend-0123456789"
 ZHANG = AppCustomer(customer_id="C0001", name="张伟", tier="金卡")
@@ -135,16 +136,22 @@ def test_a_signed_in_web_page_links_its_visitor(linked_app) -> None:
     app, _ = linked_app
     client = TestClient(app)
     token = sign_token(ZHANG, SECRET)
-    with client.websocket_connect(f"/ws/chat?sender=visitor-zhang-01&channel=web&token={token}") as socket:
+    with widget_socket(client, token=token) as (socket, visitor):
         socket.send_json({"type": "message", "text": "信用卡账单多少", "message_id": "w1"})
         while socket.receive_json()["type"] != "ack":
             pass
-    conversation = app.state.conversations.store.find_conversation_of("web", "visitor-zhang-01")
+    visitor_id = visitor.split(".")[1]
+    conversation = app.state.conversations.store.find_conversation_of("web", visitor_id)
     assert conversation.customer_id == "C0001"
-    with client.websocket_connect("/ws/chat?sender=visitor-forged-01&channel=web&token=forged") as socket:
+    with client.websocket_connect("/ws/chat") as socket:
+        socket.send_json({"type": "hello", "token": "forged"})
         error = socket.receive_json()
         assert error["type"] == "error" and "重新登录" in error["message"]
-    assert app.state.conversations.store.find_conversation_of("web", "visitor-forged-01") is None
+    identities = app.state.conversations.store.database
+    with identities.session() as db:
+        from bot.storage.models import ChannelIdentity
+        linked = db.query(ChannelIdentity).filter(ChannelIdentity.channel == "web").all()
+        assert [i.customer_id for i in linked] == ["C0001"]
 
 
 def login(client: TestClient) -> dict[str, str]:

@@ -5,12 +5,20 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from bot.config import BotConfig
 from bot.web.app import create_app
+
+API_TOKEN = "test-api-token-0123456789"
+API = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def with_api_token(config: BotConfig) -> BotConfig:
+    return config.model_copy(update={"security": config.security.model_copy(update={"api_token": API_TOKEN})})
 
 
 @pytest.fixture(scope="module")
 def client(minibot_agent) -> TestClient:
-    return TestClient(create_app(minibot_agent.config, agent=minibot_agent))
+    return TestClient(create_app(with_api_token(minibot_agent.config), agent=minibot_agent))
 
 
 def test_health_ready_status(client: TestClient, minibot_agent) -> None:
@@ -58,31 +66,30 @@ def test_rest_webhook_retry_with_the_same_message_id_is_answered_once(client: Te
     second = client.post("/webhooks/rest/webhook", json=body)
     assert first.status_code == second.status_code == 200
     assert first.json() == second.json()
-    tracker = client.get("/conversations/retry-1/tracker").json()
+    tracker = client.get("/conversations/retry-1/tracker", headers=API).json()
     assert [e["event"] for e in tracker["events"]].count("user") == 1
 
 
 def test_tracker_has_rasa_events_in_order(client: TestClient) -> None:
     client.post("/webhooks/rest/webhook", json={"sender": "tracked", "message": "你好"})
     client.post("/webhooks/rest/webhook", json={"sender": "tracked", "message": "我要掛失"})
-    tracker = client.get("/conversations/tracked/tracker").json()
-    assert tracker["sender_id"] == "tracked" and tracker["channel"] == "web" and tracker["paused"] is False
+    tracker = client.get("/conversations/tracked/tracker", headers=API).json()
+    assert tracker["sender_id"] == "tracked" and tracker["channel"] == "rest" and tracker["paused"] is False
     kinds = [e["event"] for e in tracker["events"]]
     assert kinds == ["session_started", "user", "action", "bot", "user", "action", "bot"]
     assert tracker["events"][4]["parse_data"]["intent"]["name"] == "report_card_loss"
     assert tracker["latest_message"]["text"] == "我要掛失"
-    by_id = client.get(f"/conversations/{tracker['conversation_id']}/tracker").json()
+    by_id = client.get(f"/conversations/{tracker['conversation_id']}/tracker", headers=API).json()
     assert by_id["events"] == tracker["events"]
 
 
 def test_unknown_conversation_is_404_with_a_reason(client: TestClient) -> None:
-    response = client.get("/conversations/nobody-here/tracker")
+    response = client.get("/conversations/nobody-here/tracker", headers=API)
     assert response.status_code == 404
     assert "nobody-here" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("body", [{"sender": "x", "message": "你好", "channel": "Web Chat!"},
-                                  {"sender": "x", "message": "你好", "message_id": ""},
+@pytest.mark.parametrize("body", [{"sender": "x", "message": "你好", "message_id": ""},
                                   {"sender": "x", "message": "卡" * 2001}])
 def test_malformed_messages_are_refused(client: TestClient, body: dict) -> None:
     assert client.post("/webhooks/rest/webhook", json=body).status_code == 422
@@ -118,10 +125,10 @@ def test_curl_style_form_content_type_is_read_as_json_like_rasa(client: TestClie
 def test_tracker_shows_the_slots_and_the_active_form(bundled_agent, tmp_path) -> None:
     from bot.storage import Database
 
-    client = TestClient(create_app(bundled_agent.config, agent=bundled_agent,
+    client = TestClient(create_app(with_api_token(bundled_agent.config), agent=bundled_agent,
                                    database=Database(f"sqlite:///{tmp_path / 'bot.db'}")))
     client.post("/webhooks/rest/webhook", json={"sender": "form-1", "message": "我的卡丢了"})
     client.post("/webhooks/rest/webhook", json={"sender": "form-1", "message": "尾号6688"})
-    tracker = client.get("/conversations/form-1/tracker").json()
+    tracker = client.get("/conversations/form-1/tracker", headers=API).json()
     assert tracker["active_loop"] == {"name": "card_loss_form"}
     assert tracker["slots"]["card_tail"] == "6688" and tracker["slots"]["requested_slot"] == "id_last4"

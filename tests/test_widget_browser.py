@@ -90,8 +90,8 @@ def test_conversation_history_quick_reply_and_no_html(page: Page, base_url: str)
     expect(page.get_by_label("输入您的问题")).to_be_focused()
     expect(page.get_by_label("输入您的问题")).to_have_attribute("placeholder", "请输入您的问题…")
     expect(page.locator(".msg.bot")).to_have_count(1)  # the welcome message of a new visitor
-    visitor = page.evaluate("localStorage.getItem('bankbot.visitor')")
-    assert re.fullmatch(r"[0-9a-f-]{36}", visitor)
+    visitor = page.evaluate("localStorage.getItem('bankbot.visitor_credential')")
+    assert re.fullmatch(r"v1\.v-[\w-]+\.[\w-]+", visitor)  # issued and signed by the server
 
     loss = ask(page, "ATM吞了我的卡怎么办")
     assert loss and "吞卡" in " ".join(loss)
@@ -104,7 +104,7 @@ def test_conversation_history_quick_reply_and_no_html(page: Page, base_url: str)
     # a reload shows the conversation so far, for the same visitor, without the welcome message
     page.reload()
     open_widget(page)
-    assert page.evaluate("localStorage.getItem('bankbot.visitor')") == visitor
+    assert page.evaluate("localStorage.getItem('bankbot.visitor_credential')") == visitor
     expect(page.locator(".msg.user")).to_have_count(2)
     assert bubble_texts(page, "user") == ["ATM吞了我的卡怎么办", "我的卡丢了"]
     assert bubble_texts(page, "bot") == [*loss, *bill]
@@ -160,7 +160,10 @@ def test_bot_links_are_clickable_and_bot_markup_is_text(page: Page, base_url: st
 
     def server(ws) -> None:  # type: ignore[no-untyped-def]
         def answer(message: str | bytes) -> None:
-            if json.loads(message)["type"] == "history":
+            kind = json.loads(message)["type"]
+            if kind == "hello":
+                ws.send(json.dumps({"type": "welcome", "visitor": "v1.mocked-visitor.signature"}))
+            elif kind == "history":
                 ws.send(json.dumps({"type": "history", "messages": history}))
         ws.on_message(answer)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+
+from tests.chat_support import widget_socket
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +26,6 @@ def client(minibot: Path, minibot_agent, tmp_path_factory: pytest.TempPathFactor
     return TestClient(app)
 
 
-def chat_url(sender: str | None = None) -> str:
-    return f"/ws/chat?sender={sender or uuid.uuid4()}&channel=web"
-
-
 def test_files_are_served_with_their_types(client: TestClient) -> None:
     for path, kind in (("/", "text/html"), ("/widget.js", "text/javascript"), ("/widget.css", "text/css")):
         response = client.get(path)
@@ -37,8 +34,7 @@ def test_files_are_served_with_their_types(client: TestClient) -> None:
 
 
 def test_a_message_gets_typing_replies_and_ack_then_history(client: TestClient) -> None:
-    sender = str(uuid.uuid4())
-    with client.websocket_connect(chat_url(sender)) as ws:
+    with widget_socket(client) as (ws, visitor):
         ws.send_json({"type": "history"})
         assert ws.receive_json() == {"type": "history", "messages": []}
         ws.send_json({"type": "message", "text": "你好", "message_id": "m-1"})
@@ -48,7 +44,8 @@ def test_a_message_gets_typing_replies_and_ack_then_history(client: TestClient) 
         assert {"buttons", "timestamp"} <= bot.keys()
         assert ws.receive_json() == {"type": "ack", "message_id": "m-1", "duplicate": False}
 
-    with client.websocket_connect(chat_url(sender)) as ws:  # a reload: same visitor, new socket
+    with widget_socket(client, visitor) as (ws, again):  # a reload: same visitor, new socket
+        assert again == visitor
         ws.send_json({"type": "history"})
         history = ws.receive_json()["messages"]
         assert [(m["role"], m["text"]) for m in history] == [("user", "你好"), ("bot", bot["text"])]
@@ -56,7 +53,7 @@ def test_a_message_gets_typing_replies_and_ack_then_history(client: TestClient) 
 
 
 def test_a_resent_message_id_gets_the_original_replies(client: TestClient) -> None:
-    with client.websocket_connect(chat_url()) as ws:
+    with widget_socket(client) as (ws, _):
         frames = []
         for _ in range(2):
             ws.send_json({"type": "message", "text": "我要挂失", "message_id": "same-id"})
@@ -80,7 +77,7 @@ def test_a_resent_message_id_gets_the_original_replies(client: TestClient) -> No
     ],
 )
 def test_bad_frames_get_a_chinese_error_socket_stays_open(client: TestClient, frame: str, expected: str) -> None:
-    with client.websocket_connect(chat_url()) as ws:
+    with widget_socket(client) as (ws, _):
         ws.send_text(frame)
         error = ws.receive_json()
         assert error["type"] == "error" and expected in error["message"]
@@ -88,11 +85,46 @@ def test_bad_frames_get_a_chinese_error_socket_stays_open(client: TestClient, fr
         assert ws.receive_json()["type"] == "history"
 
 
-@pytest.mark.parametrize("query", ["sender=&channel=web", "sender=short&channel=web",
-                                   f"sender={uuid.uuid4()}&channel=wechat"])
-def test_a_bad_visitor_id_or_channel_is_refused(client: TestClient, query: str) -> None:
-    with client.websocket_connect(f"/ws/chat?{query}") as ws:
-        assert ws.receive_json() == {"type": "error", "message": "访客标识无效，请刷新页面后重试。"}
+def test_knowing_a_visitor_id_replays_nothing(client: TestClient) -> None:
+    with widget_socket(client) as (ws, visitor):
+        ws.send_json({"type": "message", "text": "我的卡号6222021234567890128丢了", "message_id": "secret-1"})
+        while ws.receive_json()["type"] != "ack":
+            pass
+    prefix, visitor_id, signature = visitor.split(".")
+    forged = f"{prefix}.{visitor_id}.{signature[:-2]}AA"
+    for attempt in (forged, visitor_id, f"v1.{visitor_id}.", "v1.." + signature):
+        with widget_socket(client, attempt) as (ws, issued):
+            assert issued != visitor and visitor_id not in issued  # a new visitor, not the one named
+            ws.send_json({"type": "history"})
+            assert ws.receive_json() == {"type": "history", "messages": []}
+
+
+@pytest.mark.parametrize("first", ['{"type": "history"}', '{"type": "message", "text": "你好"}', "{not json"])
+def test_the_first_frame_must_be_the_hello(client: TestClient, first: str) -> None:
+    with client.websocket_connect("/ws/chat") as ws:
+        ws.send_text(first)
+        frame = ws.receive_json()
+        assert frame["type"] == "error"
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
-        assert closed.value.code == 1008
+        assert closed.value.code in (1007, 1008)
+
+
+def test_a_credential_in_the_url_is_ignored(client: TestClient) -> None:
+    with widget_socket(client) as (ws, visitor):
+        ws.send_json({"type": "message", "text": "你好", "message_id": "url-1"})
+        while ws.receive_json()["type"] != "ack":
+            pass
+    with client.websocket_connect(f"/ws/chat?sender={visitor.split('.')[1]}&visitor={visitor}") as ws:
+        ws.send_json({"type": "hello"})
+        welcome = ws.receive_json()
+        assert welcome["type"] == "welcome" and welcome["visitor"] != visitor
+
+
+def test_a_page_of_another_site_cannot_open_the_socket(client: TestClient) -> None:
+    with pytest.raises(WebSocketDisconnect) as refused, \
+            client.websocket_connect("/ws/chat", headers={"origin": "https://evil.example"}):
+        pass
+    assert refused.value.code == 4403
+    with widget_socket(client, headers={"origin": "http://testserver"}) as (_, visitor):
+        assert visitor.startswith("v1.")

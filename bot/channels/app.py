@@ -8,7 +8,7 @@ A missing, forged or expired token is refused with 401 before anything is stored
     POST /channels/app/messages   Authorization: Bearer <token>   {"message", "message_id"}
     GET  /channels/app/history    Authorization: Bearer <token>
     POST /channels/app/binding-code   Authorization: Bearer <token>   → a code to send in WeChat: "绑定 123456"
-    WS   /channels/app/ws?token=<token>   frames as in bot.channels.chat_socket
+    WS   /channels/app/ws   first frame {"type": "auth", "token": "<token>"}, then as in bot.channels.chat_socket
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from bot.channels.chat_socket import serve_chat
+from bot.channels.handshake import first_frame
 from bot.config import AppChannelConfig
-from bot.dialogue.service import ConversationService, Inbound, MessageRejected
+from bot.dialogue.service import ConversationService, Inbound, MessageRejected, TooManyMessages
+from bot.security.limits import client_ip
 
 CHANNEL = "app"
 CLOCK_SKEW_SECONDS = 30
@@ -125,12 +127,15 @@ def app_router() -> APIRouter:
     router = APIRouter(prefix="/channels/app", tags=["app channel"])
 
     @router.post("/messages", response_model=AppTurn)
-    def message(body: AppMessage, customer: CustomerDep, service: ServiceDep) -> AppTurn:
+    def message(body: AppMessage, customer: CustomerDep, service: ServiceDep, request: Request) -> AppTurn:
         """One message from a logged-in app customer; a repeated `message_id` gets the original replies."""
         link(service, customer)
+        ip = client_ip(request, request.app.state.config.server.trusted_proxies)
         try:
             turn = service.handle(Inbound(CHANNEL, customer.customer_id, body.message, body.message_id,
-                                          customer.metadata))
+                                          client_ip=ip))
+        except TooManyMessages as e:
+            raise HTTPException(status_code=429, detail=str(e), headers={"Retry-After": str(e.retry_after)}) from e
         except MessageRejected as e:
             raise HTTPException(status_code=422, detail=str(e)) from e
         replies = [AppReply(text=r["text"], buttons=r["buttons"], timestamp=r["timestamp"]) for r in turn.replies]
@@ -139,6 +144,12 @@ def app_router() -> APIRouter:
     @router.post("/binding-code", response_model=BindingCodeOut)
     def binding_code(customer: CustomerDep, service: ServiceDep, request: Request) -> BindingCodeOut:
         """A 6-digit code the customer sends in WeChat ("绑定 123456") to link that account to this one."""
+        security = request.app.state.config.security
+        wait = request.app.state.limiter.hit(f"bind:issue:{customer.customer_id}", security.binding_max_failures,
+                                             security.binding_window_minutes * 60)
+        if wait > 0:
+            raise HTTPException(status_code=429, detail="获取绑定码过于频繁，请稍后再试。",
+                                headers={"Retry-After": str(int(wait) + 1)})
         link(service, customer)
         minutes = request.app.state.config.channels.binding_code_minutes
         code = service.store.issue_binding_code(customer.customer_id, dt.timedelta(minutes=minutes))
@@ -151,16 +162,22 @@ def app_router() -> APIRouter:
         return service.history(CHANNEL, customer.customer_id)
 
     @router.websocket("/ws")
-    async def socket(websocket: WebSocket, token: str = "") -> None:
-        try:
-            customer = verify_token(token, websocket.app.state.config.channels.app)
-        except TokenRejected:
-            await websocket.close(code=4401, reason="unauthorized")  # before accept: the handshake fails
-            return
+    async def socket(websocket: WebSocket) -> None:
+        """The first frame authenticates: `{"type": "auth", "token": "<token>"}` (never the URL: it is logged)."""
         await websocket.accept()
+        hello = await first_frame(websocket, "auth")
+        if hello is None:
+            return
+        try:
+            customer = verify_token(str(hello.get("token") or ""), websocket.app.state.config.channels.app)
+        except TokenRejected:
+            await websocket.send_json({"type": "error", "message": "登录已失效，请重新登录手机银行后再咨询。"})
+            await websocket.close(code=4401, reason="unauthorized")
+            return
+        await websocket.send_json({"type": "welcome"})
         service = websocket.app.state.conversations
         await run_in_threadpool(link, service, customer)
-        await serve_chat(websocket, service, CHANNEL, customer.customer_id, customer.metadata)
+        await serve_chat(websocket, service, CHANNEL, customer.customer_id)
 
     return router
 

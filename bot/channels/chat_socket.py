@@ -6,25 +6,43 @@ server → client  {"type": "history", "messages"}   {"type": "typing"}   {"type
                  {"type": "error", "message", "message_id"?}   (the socket stays open)
                  {"type": "queue", "position", "text"}   (waiting for a person: the place, 0 once out of the queue)
 Frames of one socket are handled one at a time, so replies keep the order of the questions.
+A frame larger than `server.max_frame_bytes` or nested too deeply closes the socket with 1009, invalid UTF-8
+or a lone surrogate with 1007; nothing of such a frame is kept (`receive_frame`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 
-from bot.dialogue.service import Inbound
+from bot.dialogue.service import Inbound, MessageRejected
+from bot.security.json_guard import UnsafeJson, loads_guarded, scrub
 from bot.web.hub import after_grace
 
 MAX_TEXT_CHARS = 2000
 MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+MAX_FRAME_DEPTH = 8  # the protocol's frames are flat objects
+MALFORMED = "消息格式有误，请刷新页面后重试。"
+BUSY = "抱歉，系统繁忙，请稍后再试或拨打客服热线 400-820-8888。"
+
+
+class Refusal(NamedTuple):
+    """Why a hostile frame ends the socket: the close code, its reason, what the customer is told first."""
+
+    code: int
+    reason: str
+    message: str
+
+
+TOO_LARGE = Refusal(1009, "frame too large", "消息太长了，请删减后分几次发送。")
+TOO_DEEP = Refusal(1009, "frame nested too deeply", MALFORMED)
+NOT_UNICODE = Refusal(1007, "invalid UTF-8 or lone surrogate", "消息中含有无法识别的字符，请删除特殊符号后重新发送。")
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +60,13 @@ async def serve_chat(websocket: WebSocket, service: Any, channel: str, sender: s
                      metadata: dict[str, Any] | None = None) -> None:
     """Answer an accepted socket's frames until the client goes away. `metadata` goes with every message
     (e.g. the app customer's verified identity). While open, the socket also gets what agents send."""
+    max_bytes = websocket.app.state.config.server.max_frame_bytes
     hub = getattr(websocket.app.state, "hub", None)
     if hub is not None:
         hub.add_customer(channel, sender, websocket)
     try:
-        while True:
-            frame = await websocket.receive()
-            if frame["type"] == "websocket.disconnect":
-                return
-            raw = frame.get("text") or _decode(frame.get("bytes"))
-            await _answer(websocket, service, channel, sender, raw, metadata or {})
+        while (frame := await receive_frame(websocket, max_bytes)) is not None:
+            await _answer(websocket, service, channel, sender, frame, metadata or {})
     except WebSocketDisconnect:
         return
     finally:
@@ -80,24 +95,73 @@ def _leave_queue_unless_back(websocket: WebSocket, service: Any, channel: str, s
     task.add_done_callback(state.background.discard)
 
 
-def _decode(data: bytes | None) -> str:
+async def receive_frame(websocket: WebSocket, max_bytes: int,
+                        max_depth: int = MAX_FRAME_DEPTH) -> dict[str, Any] | None:
+    """The next JSON object the client sends on an accepted socket, or None once the socket is gone. A hostile
+    frame (see TOO_LARGE, TOO_DEEP, NOT_UNICODE) gets an error frame, then the socket is closed here and None
+    returned; a frame that is merely not a JSON object gets an error frame and the next frame is read."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        raw = message["text"] if message.get("text") is not None else message.get("bytes") or b""
+        try:
+            frame = _load(raw, max_bytes, max_depth)
+        except _Hostile as e:
+            await _close(websocket, e.refusal)
+            return None
+        if isinstance(frame, dict):
+            return frame
+        await websocket.send_json(_error(MALFORMED, None))
+
+
+class _Hostile(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
+def _load(raw: str | bytes, max_bytes: int, max_depth: int) -> Any:
+    """The frame's JSON value (None when it is not JSON); _Hostile when the socket must close."""
+    if len(raw) > max_bytes or (isinstance(raw, str) and len(raw.encode("utf-8", "surrogatepass")) > max_bytes):
+        raise _Hostile(TOO_LARGE)
     try:
-        return (data or b"").decode("utf-8")
-    except UnicodeDecodeError:
-        return ""
+        return loads_guarded(raw, max_depth)
+    except UnsafeJson as e:
+        if e.kind == "syntax":
+            return None
+        raise _Hostile(NOT_UNICODE if e.kind == "unicode" else TOO_DEEP) from e
 
 
-async def _answer(websocket: WebSocket, service: Any, channel: str, sender: str, raw: str,
+async def _close(websocket: WebSocket, refusal: Refusal) -> None:
+    log.warning("closing a chat socket (%s): %s", refusal.code, refusal.reason)
+    try:
+        await websocket.send_json(_error(refusal.message, None))
+        await websocket.close(code=refusal.code, reason=refusal.reason)
+    except (WebSocketDisconnect, RuntimeError):  # the client left first
+        return
+
+
+async def _answer(websocket: WebSocket, service: Any, channel: str, sender: str, frame: dict[str, Any],
                   metadata: dict[str, Any]) -> None:
     try:
-        frame = _parse(raw)
+        _check_type(frame)
         if frame["type"] == "history":
-            messages = await run_in_threadpool(service.history, channel, sender)
-            await websocket.send_json(jsonable_encoder({"type": "history", "messages": messages}))
+            await _history(websocket, service, channel, sender)
         else:
             await _message(websocket, service, channel, sender, frame, metadata)
     except FrameError as e:
         await websocket.send_json(_error(e.message, e.message_id))
+
+
+async def _history(websocket: WebSocket, service: Any, channel: str, sender: str) -> None:
+    try:
+        messages = await run_in_threadpool(service.history, channel, sender)
+    except Exception as e:
+        log.exception("%s history failed for sender %s", channel, sender)
+        raise FrameError(BUSY) from e
+    # scrub: rows stored before input was checked may hold lone surrogates, which no frame can carry
+    await websocket.send_json(jsonable_encoder({"type": "history", "messages": scrub(messages)}))
 
 
 async def _message(websocket: WebSocket, service: Any, channel: str, sender: str, frame: dict[str, Any],
@@ -117,11 +181,11 @@ async def _message(websocket: WebSocket, service: Any, channel: str, sender: str
     await websocket.send_json({"type": "typing"})
     try:
         result = await run_in_threadpool(service.handle, Inbound(channel, sender, text, message_id, metadata))
-    except ValueError as e:  # the service's own refusals carry a message for the customer
+    except MessageRejected as e:  # only the service's own refusals carry a message meant for the customer
         raise FrameError(str(e), message_id) from e
     except Exception as e:
         log.exception("%s chat turn failed for sender %s", channel, sender)
-        raise FrameError("抱歉，系统繁忙，请稍后再试或拨打客服热线 400-820-8888。", message_id) from e
+        raise FrameError(BUSY, message_id) from e
     for reply in result.replies:
         await websocket.send_json(jsonable_encoder({
             "type": "bot", "text": reply.get("text", ""), "buttons": reply.get("buttons") or None,
@@ -130,16 +194,9 @@ async def _message(websocket: WebSocket, service: Any, channel: str, sender: str
     await websocket.send_json({"type": "ack", "message_id": message_id, "duplicate": result.duplicate})
 
 
-def _parse(raw: str) -> dict[str, Any]:
-    try:
-        frame = json.loads(raw)
-    except ValueError:
-        frame = None
-    if not isinstance(frame, dict):
-        raise FrameError("消息格式有误，请刷新页面后重试。")
+def _check_type(frame: dict[str, Any]) -> None:
     if frame.get("type") not in ("message", "history"):
         raise FrameError("不支持的消息类型，请刷新页面后重试。")
-    return frame
 
 
 def _error(message: str, message_id: str | None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import hmac
 from typing import Annotated, Any, Literal
 
 import httpx
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -40,17 +40,18 @@ class NotifyResult(BaseModel):
 def notify_router() -> APIRouter:
     router = APIRouter(tags=["notifications"])
 
-    @router.post("/api/v1/notify", response_model=NotifyResult, status_code=202)
-    async def notify(body: Notification, request: Request,
-                     x_api_key: Annotated[str | None, Header()] = None) -> NotifyResult:
+    @router.post("/api/v1/notify", response_model=NotifyResult, status_code=202,
+                 dependencies=[Depends(_check_key)])
+    async def notify(body: Notification, request: Request) -> NotifyResult:
         """Tell a customer about an event on their account, on the channel they used last."""
-        _check_key(request, x_api_key)
         return await run_in_threadpool(deliver, request.app, body)
 
     return router
 
 
-def _check_key(request: Request, key: str | None) -> None:
+def _check_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    """The caller is one of the bank's systems (checked before the body is even read)."""
+    key = x_api_key
     keys = request.app.state.config.notify.api_keys
     if not keys:
         raise HTTPException(status_code=503, detail="notifications are off: set BOT__NOTIFY__API_KEYS")

@@ -20,17 +20,42 @@ from bot.dialogue.engine import DialogueState, TurnOutcome
 from bot.dialogue.responder import Reply
 from bot.handoff.context import CHANNEL_NAMES
 from bot.handoff.handover import Handover
+from bot.security.limits import MemoryLimiter, RateLimiter
 from bot.storage import ConversationStore, TurnStart
 
 MAX_MESSAGE_CHARS = 2000
 LOCK_STRIPES = 64
 BINDING_CODE = re.compile(r"^(?:绑定|綁定|bind)\s*[:：]?\s*(\d{6})$", re.IGNORECASE)
-MAX_BINDING_FAILURES = 5  # per conversation: a 6-digit code must not be guessable by trying
 PLAIN_TEXT_CHANNELS = {"wechat", "wecom"}  # no buttons: options are numbered and answered with the number
+# channels whose sender the server verified (a signature, or a credential it issued): only these may be linked
+# to a bank customer by a binding code; a REST sender is whatever the caller wrote
+BINDABLE_CHANNELS = {"wechat", "wecom", "web"}
+# who the customer is comes from the channel's verified identity, never from what a client put in metadata
+IDENTITY_KEYS = frozenset({"customer_id", "verified", "tier", "name", "identity_verified"})
 
 
 class MessageRejected(ValueError):
     """A message that cannot be handled; the text is meant for the customer (Chinese)."""
+
+
+class TooManyMessages(MessageRejected):
+    """A sender or an address over its message rate; `retry_after` in seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("您发送得太快了，请稍等片刻再试。")
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one sender or one address may do: messages per window, wrong binding codes per window."""
+
+    limiter: RateLimiter
+    per_sender: int = 30
+    per_ip: int = 120
+    window_seconds: float = 60
+    binding_failures: int = 5
+    binding_window_seconds: float = 3600
 
 
 @dataclass(frozen=True)
@@ -39,7 +64,8 @@ class Inbound:
     sender: str  # the channel's id for the customer: web visitor id, app user id, WeChat openid
     text: str
     message_id: str | None  # client or channel message id, for de-duplication
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)  # from the client: never says who the customer is
+    client_ip: str | None = None  # the caller's address, for rate limits (None: a channel's server, e.g. WeChat)
 
 
 @dataclass(frozen=True)
@@ -51,16 +77,18 @@ class TurnResult:
 
 class ConversationService:
     def __init__(self, agent: Agent, store: ConversationStore, duplicate_wait: float = 10.0,
-                 handoff: Handover | None = None) -> None:
+                 handoff: Handover | None = None, limits: Limits | None = None) -> None:
         self.agent = agent
         self.store = store
         self.handoff = handoff
+        self.limits = limits or Limits(MemoryLimiter())
         self.duplicate_wait = duplicate_wait
         # striped locks: turns of one customer never overlap, memory stays bounded however many customers
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
     def handle(self, inbound: Inbound) -> TurnResult:
         text = clean_text(inbound.text)
+        self._check_rate(inbound)
         message_id = inbound.message_id or uuid.uuid4().hex
         with self._lock(inbound.channel, inbound.sender):
             start = self.store.begin_turn(inbound.channel, inbound.sender, text, message_id, inbound.metadata)
@@ -84,7 +112,7 @@ class ConversationService:
             return self.handoff.while_with_people(start, text), None, [], start.state
         state = dict(start.state)
         code = binding_code(text)
-        if code is not None and inbound.channel != "app":  # the app is where codes come from
+        if code is not None and inbound.channel in BINDABLE_CHANNELS:  # the app is where codes come from
             return self._bind(inbound, code, state), None, [], state
         options = state.pop("numbered_options", None)
         survey = state.pop("survey_handoff", None)
@@ -109,15 +137,15 @@ class ConversationService:
 
     def _bind(self, inbound: Inbound, code: str, state: dict[str, Any]) -> list[Reply]:
         """Link this channel identity to the app customer who was given `code` (state counts failures)."""
-        failures = int(state.get("binding_failures", 0))
-        if failures >= MAX_BINDING_FAILURES:
+        limits, counters = self.limits, self._binding_counters(inbound)
+        if any(limits.limiter.retry_after(key, limit, limits.binding_window_seconds) > 0 for key, limit in counters):
             return [Reply(text="绑定码错误次数过多，已暂停绑定。请稍后再试，或回复“转人工”。", source="binding_locked")]
         customer_id = self.store.redeem_binding_code(code, inbound.channel, inbound.sender)
         if customer_id is None:
-            state["binding_failures"] = failures + 1
+            for key, _ in counters:
+                limits.limiter.record(key, limits.binding_window_seconds)
             return [Reply(text="绑定码无效或已过期。请在手机银行App“我的-绑定微信”获取新的6位绑定码，"
                                "再发送“绑定+绑定码”，例如：绑定 123456。", source="binding_failed")]
-        state.pop("binding_failures", None)
         customer = self.store.customer(customer_id)
         name = customer.name if customer and customer.name else ""
         replies = [Reply(text=f"绑定成功！{name}您好，您的{CHANNEL_NAMES.get(inbound.channel, inbound.channel)}已与"
@@ -131,13 +159,32 @@ class ConversationService:
                 replies.append(Reply(text=continued_from["last_bot"], source="continuation"))  # its open question
         return replies
 
+    def _binding_counters(self, inbound: Inbound) -> list[tuple[str, int]]:
+        """Wrong codes are counted per sender, per address and over all senders (a guesser with many
+        senders and addresses still meets the last), each with its limit."""
+        most = self.limits.binding_failures
+        counters = [(f"bind:sender:{inbound.channel}:{inbound.sender}", most), ("bind:all", most * 20)]
+        if inbound.client_ip:
+            counters.append((f"bind:ip:{inbound.client_ip}", most * 2))
+        return counters
+
+    def _check_rate(self, inbound: Inbound) -> None:
+        limits = self.limits
+        keys = [(f"msg:sender:{inbound.channel}:{inbound.sender}", limits.per_sender)]
+        if inbound.client_ip:
+            keys.append((f"msg:ip:{inbound.client_ip}", limits.per_ip))
+        for key, limit in keys:
+            wait = limits.limiter.hit(key, limit, limits.window_seconds)
+            if wait > 0:
+                raise TooManyMessages(wait)
+
     def _respond(self, inbound: Inbound, text: str, start: TurnStart) -> tuple[dict[str, Any], TurnOutcome]:
         history = [e for e in self.store.events(start.conversation_id) if e.get("message_id") != start.message_id]
         state = DialogueState.model_validate(start.state.get("dialogue") or {})
-        metadata = inbound.metadata
-        if start.customer_id and "customer_id" not in metadata:  # a linked identity (e.g. WeChat bound by code)
-            metadata = {**metadata, "customer_id": start.customer_id, "verified": start.customer_verified,
-                        "tier": start.customer_tier}
+        metadata = {k: v for k, v in inbound.metadata.items() if k not in IDENTITY_KEYS}
+        if start.customer_id:  # linked by a verified source: the app's token, a binding code, a signed-in page
+            metadata.update(customer_id=start.customer_id, verified=start.customer_verified,
+                            tier=start.customer_tier)
         parse, outcome = self.agent.respond(text, _reply_channel(inbound.channel), state, sender_id=inbound.sender,
                                             history=history, metadata=metadata)
         return dict(parse), outcome

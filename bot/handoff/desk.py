@@ -1,7 +1,9 @@
 """The agent desk: the queue of hand-overs, agents' presence and load, accepting, replying and closing.
 
 Every state change is also an event of the conversation (`handoff`, `bot` with source `agent`, `agent_note`),
-so the transcript tells the whole story. Accepting is a conditional UPDATE (`... WHERE status = 'waiting'`):
+so the transcript tells the whole story. What agents and customers write (replies, notes, hand-over detail,
+rating comments) is stored masked, like everything else (`bot.storage.privacy`); an agent's reply reaches the
+customer as written. Accepting is a conditional UPDATE (`... WHERE status = 'waiting'`):
 when two agents accept the same chat at once, the database lets exactly one of them have it.
 """
 
@@ -19,7 +21,8 @@ from sqlalchemy.orm import Session
 from bot.config import HandoffConfig
 from bot.handoff.routing import group_named, is_open, next_opening
 from bot.storage.database import Database
-from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Event, Handoff, utcnow
+from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Handoff, utcnow
+from bot.storage.store import append_event
 
 OPEN_STATUSES = ("waiting", "assigned")
 SURVEY_PROMPT = "本次人工服务已结束，感谢您的耐心。请为本次服务打分（5分为非常满意），也可以附上您的意见。"
@@ -62,7 +65,7 @@ class AgentDesk:
             conversation = _conversation(session, conversation_id)
             conversation.status = "queued" if working else "bot"
             session.flush()
-            _event(session, conversation, "handoff", {"status": handoff.status, "handoff_id": handoff.id,
+            append_event(session, conversation, "handoff", {"status": handoff.status, "handoff_id": handoff.id,
                                                       "group": group, "reason": reason, "detail": detail})
             handoff_id = handoff.id
         if not working:
@@ -111,7 +114,7 @@ class AgentDesk:
                 handoff.status, handoff.closed_at = "abandoned", utcnow()
                 conversation = _conversation(session, conversation_id)
                 conversation.status = "bot"
-                _event(session, conversation, "handoff", {"status": "abandoned", "handoff_id": handoff.id})
+                append_event(session, conversation, "handoff", {"status": "abandoned", "handoff_id": handoff.id})
 
     def handed_elsewhere(self, conversation_id: str, disposition: str) -> None:
         """The waiting customer went to people outside this desk (e.g. WeCom's own servicers): the hand-over
@@ -122,7 +125,7 @@ class AgentDesk:
                 handoff.status, handoff.closed_at, handoff.disposition = "closed", utcnow(), disposition
                 conversation = _conversation(session, conversation_id)
                 conversation.status = "bot"
-                _event(session, conversation, "handoff", {"status": "closed", "handoff_id": handoff.id,
+                append_event(session, conversation, "handoff", {"status": "closed", "handoff_id": handoff.id,
                                                           "disposition": disposition})
 
     def rate(self, handoff_id: int, rating: int, comment: str | None = None) -> None:
@@ -131,7 +134,7 @@ class AgentDesk:
             if handoff is None:
                 raise DeskError(f"hand-over {handoff_id} not found")
             handoff.rating, handoff.comment = rating, comment
-            _event(session, _conversation(session, handoff.conversation_id), "satisfaction",
+            append_event(session, _conversation(session, handoff.conversation_id), "satisfaction",
                    {"handoff_id": handoff_id, "rating": rating, "comment": comment})
 
     # --- the agents' side -------------------------------------------------------------------------------
@@ -160,7 +163,7 @@ class AgentDesk:
                 handoff.status, handoff.agent_id = "waiting", None
                 conversation = _conversation(session, handoff.conversation_id)
                 conversation.status = "queued"
-                _event(session, conversation, "handoff", {"status": "waiting", "handoff_id": handoff.id,
+                append_event(session, conversation, "handoff", {"status": "waiting", "handoff_id": handoff.id,
                                                           "detail": "坐席断线，重新排队", "from_agent_id": agent_id})
                 returned.append(handoff.id)
         self.assign_waiting()
@@ -178,7 +181,7 @@ class AgentDesk:
             conversation = _conversation(session, handoff.conversation_id)
             conversation.status = "human"
             agent = session.get(AgentAccount, agent_id)
-            _event(session, conversation, "handoff", {"status": "assigned", "handoff_id": handoff_id,
+            append_event(session, conversation, "handoff", {"status": "assigned", "handoff_id": handoff_id,
                                                       "agent_id": agent_id,
                                                       "agent": agent.display_name if agent else None})
 
@@ -216,7 +219,7 @@ class AgentDesk:
             agent = session.get(AgentAccount, agent_id)
             conversation = _conversation(session, handoff.conversation_id)
             name = agent.display_name if agent else ""
-            _event(session, conversation, "bot", {"text": text, "data": {"buttons": None, "source": "agent",
+            append_event(session, conversation, "bot", {"text": text, "data": {"buttons": None, "source": "agent",
                                                                           "agent": name}})
             return {"conversation_id": conversation.id, "text": text, "timestamp": utcnow().isoformat()}
 
@@ -224,7 +227,7 @@ class AgentDesk:
         """An internal note: in the transcript for agents, never sent to the customer."""
         with self.database.session() as session, session.begin():
             handoff = self._mine(session, handoff_id, agent_id)
-            _event(session, _conversation(session, handoff.conversation_id), "agent_note",
+            append_event(session, _conversation(session, handoff.conversation_id), "agent_note",
                    {"text": text.strip(), "agent_id": agent_id})
 
     def reassign(self, handoff_id: int, agent_id: int) -> None:
@@ -240,7 +243,7 @@ class AgentDesk:
             handoff.status, handoff.agent_id, handoff.assigned_at = "assigned", agent_id, utcnow()
             conversation = _conversation(session, handoff.conversation_id)
             conversation.status = "human"
-            _event(session, conversation, "handoff", {"status": "assigned", "handoff_id": handoff_id,
+            append_event(session, conversation, "handoff", {"status": "assigned", "handoff_id": handoff_id,
                                                       "agent_id": agent_id, "agent": agent.display_name,
                                                       "from_agent_id": previous})
 
@@ -252,7 +255,7 @@ class AgentDesk:
             handoff.status, handoff.group, handoff.agent_id = "waiting", group, None
             conversation = _conversation(session, handoff.conversation_id)
             conversation.status = "queued"
-            _event(session, conversation, "handoff", {"status": "transferred", "handoff_id": handoff_id,
+            append_event(session, conversation, "handoff", {"status": "transferred", "handoff_id": handoff_id,
                                                       "group": group, "note": note, "from_agent_id": agent_id})
         self.assign_waiting()
 
@@ -264,9 +267,9 @@ class AgentDesk:
             conversation = _conversation(session, handoff.conversation_id)
             conversation.status = "bot"
             conversation.state = {**(conversation.state or {}), "survey_handoff": handoff_id}
-            _event(session, conversation, "handoff", {"status": "closed", "handoff_id": handoff_id,
+            append_event(session, conversation, "handoff", {"status": "closed", "handoff_id": handoff_id,
                                                       "disposition": disposition})
-            _event(session, conversation, "bot", {"text": SURVEY_PROMPT, "data": {"buttons": SURVEY_BUTTONS,
+            append_event(session, conversation, "bot", {"text": SURVEY_PROMPT, "data": {"buttons": SURVEY_BUTTONS,
                                                                                    "source": "satisfaction"}})
             return conversation.id
 
@@ -293,10 +296,3 @@ def _conversation(session: Session, conversation_id: str) -> Conversation:
     if conversation is None:
         raise DeskError(f"conversation {conversation_id} not found")
     return conversation
-
-
-def _event(session: Session, conversation: Conversation, kind: str, data: dict[str, Any]) -> None:
-    session.add(Event(conversation_id=conversation.id, seq=conversation.next_seq, type=kind, data=data))
-    conversation.next_seq += 1
-    conversation.updated_at = utcnow()
-    session.flush()

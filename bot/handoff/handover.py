@@ -13,6 +13,7 @@ from bot.dialogue.responder import Reply
 from bot.handoff.desk import AgentDesk, QueueTicket
 from bot.handoff.routing import group_named, priority, skill_group
 from bot.handoff.triggers import detect_escalation
+from bot.security.masking import mask_text
 from bot.storage import TurnStart
 from bot.storage.models import utcnow
 
@@ -86,13 +87,14 @@ class Handover:
         return f"正在为您转接{ticket.group}人工客服，{queue}，预计等待约{ticket.eta_minutes}分钟。"
 
     def while_with_people(self, start: TurnStart, text: str) -> list[Reply]:
-        """The customer wrote while waiting (told their place) or while an agent has the chat (no bot reply)."""
+        """The customer wrote while waiting (told their place) or while an agent has the chat (no bot reply:
+        the agent's console gets the message live, masked as the stored transcript is)."""
         handoff = self.desk.open_handoff(start.conversation_id)
         if handoff is None:
             return []
         if handoff.status != "waiting":
             if self.hub is not None and handoff.agent_id is not None:
-                self.hub.to_agents({"type": "message", "handoff_id": handoff.id, "text": text,
+                self.hub.to_agents({"type": "message", "handoff_id": handoff.id, "text": mask_text(text),
                                     "timestamp": utcnow().isoformat()}, [handoff.agent_id])
             return []
         return [Reply(text=self.describe(self.desk.ticket(handoff.id)), source="handoff")]

@@ -10,6 +10,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.storage.privacy import install_masking
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -21,6 +23,7 @@ class Database:
         self.url = _resolve_sqlite(url, root)
         self.engine = _engine(self.url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        install_masking(self.sessions)  # personal data is masked in every row written through these sessions
         if migrate:
             self.migrate()
 

@@ -126,6 +126,20 @@ class AgentAccount(Base):
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class AgentSessionRecord(Base):
+    """A signed-in agent desk session. Only the token's SHA-256 is kept, so reading the table gives no session;
+    every worker sharing the database knows it, and it outlives a restart until it expires or is revoked."""
+
+    __tablename__ = "agent_sessions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # the account's role at login: a changed role ends the session
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+
+
 class Handoff(Base):
     """One hand-over of a conversation to a person, from the request to the customer's rating."""
 

@@ -3,20 +3,29 @@
 `begin_turn` stores the customer's message (and claims its message id) before anything answers it;
 `finish_turn` adds the parse result, the bot's events and replies, and the new dialogue state. A message id
 seen before is a duplicate: it gets the replies stored the first time and is never processed again.
+
+Everything is stored masked (`bot.storage.privacy` masks each row as it is flushed); with
+`security.keep_originals_encrypted` the user event also keeps the original text, Fernet-encrypted with a key
+from the environment, which no reader of this store returns: only `reveal_original` decrypts it, audited.
+Readers pass what they return through `scrub`, so rows stored before input was checked still read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.config import SecurityConfig
+from bot.security.json_guard import scrub
 from bot.storage.database import Database
 from bot.storage.models import (
     AuditEntry,
@@ -29,6 +38,13 @@ from bot.storage.models import (
     InboundMessage,
     utcnow,
 )
+from bot.storage.privacy import ORIGINAL_KEY
+
+KEY_HELP = "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+
+
+class OriginalsKeyError(RuntimeError):
+    """`security.keep_originals_encrypted` is on, but its key is missing or not a Fernet key."""
 
 
 @dataclass(frozen=True)
@@ -48,15 +64,31 @@ class TurnStart:
     continued_from: dict[str, Any] | None = None  # {"channel", "conversation_id", "last_text"}: state taken over
 
 
+def originals_cipher(security: SecurityConfig | None, environ: dict[str, str] | None = None) -> Fernet | None:
+    """The cipher for the original message texts when the bank keeps them, else None; `OriginalsKeyError`
+    when the option is on and the environment variable it names holds no valid Fernet key."""
+    if security is None or not security.keep_originals_encrypted:
+        return None
+    name = security.originals_key_env
+    key = (os.environ if environ is None else environ).get(name, "").strip()
+    if not key:
+        raise OriginalsKeyError(f"security.keep_originals_encrypted is on but the environment variable {name} "
+                                f"is not set; {KEY_HELP}")
+    try:
+        return Fernet(key)
+    except ValueError as e:
+        raise OriginalsKeyError(f"the environment variable {name} is not a Fernet key (32 url-safe base64 "
+                                f"bytes); {KEY_HELP}") from e
 
 
 class ConversationStore:
     def __init__(self, database: Database, session_expiry: dt.timedelta = dt.timedelta(hours=1),
-                 state_follows_customer: bool = False) -> None:
+                 state_follows_customer: bool = False, security: SecurityConfig | None = None) -> None:
         self.database = database
         self.session_expiry = session_expiry
         # a linked customer who moves to another channel continues with the dialogue state they left there
         self.state_follows_customer = state_follows_customer
+        self._originals = originals_cipher(security)  # refuses to start without the key the option needs
 
     # --- a turn ---------------------------------------------------------------------------------------------
 
@@ -78,28 +110,34 @@ class ConversationStore:
                 return self._seen(session, seen)
             conversation = self._open_conversation(session, identity)
             continued = self._follow_customer(session, conversation) if self.state_follows_customer else None
-            user_event = self._append(session, conversation, "user", {
-                "text": text, "message_id": message_id, "input_channel": channel, "metadata": metadata,
-                "parse_data": None})
+            user_event = self._append(session, conversation, "user", self._user_event(text, message_id, channel,
+                                                                                    metadata))
             inbound = InboundMessage(identity_id=identity.id, message_id=message_id, conversation_id=conversation.id,
                                      user_event_id=user_event.id)
             session.add(inbound)
             session.flush()
             customer = session.get(Customer, conversation.customer_id) if conversation.customer_id else None
-            return TurnStart(conversation.id, inbound.id, user_event.id, message_id, dict(conversation.state),
+            return TurnStart(conversation.id, inbound.id, user_event.id, message_id, scrub(conversation.state or {}),
                              conversation_status=conversation.status, customer_id=conversation.customer_id,
                              customer_tier=customer.tier if customer else None,
                              customer_verified=bool(customer and customer.verified), continued_from=continued)
 
+    def _user_event(self, text: str, message_id: str, channel: str, metadata: dict[str, Any]) -> dict[str, Any]:
+        data = {"text": text, "message_id": message_id, "input_channel": channel, "metadata": metadata,
+                "parse_data": None}
+        if self._originals is not None:
+            data[ORIGINAL_KEY] = self._originals.encrypt(text.encode("utf-8")).decode("ascii")
+        return data
+
     def _seen(self, session: Session, seen: InboundMessage) -> TurnStart:
         conversation = session.get(Conversation, seen.conversation_id)
         assert conversation is not None
+        state = scrub(conversation.state or {})
         if seen.status == "failed":  # the first attempt crashed before answering: process it again
             seen.status = "received"
-            return TurnStart(conversation.id, seen.id, seen.user_event_id, seen.message_id, dict(conversation.state))
-        return TurnStart(conversation.id, seen.id, seen.user_event_id, seen.message_id, dict(conversation.state),
-                         duplicate=True,
-                         status=seen.status, replies=list(seen.replies or []))
+            return TurnStart(conversation.id, seen.id, seen.user_event_id, seen.message_id, state)
+        return TurnStart(conversation.id, seen.id, seen.user_event_id, seen.message_id, state, duplicate=True,
+                         status=seen.status, replies=scrub(list(seen.replies or [])))
 
     def finish_turn(self, start: TurnStart, parse_data: dict[str, Any] | None, events: list[dict[str, Any]],
                     replies: list[dict[str, Any]], state: dict[str, Any]) -> None:
@@ -129,7 +167,7 @@ class ConversationStore:
     def inbound_status(self, inbound_id: int) -> tuple[str, list[dict[str, Any]]]:
         with self.database.session() as session:
             inbound = session.get(InboundMessage, inbound_id)
-            return ("unknown", []) if inbound is None else (inbound.status, list(inbound.replies or []))
+            return ("unknown", []) if inbound is None else (inbound.status, scrub(list(inbound.replies or [])))
 
     def claim_delivery(self, channel: str, sender: str, message_id: str, how: str) -> bool:
         """Record that the answer to this message goes out by `how`: "reply" (in the HTTP response, which may
@@ -173,10 +211,10 @@ class ConversationStore:
                                   .order_by(Conversation.started_at.desc()).limit(1))
 
     def events(self, conversation_id: str) -> list[dict[str, Any]]:
-        """The conversation's events in order, in Rasa's tracker event format."""
+        """The conversation's events in order, in Rasa's tracker event format (masked, as stored)."""
         with self.database.session() as session:
             rows = session.scalars(select(Event).where(Event.conversation_id == conversation_id).order_by(Event.seq))
-            return [{"event": e.type, "timestamp": e.timestamp.timestamp(), **e.data} for e in rows]
+            return [_readable(e) for e in rows]
 
     def sender_events(self, channel: str, sender: str) -> list[dict[str, Any]]:
         """Events of every conversation of one channel identity, oldest first (for history replay)."""
@@ -185,7 +223,25 @@ class ConversationStore:
                 select(Event).join(Conversation).join(ChannelIdentity)
                 .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == sender)
                 .order_by(Conversation.started_at, Event.seq))
-            return [{"event": e.type, "timestamp": e.timestamp.timestamp(), **e.data} for e in rows]
+            return [_readable(e) for e in rows]
+
+    def reveal_original(self, event_id: int, actor: str, reason: str) -> str | None:
+        """The original, unmasked text of a customer's message, for the bank's own audited use (a dispute, a
+        court order): only when `security.keep_originals_encrypted` was on when it was stored, and with the
+        same key now. Every call is audited with `actor` and `reason`, whatever it finds. Nothing else in the
+        application decrypts the originals and no API returns them."""
+        if not reason.strip():
+            raise ValueError("a reason is required to reveal an original message")
+        with self.database.session() as session:
+            event = session.get(Event, event_id)
+            token = (event.data or {}).get(ORIGINAL_KEY) if event is not None and event.type == "user" else None
+        self.audit(actor, "reveal_original", str(event_id), {"reason": reason, "found": token is not None})
+        if token is None or self._originals is None:
+            return None
+        try:
+            return self._originals.decrypt(str(token).encode("ascii")).decode("utf-8")
+        except InvalidToken:  # stored under another key
+            return None
 
     def link_customer(self, channel: str, sender: str, customer_id: str, *, name: str | None = None,
                       tier: str | None = None, verified: bool = False) -> None:
@@ -394,8 +450,8 @@ class ConversationStore:
                                   .order_by(Event.seq.desc()).limit(1))
             return str((data or {}).get("text", ""))
 
-        return newer, dialogue, {"channel": newer.channel, "conversation_id": newer.id, "last_text": last("user"),
-                                 "last_bot": last("bot")}
+        return newer, scrub(dialogue), {"channel": newer.channel, "conversation_id": newer.id,
+                                        "last_text": scrub(last("user")), "last_bot": scrub(last("bot"))}
 
     def _locked_conversation(self, session: Session, conversation_id: str) -> Conversation:
         conversation = session.get(Conversation, conversation_id, with_for_update=True)
@@ -404,12 +460,24 @@ class ConversationStore:
         return conversation
 
     def _append(self, session: Session, conversation: Conversation, kind: str, data: dict[str, Any]) -> Event:
-        event = Event(conversation_id=conversation.id, seq=conversation.next_seq, type=kind, data=data)
-        conversation.next_seq += 1
-        conversation.updated_at = utcnow()
-        session.add(event)
-        session.flush()
-        return event
+        return append_event(session, conversation, kind, data)
+
+
+def append_event(session: Session, conversation: Conversation, kind: str, data: dict[str, Any]) -> Event:
+    """Add the conversation's next event (its data is masked as it is flushed)."""
+    event = Event(conversation_id=conversation.id, seq=conversation.next_seq, type=kind, data=data)
+    conversation.next_seq += 1
+    conversation.updated_at = utcnow()
+    session.add(event)
+    session.flush()
+    return event
+
+
+def _readable(event: Event) -> dict[str, Any]:
+    """An event as readers get it: Rasa's tracker format, without the encrypted original, safe to serialise
+    whatever was stored before input was checked."""
+    data = {key: value for key, value in (event.data or {}).items() if key != ORIGINAL_KEY}
+    return scrub({"event": event.type, "timestamp": event.timestamp.timestamp(), **data})
 
 
 def _aware(moment: dt.datetime) -> dt.datetime:

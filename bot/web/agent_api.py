@@ -1,72 +1,62 @@
 """The agent desk's HTTP and WebSocket API, and the console page at /agent.
 
-Agents log in with their password (argon2-hashed, see `bot agents add`) and get a session token for
-`Authorization: Bearer <token>`; sessions live in this process and end after `SESSION_HOURS`.
+Agents log in with their password (argon2-hashed, see `bot agents add`). Failed logins are limited per account
+and per client IP, and password checks run a few at a time (`bot.security.logins`). A login gives a session
+token (`bot.security.sessions`, kept in the database) for `Authorization: Bearer <token>` and for the first
+frame of the live socket, `{"type": "auth", "token": "<token>"}`: never in a URL, which access logs keep.
+
+An agent reaches the hand-overs waiting in their skill groups and the ones assigned to them; supervisors and
+admins every one. Any other id is answered 404, as an unknown one is. Customer text in every list, context
+and live frame is masked (`bot.security.masking`), whatever was stored before masking at rest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import secrets
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
+from starlette.requests import HTTPConnection
 
 from bot.channels import wecom
+from bot.channels.chat_socket import receive_frame
+from bot.channels.handshake import first_frame
 from bot.channels.outbound import push_to_customer
-from bot.handoff.agents import AccountError, authenticate, create_agent
+from bot.handoff.agents import SUPERVISING_ROLES, AccountError, authenticate, create_agent, may_reach
 from bot.handoff.context import build_context, summary_of
 from bot.handoff.desk import AgentDesk, DeskError
-from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Customer, Event, Handoff, utcnow
+from bot.security.json_guard import is_valid_text, scrub
+from bot.security.limits import Throttled, client_ip
+from bot.security.logins import Busy, LoginGuard, PasswordGate
+from bot.security.masking import mask_value
+from bot.security.origins import origin_allowed
+from bot.security.sessions import AgentSession, Sessions
+from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Customer, Event, Handoff
 from bot.web.hub import after_grace
 
 STATIC = Path(__file__).parent / "static"
-SESSION_HOURS = 12
 DISPOSITIONS = ("已解决", "未解决", "转线下处理", "客户无应答")
-
-
-@dataclass
-class AgentSession:
-    agent_id: int
-    role: str
-    expires: dt.datetime
-
-
-class Sessions:
-    def __init__(self) -> None:
-        self._by_token: dict[str, AgentSession] = {}
-        self._lock = threading.Lock()
-
-    def start(self, account: AgentAccount) -> str:
-        token = secrets.token_urlsafe(32)
-        with self._lock:
-            self._by_token[token] = AgentSession(account.id, account.role,
-                                                 utcnow() + dt.timedelta(hours=SESSION_HOURS))
-        return token
-
-    def get(self, token: str) -> AgentSession | None:
-        with self._lock:
-            found = self._by_token.get(token)
-            if found is not None and found.expires < utcnow():
-                del self._by_token[token]
-                return None
-            return found
-
-    def end(self, token: str) -> None:
-        with self._lock:
-            self._by_token.pop(token, None)
+MAX_ID = 2**63 - 1  # the database's BIGINT: a larger id would fail in the driver, not answer 404/422
+UNMASKED_CONTEXT_KEYS = {"suggestions"}  # the knowledge base's answers: the bank's own text
 
 
 class Login(BaseModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256)
+
+    @field_validator("username")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # a NUL cannot even be looked up in PostgreSQL; no real name has control characters
+        if not is_valid_text(value) or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("用户名含有无效字符")
+        return value
 
 
 class Presence(BaseModel):
@@ -87,7 +77,7 @@ class Close(BaseModel):
 
 
 class Reassign(BaseModel):
-    agent_id: int
+    agent_id: int = Field(ge=1, le=MAX_ID)
 
 
 class NewAgent(BaseModel):
@@ -99,16 +89,20 @@ class NewAgent(BaseModel):
     max_chats: int = Field(3, ge=1, le=20)
 
 
+def _sessions(connection: HTTPConnection) -> Sessions:
+    return connection.app.state.sessions
+
+
 def _session(request: Request, authorization: Annotated[str | None, Header()] = None) -> AgentSession:
     scheme, _, token = (authorization or "").partition(" ")
-    found = request.app.state.sessions.get(token.strip()) if scheme.lower() == "bearer" else None
+    found = _sessions(request).get(token.strip()) if scheme.lower() == "bearer" else None
     if found is None:
         raise HTTPException(status_code=401, detail="请先登录坐席工作台。", headers={"WWW-Authenticate": "Bearer"})
     return found
 
 
 def _supervisor(session: Annotated[AgentSession, Depends(_session)]) -> AgentSession:
-    if session.role not in ("supervisor", "admin"):
+    if session.role not in SUPERVISING_ROLES:
         raise HTTPException(status_code=403, detail="只有主管可以使用主管视图。")
     return session
 
@@ -124,6 +118,20 @@ SupervisorDep = Annotated[AgentSession, Depends(_supervisor)]
 AdminDep = Annotated[AgentSession, Depends(_admin)]
 
 
+def _reachable(handoff_id: Annotated[int, PathParam(ge=1, le=MAX_ID)], session: SessionDep,
+               request: Request) -> Handoff:
+    """The hand-over when this session may act on it. Otherwise the same 404 as for an id that does not exist,
+    so ids (sequential) tell an agent nothing about other groups' work."""
+    with request.app.state.database.session() as db:
+        handoff = db.get(Handoff, handoff_id)
+    if handoff is None or not may_reach(session, handoff):
+        raise HTTPException(status_code=404, detail=f"没有编号为 {handoff_id} 的转人工记录，或它不在您的接待范围内。")
+    return handoff
+
+
+HandoffDep = Annotated[Handoff, Depends(_reachable)]
+
+
 def _desk(request: Request) -> AgentDesk:
     return request.app.state.desk
 
@@ -133,6 +141,7 @@ DeskDep = Annotated[AgentDesk, Depends(_desk)]
 
 def agent_router() -> APIRouter:
     router = APIRouter(tags=["agent desk"])
+    gate = PasswordGate()  # one per app: create_app includes this router once
 
     @router.get("/agent", include_in_schema=False)
     def console() -> FileResponse:
@@ -146,19 +155,20 @@ def agent_router() -> APIRouter:
     def console_css() -> FileResponse:
         return FileResponse(STATIC / "agent.css", media_type="text/css; charset=utf-8")
 
-    @router.post("/api/agent/login")
-    def login(body: Login, request: Request) -> dict[str, Any]:
-        account = authenticate(request.app.state.database, body.username, body.password)
-        if account is None:
-            raise HTTPException(status_code=401, detail="用户名或密码错误。")
-        request.app.state.conversations.store.audit(f"agent:{account.username}", "login", "agent-desk")
-        return {"token": request.app.state.sessions.start(account), "agent": _agent_json(account)}
+    @router.post("/api/agent/login", responses={401: {"description": "wrong name or password"},
+                                                429: {"description": "too many failures: see Retry-After"},
+                                                503: {"description": "too many logins at once"}})
+    async def login(body: Login, request: Request) -> dict[str, Any]:
+        """A session token for `Authorization: Bearer`. Async, so that logins waiting for a password check hold
+        no worker thread."""
+        account = await _verify(request, gate, body)
+        token = await run_in_threadpool(_sessions(request).start, account)
+        return {"token": token, "agent": _agent_json(account)}
 
     @router.post("/api/agent/logout")
-    def logout(session: SessionDep, request: Request, desk: DeskDep,
-               authorization: Annotated[str | None, Header()] = None) -> dict[str, str]:
+    def logout(session: SessionDep, request: Request, desk: DeskDep) -> dict[str, str]:
         desk.set_presence(session.agent_id, "offline")
-        request.app.state.sessions.end((authorization or "").partition(" ")[2].strip())
+        _sessions(request).revoke(session.id)
         return {"status": "logged out"}
 
     @router.post("/api/agent/presence")
@@ -175,29 +185,24 @@ def agent_router() -> APIRouter:
                                  .order_by(Handoff.priority, Handoff.created_at)).all()
             mine = db.scalars(select(Handoff).where(Handoff.status == "assigned",
                                                     Handoff.agent_id == account.id)).all()
-            visible = [h for h in waiting if h.group in (account.groups or []) or account.role != "agent"]
+            visible = [h for h in waiting if may_reach(session, h)]
             return {"agent": _agent_json(account), "waiting": [_summary(db, h) for h in visible],
                     "mine": [_summary(db, h) for h in mine]}
 
     @router.post("/api/agent/handoffs/{handoff_id}/accept")
-    def accept(handoff_id: int, session: SessionDep, desk: DeskDep, request: Request) -> dict[str, Any]:
-        try:
-            desk.accept(handoff_id, session.agent_id)
-        except DeskError as e:
-            raise HTTPException(status_code=409, detail=str(e)) from e
+    def accept(handoff: HandoffDep, session: SessionDep, desk: DeskDep, request: Request) -> dict[str, Any]:
+        _desk_call(desk.accept, handoff.id, session.agent_id)
         request.app.state.handover.queue_changed()
-        return _context(request, handoff_id, session)
+        return _context(request, handoff.id, session)
 
     @router.get("/api/agent/handoffs/{handoff_id}/context")
-    def context(handoff_id: int, session: SessionDep, request: Request) -> dict[str, Any]:
-        return _context(request, handoff_id, session)
+    def context(handoff: HandoffDep, session: SessionDep, request: Request) -> dict[str, Any]:
+        return _context(request, handoff.id, session)
 
     @router.post("/api/agent/handoffs/{handoff_id}/messages")
-    def message(handoff_id: int, body: Text, session: SessionDep, desk: DeskDep, request: Request) -> dict[str, Any]:
-        try:
-            sent = desk.agent_message(handoff_id, session.agent_id, body.text)
-        except DeskError as e:
-            raise HTTPException(status_code=409, detail=str(e)) from e
+    def message(handoff: HandoffDep, body: Text, session: SessionDep, desk: DeskDep,
+                request: Request) -> dict[str, Any]:
+        sent = _desk_call(desk.agent_message, handoff.id, session.agent_id, body.text)
         delivered = _to_customer(request, sent["conversation_id"], {
             "type": "bot", "text": sent["text"], "buttons": None, "timestamp": sent["timestamp"], "reply_to": None,
             "duplicate": False, "from": "agent"})
@@ -205,25 +210,26 @@ def agent_router() -> APIRouter:
         return {"text": sent["text"], "timestamp": sent["timestamp"], "delivered": delivered, "warning": warning}
 
     @router.post("/api/agent/handoffs/{handoff_id}/notes")
-    def note(handoff_id: int, body: Text, session: SessionDep, desk: DeskDep) -> dict[str, str]:
-        _desk_call(desk.note, handoff_id, session.agent_id, body.text)
+    def note(handoff: HandoffDep, body: Text, session: SessionDep, desk: DeskDep) -> dict[str, str]:
+        _desk_call(desk.note, handoff.id, session.agent_id, body.text)
         return {"status": "noted"}
 
     @router.post("/api/agent/handoffs/{handoff_id}/transfer")
-    def transfer(handoff_id: int, body: Transfer, session: SessionDep, desk: DeskDep,
+    def transfer(handoff: HandoffDep, body: Transfer, session: SessionDep, desk: DeskDep,
                  request: Request) -> dict[str, str]:
         try:
-            desk.transfer(handoff_id, session.agent_id, body.group, body.note)
+            desk.transfer(handoff.id, session.agent_id, body.group, body.note)
         except (DeskError, KeyError) as e:
             raise HTTPException(status_code=409, detail=str(e)) from e
         request.app.state.handover.queue_changed()
         return {"status": "transferred"}
 
     @router.post("/api/agent/handoffs/{handoff_id}/close")
-    def close(handoff_id: int, body: Close, session: SessionDep, desk: DeskDep, request: Request) -> dict[str, str]:
+    def close(handoff: HandoffDep, body: Close, session: SessionDep, desk: DeskDep,
+              request: Request) -> dict[str, str]:
         if body.disposition not in DISPOSITIONS:
             raise HTTPException(status_code=422, detail=f"处理结果须为：{'、'.join(DISPOSITIONS)}")
-        conversation_id = _desk_call(desk.close, handoff_id, session.agent_id, body.disposition)
+        conversation_id = _desk_call(desk.close, handoff.id, session.agent_id, body.disposition)
         survey = _last_bot_event(request, conversation_id)
         if survey is not None:
             _to_customer(request, conversation_id, {"type": "bot", "text": survey["text"],
@@ -250,25 +256,17 @@ def agent_router() -> APIRouter:
         with request.app.state.database.session() as db:
             open_handoffs = db.scalars(select(Handoff).where(Handoff.status.in_(("waiting", "assigned")))).all()
             agents = db.scalars(select(AgentAccount)).all()
-            groups = []
-            for group in request.app.state.config.handoff.groups:
-                waiting = [summary_of(h) for h in open_handoffs if h.group == group.name and h.status == "waiting"]
-                groups.append({"name": group.name, "waiting": len(waiting),
-                               "longest_wait_seconds": max((w["waiting_seconds"] for w in waiting), default=0)})
             load = {a.id: sum(1 for h in open_handoffs if h.agent_id == a.id and h.status == "assigned")
                     for a in agents}
-            return {"groups": groups,
+            return {"groups": _group_queues(request, open_handoffs),
                     "agents": [{"id": a.id, "display_name": a.display_name, "presence": a.presence,
                                 "load": load[a.id], "max_chats": a.max_chats, "groups": a.groups} for a in agents],
                     "live": [_summary(db, h) for h in open_handoffs if h.status == "assigned"]}
 
     @router.post("/api/supervisor/handoffs/{handoff_id}/reassign")
-    def reassign(handoff_id: int, body: Reassign, session: SupervisorDep, desk: DeskDep,
+    def reassign(session: SupervisorDep, handoff: HandoffDep, body: Reassign, desk: DeskDep,
                  request: Request) -> dict[str, str]:
-        try:
-            desk.reassign(handoff_id, body.agent_id)
-        except DeskError as e:
-            raise HTTPException(status_code=409, detail=str(e)) from e
+        _desk_call(desk.reassign, handoff.id, body.agent_id)
         request.app.state.handover.queue_changed()
         return {"status": "reassigned"}
 
@@ -293,33 +291,123 @@ def agent_router() -> APIRouter:
             return [_agent_json(a) for a in db.scalars(select(AgentAccount).order_by(AgentAccount.id))]
 
     @router.websocket("/api/agent/ws")
-    async def live(websocket: WebSocket, token: str = "") -> None:
-        session = websocket.app.state.sessions.get(token)
-        if session is None:
-            await websocket.close(code=4401, reason="unauthorized")
+    async def live(websocket: WebSocket) -> None:
+        """Queue changes and customers' messages, live. The first frame authenticates:
+        `{"type": "auth", "token": "<session token>"}`; the answer is `{"type": "welcome"}`. Later frames are
+        keep-alives (`{"type": "ping"}`), each of which re-checks the session."""
+        if not origin_allowed(websocket, websocket.app.state.config.server.allowed_origins):
+            await websocket.close(code=4403)  # before accept: the browser sees the handshake refused
             return
         await websocket.accept()
-        hub = websocket.app.state.hub
-        hub.add_agent(session.agent_id, websocket)
-        try:
-            while True:
-                await websocket.receive_text()  # the console only listens; anything it sends is a keep-alive
-        except WebSocketDisconnect:
+        token, session = await _socket_session(websocket)
+        if session is None:
             return
+        await websocket.send_json({"type": "welcome"})
+        hub = websocket.app.state.hub
+        feed = _MaskedFeed(websocket)
+        hub.add_agent(session.agent_id, feed)
+        try:
+            await _listen(websocket, token)
         finally:
-            hub.remove_agent(session.agent_id, websocket)
-            desk = websocket.app.state.desk
-
-            def release() -> None:
-                if desk.release_agent(session.agent_id):
-                    websocket.app.state.handover.queue_changed()
-
-            task = asyncio.ensure_future(after_grace(websocket.app.state.config.handoff.agent_grace_seconds,
-                                                     lambda: not hub.agent_connected(session.agent_id), release))
-            websocket.app.state.background.add(task)
-            task.add_done_callback(websocket.app.state.background.discard)
+            hub.remove_agent(session.agent_id, feed)
+            _release_after_grace(websocket, session.agent_id)
 
     return router
+
+
+async def _verify(request: Request, gate: PasswordGate, body: Login) -> AgentAccount:
+    """The account of a right name and password, checked a few at a time; 429 past the failure limits (before
+    and after waiting for a check: a flood queued meanwhile is refused without hashing), 401 when wrong."""
+    security = request.app.state.config.security
+    guard = LoginGuard(request.app.state.limiter, security)
+    ip = client_ip(request, request.app.state.config.server.trusted_proxies)
+    try:
+        await run_in_threadpool(guard.check, body.username, ip)
+        account = await gate.run(security.password_hash_concurrency, _check_password, request, guard, body, ip)
+    except Throttled as e:
+        raise HTTPException(status_code=429, detail=e.message, headers=e.headers) from e
+    except Busy as e:
+        raise HTTPException(status_code=503, detail=e.message,
+                            headers={"Retry-After": str(e.retry_after)}) from e
+    if account is None:
+        raise HTTPException(status_code=401, detail="用户名或密码错误。")
+    return account
+
+
+def _check_password(request: Request, guard: LoginGuard, body: Login, ip: str) -> AgentAccount | None:
+    """In a worker thread: the limits again, the password, the count and the audit (never the password)."""
+    guard.check(body.username, ip)
+    account = authenticate(request.app.state.database, body.username, body.password)
+    store = request.app.state.conversations.store
+    if account is None:
+        guard.failed(body.username, ip)
+        store.audit(ip, "login_failed", body.username, {"surface": "agent-desk"})
+        return None
+    guard.succeeded(body.username)
+    store.audit(f"agent:{account.username}", "login", "agent-desk", {"ip": ip})
+    return account
+
+
+async def _socket_session(websocket: WebSocket) -> tuple[str, AgentSession | None]:
+    """The token and session of the socket's first frame; without a live one the socket is closed (4401)."""
+    frame = await first_frame(websocket, "auth")
+    if frame is None:
+        return "", None
+    token = frame.get("token")
+    session = await run_in_threadpool(_sessions(websocket).get, token) if isinstance(token, str) else None
+    if session is None:
+        await websocket.send_json({"type": "error", "message": "登录已失效，请重新登录。"})
+        await websocket.close(code=4401, reason="unauthorized")
+        return "", None
+    return token, session
+
+
+async def _listen(websocket: WebSocket, token: str) -> None:
+    """Until the console goes away. Each keep-alive re-checks the session, so a logout elsewhere, its expiry
+    or a disabled account closes the socket (4401) within one keep-alive interval."""
+    max_bytes = websocket.app.state.config.server.max_frame_bytes
+    sessions = _sessions(websocket)
+    try:
+        while await receive_frame(websocket, max_bytes) is not None:
+            if await run_in_threadpool(sessions.get, token) is None:
+                await websocket.close(code=4401, reason="session ended")
+                return
+    except WebSocketDisconnect:
+        return
+
+
+class _MaskedFeed:
+    """An agent's socket as the hub sees it: frames pushed from anywhere (e.g. a customer's message while the
+    agent has the chat) leave masked."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    async def send_json(self, frame: dict[str, Any]) -> None:
+        await self.websocket.send_json(mask_value(frame))
+
+
+def _release_after_grace(websocket: WebSocket, agent_id: int) -> None:
+    """An agent whose last console stays away past the grace period goes offline; their chats are re-queued."""
+    state = websocket.app.state
+
+    def release() -> None:
+        if state.desk.release_agent(agent_id):
+            state.handover.queue_changed()
+
+    task = asyncio.ensure_future(after_grace(state.config.handoff.agent_grace_seconds,
+                                             lambda: not state.hub.agent_connected(agent_id), release))
+    state.background.add(task)
+    task.add_done_callback(state.background.discard)
+
+
+def _group_queues(request: Request, open_handoffs: Any) -> list[dict[str, Any]]:
+    groups = []
+    for group in request.app.state.config.handoff.groups:
+        waiting = [summary_of(h) for h in open_handoffs if h.group == group.name and h.status == "waiting"]
+        groups.append({"name": group.name, "waiting": len(waiting),
+                       "longest_wait_seconds": max((w["waiting_seconds"] for w in waiting), default=0)})
+    return groups
 
 
 def _desk_call(method: Any, *args: Any) -> Any:
@@ -343,21 +431,30 @@ def _account(request: Request, agent_id: int) -> AgentAccount:
 
 
 def _summary(db: Any, handoff: Handoff) -> dict[str, Any]:
+    """A hand-over as the queue, "my chats" and the supervisor's live list show it."""
     conversation = db.get(Conversation, handoff.conversation_id)
     customer = db.get(Customer, conversation.customer_id) if conversation and conversation.customer_id else None
     last = db.scalar(select(Event).where(Event.conversation_id == handoff.conversation_id, Event.type == "user")
                      .order_by(Event.seq.desc()).limit(1))
-    return {**summary_of(handoff), "channel": conversation.channel if conversation else None,
-            "customer": None if customer is None else {"id": customer.id, "name": customer.name,
-                                                       "tier": customer.tier, "verified": customer.verified},
-            "last_message": (last.data or {}).get("text") if last else None}
+    return _shown({**summary_of(handoff), "channel": conversation.channel if conversation else None,
+                   "customer": None if customer is None else {"id": customer.id, "name": customer.name,
+                                                              "tier": customer.tier, "verified": customer.verified},
+                   "last_message": (last.data or {}).get("text") if last else None})
 
 
 def _context(request: Request, handoff_id: int, session: AgentSession) -> dict[str, Any]:
+    """The context package, masked for every role: no desk screen needs more than a number's last digits."""
     try:
-        return build_context(request.app.state.database, handoff_id, session.role, _suggest(request))
+        context = build_context(request.app.state.database, handoff_id, session.role, _suggest(request))
     except KeyError as e:
         raise HTTPException(status_code=404, detail=f"没有编号为 {handoff_id} 的转人工记录。") from e
+    return {key: value if key in UNMASKED_CONTEXT_KEYS else _shown(value) for key, value in context.items()}
+
+
+def _shown(value: Any) -> Any:
+    """Stored customer data as a desk screen shows it: masked (rows stored before masking at rest too) and safe
+    to serialise (rows stored before hostile input was refused)."""
+    return mask_value(scrub(value))
 
 
 def _suggest(request: Request) -> Any:

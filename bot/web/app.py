@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 
 from bot.agent import Agent
 from bot.channels.app import app_router
@@ -13,13 +14,17 @@ from bot.channels.notify import notify_router
 from bot.channels.wechat import wechat_router
 from bot.channels.wecom import wecom_router
 from bot.config import BotConfig
-from bot.dialogue.service import ConversationService, Inbound, MessageRejected
+from bot.dialogue.service import ConversationService, Inbound, Limits, MessageRejected, TooManyMessages
 from bot.handoff.desk import AgentDesk
 from bot.handoff.handover import Handover
-from bot.security.limits import make_limiter
-from bot.security.masking import install_log_masking
+from bot.security.credentials import VisitorCredentials, server_key
+from bot.security.edge import install_edge
+from bot.security.json_guard import scrub
+from bot.security.limits import RateLimiter, client_ip, make_limiter
+from bot.security.masking import install_log_masking, mask_value
+from bot.security.sessions import Sessions
 from bot.storage import ConversationStore, Database
-from bot.web.agent_api import Sessions, agent_router
+from bot.web.agent_api import agent_router
 from bot.web.hub import LiveHub
 from bot.web.schemas import ParseRequest, RestButton, RestMessage, RestReply, Status, Tracker
 from bot.web.widget import widget_router
@@ -28,8 +33,11 @@ from bot.web.widget import widget_router
 def create_app(config: BotConfig, agent: Agent | None = None, database: Database | None = None) -> FastAPI:
     """The app for `config`: the newest model unless `agent` is given, the configured database (migrated to the
     current schema) unless `database` is given."""
+    docs = config.server.docs  # /docs, /redoc and /openapi.json; off in production
     app = FastAPI(title="示例银行智能客服 API", version="0.1.0",
-                  description="Rasa-compatible NLU and REST channel of the bank's self-service bot.")
+                  description="Rasa-compatible NLU and REST channel of the bank's self-service bot.",
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
     install_log_masking()
     app.state.agent = agent or Agent.load(config)
     app.state.config = config
@@ -39,14 +47,17 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
                               state_follows_customer=config.channels.state_follows == "customer")
     app.state.hub = LiveHub()
     app.state.limiter = make_limiter(config.security.redis_url)  # logins, binding codes, message floods
+    app.state.visitor_credentials = VisitorCredentials(server_key(config))
     app.state.background = set()  # grace-period tasks, kept referenced until they finish
     app.state.desk = AgentDesk(app.state.database, config.handoff)
     app.state.handover = Handover(app.state.desk, config.handoff, app.state.hub)
-    app.state.conversations = ConversationService(app.state.agent, store, handoff=app.state.handover)
+    app.state.conversations = ConversationService(app.state.agent, store, handoff=app.state.handover,
+                                                  limits=_limits(config, app.state.limiter))
     _routes(app)
     app.add_middleware(JsonBodyMiddleware, paths=RASA_JSON_PATHS)
+    install_edge(app, config, json_paths=RASA_JSON_PATHS)  # body limit, JSON guard, headers, CORS: outermost
     app.include_router(widget_router())  # the demo page at /, widget.js and the widget's WebSocket
-    app.state.sessions = Sessions()
+    app.state.sessions = Sessions(app.state.database, hours=config.security.session_hours)
     app.include_router(agent_router())  # the agent desk: /agent console and /api/agent, /api/supervisor
     app.include_router(app_router())  # the bank's mobile app: customers signed in by the app's back end
     app.include_router(wechat_router())  # the WeChat official account's server URL
@@ -55,6 +66,7 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     return app
 
 
+REST_CHANNEL = "rest"
 RASA_JSON_PATHS = frozenset({"/webhooks/rest/webhook", "/model/parse"})
 
 
@@ -73,6 +85,13 @@ class JsonBodyMiddleware:
         await self.app(scope, receive, send)
 
 
+def _limits(config: BotConfig, limiter: RateLimiter) -> Limits:
+    rates = config.security.rate_limits
+    return Limits(limiter, per_sender=rates.per_sender, per_ip=rates.per_ip, window_seconds=rates.window_seconds,
+                  binding_failures=config.security.binding_max_failures,
+                  binding_window_seconds=config.security.binding_window_minutes * 60)
+
+
 def _agent(request: Request) -> Agent:
     return request.app.state.agent
 
@@ -81,8 +100,27 @@ def _conversations(request: Request) -> ConversationService:
     return request.app.state.conversations
 
 
+def _reader(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """Who may read conversations over the API: a caller with the API token (`security.api_token`; without
+    one the API is off, as Rasa's is without --enable-api), or a signed-in supervisor or admin."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    configured = request.app.state.config.security.api_token
+    if token and configured and hmac.compare_digest(token.encode(), configured.encode()):
+        return "api"
+    session = request.app.state.sessions.get(token) if token else None
+    if session is not None and session.role in ("supervisor", "admin"):
+        return session.role
+    if session is not None:
+        raise HTTPException(status_code=403, detail="坐席请在工作台查看自己接待的会话。")
+    off = "" if configured else " The conversation API is off until BOT__SECURITY__API_TOKEN is set."
+    raise HTTPException(status_code=401, detail=f"send 'Authorization: Bearer <API token>'.{off}",
+                        headers={"WWW-Authenticate": "Bearer"})
+
+
 AgentDep = Annotated[Agent, Depends(_agent)]
 ConversationsDep = Annotated[ConversationService, Depends(_conversations)]
+ReaderDep = Annotated[str, Depends(_reader)]
 
 
 def _routes(app: FastAPI) -> None:
@@ -103,19 +141,26 @@ def _routes(app: FastAPI) -> None:
                       encoder=str(metadata.get("encoder")), metadata=metadata)
 
     @app.post("/model/parse", tags=["rasa"])
-    def parse(body: ParseRequest, agent: AgentDep) -> dict[str, Any]:
+    def parse(body: ParseRequest, agent: AgentDep, request: Request) -> dict[str, Any]:
         """Rasa's parse format: text, intent, intent_ranking, entities, plus the knowledge retrieval."""
+        rates = request.app.state.config.security.rate_limits
+        wait = request.app.state.limiter.hit(f"parse:ip:{_ip(request)}", rates.per_ip, rates.window_seconds)
+        if wait > 0:
+            raise _too_many(TooManyMessages(wait))
         return dict(agent.parse(body.text))
 
     @app.post("/webhooks/rest/webhook", response_model=list[RestReply], response_model_exclude_none=True,
               tags=["rasa"])
-    def rest_webhook(body: RestMessage, conversations: ConversationsDep) -> list[RestReply]:
+    def rest_webhook(body: RestMessage, conversations: ConversationsDep, request: Request) -> list[RestReply]:
         """Rasa's REST channel: one customer message in, the bot's messages out. Send `message_id` to make
-        retries safe: a repeated id gets the original replies and is not processed again."""
-        inbound = Inbound(channel=body.channel, sender=body.sender, text=body.message, message_id=body.message_id,
-                          metadata=body.metadata or {})
+        retries safe: a repeated id gets the original replies and is not processed again. The sender is
+        whatever the caller says, so these conversations never belong to a known bank customer."""
+        inbound = Inbound(channel=REST_CHANNEL, sender=body.sender, text=body.message, message_id=body.message_id,
+                          metadata=body.metadata or {}, client_ip=_ip(request))
         try:
             turn = conversations.handle(inbound)
+        except TooManyMessages as e:
+            raise _too_many(e) from e
         except MessageRejected as e:
             raise HTTPException(status_code=422, detail=str(e)) from e
         return [RestReply(recipient_id=body.sender, text=r["text"],
@@ -123,14 +168,15 @@ def _routes(app: FastAPI) -> None:
                 for r in turn.replies]
 
     @app.get("/conversations/{conversation_id}/tracker", response_model=Tracker, tags=["rasa"])
-    def tracker(conversation_id: str, conversations: ConversationsDep) -> Tracker:
-        """Rasa's tracker: the conversation's events in order. The id is a conversation id or a sender id."""
+    def tracker(conversation_id: str, conversations: ConversationsDep, reader: ReaderDep) -> Tracker:
+        """Rasa's tracker: the conversation's events in order, personal data masked. The id is a conversation id
+        or a sender id. Needs the API token or a supervisor's session."""
         conversation = conversations.store.find_conversation(conversation_id)
         if conversation is None:
             raise HTTPException(status_code=404, detail=f"no conversation with id or sender '{conversation_id}'")
-        events = conversations.store.events(conversation.id)
+        events = readable(conversations.store.events(conversation.id))
         latest = next((e for e in reversed(events) if e["event"] == "user"), None)
-        dialogue = (conversation.state or {}).get("dialogue") or {}
+        dialogue = readable((conversation.state or {}).get("dialogue") or {})
         loop = dialogue.get("active_loop")
         return Tracker(sender_id=conversation_id, conversation_id=conversation.id, channel=conversation.channel,
                        status=conversation.status, slots=dialogue.get("slots") or {},
@@ -139,3 +185,16 @@ def _routes(app: FastAPI) -> None:
                        paused=conversation.status in ("queued", "human") or bool(dialogue.get("paused")),
                        active_loop={"name": loop} if loop else {},
                        events=events)
+
+
+def readable(value: Any) -> Any:
+    """Stored data as an API shows it: masked (rows stored before masking too) and safe to serialise."""
+    return mask_value(scrub(value))
+
+
+def _ip(request: Request) -> str:
+    return client_ip(request, request.app.state.config.server.trusted_proxies)
+
+
+def _too_many(error: TooManyMessages) -> HTTPException:
+    return HTTPException(status_code=429, detail=str(error), headers={"Retry-After": str(error.retry_after)})

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from bot.security.json_guard import UnsafeJson, check_value
+
 MAX_MESSAGE_CHARS = 2000
+MAX_METADATA_BYTES = 4096  # it is stored with every message
+MAX_METADATA_DEPTH = 5
 
 
 class ParseRequest(BaseModel):
@@ -17,10 +22,19 @@ class ParseRequest(BaseModel):
 class RestMessage(BaseModel):
     sender: str = Field(min_length=1, max_length=128, description="Conversation id chosen by the client")
     message: str = Field(max_length=MAX_MESSAGE_CHARS)
-    channel: str = Field("web", pattern=r"^[a-z_]{1,32}$")
     message_id: str | None = Field(None, min_length=1, max_length=128,
                                    description="Client message id; a repeated id gets the original replies")
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = Field(None, description="Passed to custom actions; it never says who the "
+                                            "customer is (`customer_id`, `verified`, `tier` are ignored). At "
+                                            f"most {MAX_METADATA_BYTES} bytes as JSON, nested at most "
+                                            f"{MAX_METADATA_DEPTH} levels")
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_metadata(value)
+        return value
 
     @field_validator("message")
     @classmethod
@@ -28,6 +42,23 @@ class RestMessage(BaseModel):
         if not value.strip():
             raise ValueError("message is empty: send the customer's text")
         return value
+
+
+def check_metadata(value: dict[str, Any]) -> None:
+    """ValueError (pydantic's 422) unless `value` is shallow, small, valid Unicode and finite."""
+    try:
+        check_value(value, MAX_METADATA_DEPTH)  # first: the depth bounds what json.dumps recurses into
+    except UnsafeJson as e:
+        if e.kind == "depth":
+            raise ValueError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels: flatten it") from e
+        raise ValueError(f"metadata refused: {e.message}") from e
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+    except ValueError as e:
+        raise ValueError("metadata refused: numbers must be finite (no NaN or Infinity)") from e
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are accepted: send "
+                         "only what custom actions need")
 
 
 class RestButton(BaseModel):

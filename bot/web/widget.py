@@ -1,16 +1,16 @@
 """The embeddable web chat widget: its files, a demo help page and the WebSocket it talks over.
 
 A bank embeds `<script src="https://bot.example/widget.js" data-server="https://bot.example"></script>`.
-The socket is `/ws/chat?sender=<visitor id>&channel=web`; its frames are described in
-`bot.channels.chat_socket`. On a signed-in page the widget also sends `token`, a token of the app channel's
-kind (`bot.channels.app`): the visitor is then linked to that bank customer.
+The socket is `/ws/chat`; the widget's first frame presents the visitor credential the server issued it
+(`bot.security.credentials`), later frames are described in `bot.channels.chat_socket`. On a signed-in page
+the first frame also carries `token`, a token of the app channel's kind (`bot.channels.app`): the visitor is
+then linked to that bank customer.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from fastapi import APIRouter, WebSocket
 from fastapi.concurrency import run_in_threadpool
@@ -18,12 +18,11 @@ from fastapi.responses import FileResponse
 
 from bot.channels.app import TokenRejected, verify_token
 from bot.channels.chat_socket import serve_chat
+from bot.channels.handshake import first_frame
+from bot.security.origins import origin_allowed
 
 STATIC = Path(__file__).parent / "static"
-# The visitor id is a random UUID made by the widget; the channel is fixed so that a web visitor can never
-# read another channel's history by naming its sender (a WeChat openid, say).
-SENDER = re.compile(r"^[A-Za-z0-9_.:-]{8,128}$")
-CHANNELS = {"web"}
+CHANNEL = "web"  # fixed: a web visitor can never read another channel's history by naming its sender
 NO_CACHE = {"Cache-Control": "no-cache"}  # the bank's page always gets the current widget after an upgrade
 
 
@@ -42,30 +41,41 @@ def widget_router() -> APIRouter:
     def widget_css() -> FileResponse:
         return FileResponse(STATIC / "widget.css", media_type="text/css; charset=utf-8", headers=NO_CACHE)
 
+    @router.get("/demo.{kind}", include_in_schema=False)
+    def demo_asset(kind: Literal["js", "css"]) -> FileResponse:
+        """The demo page's script and styles, in files so that its CSP needs no 'unsafe-inline'."""
+        media_type = {"js": "text/javascript", "css": "text/css"}[kind]
+        return FileResponse(STATIC / f"demo.{kind}", media_type=f"{media_type}; charset=utf-8", headers=NO_CACHE)
+
     @router.websocket("/ws/chat")
-    async def chat(websocket: WebSocket, sender: str = "", channel: str = "web", token: str = "") -> None:
+    async def chat(websocket: WebSocket) -> None:
+        """The widget's socket. Its first frame is `{"type": "hello", "visitor"?: credential, "token"?: app
+        token}`; the answer `{"type": "welcome", "visitor": credential}` carries the credential to keep (a new
+        one when none or a forged one was presented). Then frames as in `bot.channels.chat_socket`."""
+        state = websocket.app.state
+        if not origin_allowed(websocket, state.config.server.allowed_origins):
+            await websocket.close(code=4403)  # before accept: the browser sees the handshake refused
+            return
         await websocket.accept()
-        if not SENDER.match(sender) or channel not in CHANNELS:
-            await websocket.send_json({"type": "error", "message": "访客标识无效，请刷新页面后重试。"})
-            await websocket.close(code=1008)
+        hello = await first_frame(websocket)
+        if hello is None:
             return
-        service = getattr(websocket.app.state, "conversations", None)
-        if service is None:
-            await websocket.send_json({"type": "error", "message": "在线客服暂时不可用，请稍后再试或拨打客服热线。"})
-            await websocket.close(code=1011)
-            return
-        metadata: dict[str, Any] = {}
-        if token:
+        visitor_id = state.visitor_credentials.verify(hello.get("visitor"))
+        credential = hello.get("visitor")
+        if visitor_id is None:
+            visitor_id, credential = state.visitor_credentials.issue()
+        if hello.get("token"):
             try:
-                customer = verify_token(token, websocket.app.state.config.channels.app)
+                customer = verify_token(str(hello["token"]), state.config.channels.app)
             except TokenRejected:
                 await websocket.send_json({"type": "error", "message": "登录已失效，请重新登录网上银行后再咨询。"})
                 await websocket.close(code=4401)
                 return
-            await run_in_threadpool(service.store.link_customer, channel, sender, customer.customer_id,
-                                    name=customer.name, tier=customer.tier, verified=customer.verified)
-            metadata = customer.metadata
-        await serve_chat(websocket, service, channel, sender, metadata)
+            await run_in_threadpool(state.conversations.store.link_customer, CHANNEL, visitor_id,
+                                    customer.customer_id, name=customer.name, tier=customer.tier,
+                                    verified=customer.verified)
+        await websocket.send_json({"type": "welcome", "visitor": credential})
+        await serve_chat(websocket, state.conversations, CHANNEL, visitor_id)
 
     return router
 

@@ -1,7 +1,7 @@
 /* 示例银行 坐席工作台 — the agent console at /agent.
    Plain ES2020, no framework, no build step. Talks to /api/agent/* and /api/supervisor/* with the session token
-   from login, and listens on /api/agent/ws for queue changes and customers' messages.
-   Every piece of data is rendered with textContent, never as HTML. */
+   from login, and listens on /api/agent/ws (authenticated by its first frame) for queue changes and customers'
+   messages. Every piece of data is rendered with textContent, never as HTML; customer text arrives masked. */
 (() => {
   "use strict";
 
@@ -625,29 +625,27 @@
     status.textContent = { live: "实时连接", polling: "连接中断，每5秒刷新", connecting: "正在连接…" }[mode];
   }
 
+  // the session token goes in the socket's first frame, never in its URL (URLs end up in access logs)
   function connect() {
     if (!state.token || state.socket) return;
     clearTimeout(state.retryTimer);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     let socket;
     try {
-      socket = new WebSocket(`${scheme}://${location.host}/api/agent/ws?token=${encodeURIComponent(state.token)}`);
+      socket = new WebSocket(`${scheme}://${location.host}/api/agent/ws`);
     } catch {
       scheduleReconnect();
       return;
     }
     state.socket = socket;
     socket.addEventListener("open", () => {
-      state.attempt = 0;
-      setLive("live");
-      stopPolling();
-      refreshQueue();  // whatever happened while the socket was down
-      clearInterval(state.pingTimer);
-      state.pingTimer = setInterval(() => { if (socket.readyState === WebSocket.OPEN) socket.send("ping"); }, 25000);
+      socket.send(JSON.stringify({ type: "auth", token: state.token }));
     });
     socket.addEventListener("message", (event) => {
       const frame = readJson(event.data);
-      if (frame) onFrame(frame);
+      if (!frame) return;
+      if (frame.type === "welcome") onWelcome(socket);
+      else onFrame(frame);
     });
     socket.addEventListener("close", (event) => {
       if (state.socket !== socket) return;
@@ -661,6 +659,18 @@
       startPolling();
       scheduleReconnect();
     });
+  }
+
+  function onWelcome(socket) {
+    state.attempt = 0;
+    setLive("live");
+    stopPolling();
+    refreshQueue();  // whatever happened while the socket was down
+    clearInterval(state.pingTimer);
+    // each keep-alive also lets the server re-check the session (logged out elsewhere, expired, disabled)
+    state.pingTimer = setInterval(() => {
+      if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "ping" }));
+    }, 25000);
   }
 
   function scheduleReconnect() {

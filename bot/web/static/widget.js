@@ -19,7 +19,7 @@
   const MAX_CHARS = 2000;
   const RECONNECT_BASE_MS = 1000;
   const RECONNECT_MAX_MS = 30000;
-  const VISITOR_KEY = "bankbot.visitor";
+  const VISITOR_KEY = "bankbot.visitor_credential";
   const PENDING_KEY = "bankbot.pending";
   const OPEN_KEY = "bankbot.open";
   const STATUS_TEXT = {
@@ -51,8 +51,9 @@
     return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
   }
 
-  const visitor = local.get(VISITOR_KEY) || uuid();
-  local.set(VISITOR_KEY, visitor);
+  // the server issues the visitor credential on the first connection; it is what lets this browser read its
+  // history again, so it stays in this browser only
+  let visitor = local.get(VISITOR_KEY);
 
   let pending = [];  // messages not yet acknowledged: {id, text, title, ts}; resent with the same id
   try { pending = JSON.parse(local.get(PENDING_KEY) || "[]"); } catch { pending = []; }
@@ -276,15 +277,18 @@
     setStatus(attempt ? "reconnecting" : "connecting");
     const url = new URL(`${serverBase}/ws/chat`);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    url.searchParams.set("sender", visitor);
-    url.searchParams.set("channel", "web");
-    const token = script && script.dataset.token;
-    if (token) url.searchParams.set("token", token);
     const ws = new WebSocket(url.href);
     socket = ws;
     ready = false;
     inflight.clear();
-    ws.addEventListener("open", () => ws.send(JSON.stringify({ type: "history" })));
+    ws.addEventListener("open", () => {
+      // credentials travel in the first frame, never in the URL (URLs end up in logs)
+      const hello = { type: "hello" };
+      if (visitor) hello.visitor = visitor;
+      const token = script && script.dataset.token;
+      if (token) hello.token = token;
+      ws.send(JSON.stringify(hello));
+    });
     ws.addEventListener("message", (event) => {
       let frame;
       try { frame = JSON.parse(event.data); } catch { return; }
@@ -330,6 +334,13 @@
 
   function onFrame(frame) {
     switch (frame.type) {
+      case "welcome":  // the socket knows who we are: keep the (possibly new) credential, then load the history
+        if (frame.visitor) {
+          visitor = frame.visitor;
+          local.set(VISITOR_KEY, visitor);
+        }
+        if (socket) socket.send(JSON.stringify({ type: "history" }));
+        break;
       case "history":
         renderHistory(Array.isArray(frame.messages) ? frame.messages : []);
         ready = true;

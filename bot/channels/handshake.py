@@ -1,0 +1,51 @@
+"""The first frame of an authenticated socket: credentials travel in it, never in the URL (URLs are logged).
+
+    widget  {"type": "hello", "visitor"?: credential, "token"?: app token}
+    app     {"type": "auth", "token": app token}
+    agents  {"type": "auth", "token": session token}
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import WebSocket
+
+from bot.security.json_guard import UnsafeJson, loads_guarded
+
+HANDSHAKE_SECONDS = 10.0
+
+
+async def first_frame(websocket: WebSocket, expected_type: str = "hello") -> dict[str, Any] | None:
+    """The accepted socket's first frame when it is of `expected_type`; otherwise the socket is closed (4401
+    when nothing came in time, 1008 for another frame) and None returned."""
+    try:
+        frame = await asyncio.wait_for(_receive(websocket), HANDSHAKE_SECONDS)
+    except TimeoutError:
+        await websocket.close(code=4401, reason="no credentials")
+        return None
+    if frame is None:
+        return None
+    if not isinstance(frame, dict) or frame.get("type") != expected_type:
+        await websocket.send_json({"type": "error", "message": "连接未通过验证，请刷新页面后重试。"})
+        await websocket.close(code=1008, reason=f"the first frame must be {expected_type}")
+        return None
+    return frame
+
+
+async def _receive(websocket: WebSocket) -> Any:
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    raw = message.get("text") or message.get("bytes") or b""
+    if len(raw) > websocket.app.state.config.server.max_frame_bytes:
+        await websocket.close(code=1009, reason="frame too large")
+        return None
+    try:
+        return loads_guarded(raw)
+    except UnsafeJson as e:
+        if e.kind == "syntax":
+            return e  # not a hello: answered like any other wrong first frame
+        await websocket.close(code=1007 if e.kind == "unicode" else 1009, reason=e.kind)
+        return None

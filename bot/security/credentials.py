@@ -1,0 +1,57 @@
+"""Credentials the server issues itself: the web widget's visitor credential, signed with the server's key.
+
+A visitor id alone is worth nothing: the widget gets `v1.<visitor id>.<HMAC>` on its first connection and
+presents it on every later one, so knowing or guessing someone's visitor id replays no history.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from bot.config import BotConfig
+
+PREFIX = "v1"
+KEY_FILE = "secret_key"
+
+
+def server_key(config: BotConfig) -> bytes:
+    """`security.secret_key`, or a random key made once and kept next to the SQLite database, readable only by
+    the server's user (several workers must share one key: set BOT__SECURITY__SECRET_KEY)."""
+    if config.security.secret_key:
+        return config.security.secret_key.encode()
+    path = config.path("data") / KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+    return Path(path).read_text().strip().encode()
+
+
+class VisitorCredentials:
+    def __init__(self, key: bytes) -> None:
+        self._key = hashlib.sha256(b"visitor-credential:" + key).digest()
+
+    def issue(self) -> tuple[str, str]:
+        """A new visitor: (visitor id, credential)."""
+        visitor_id = "v-" + secrets.token_urlsafe(18)
+        return visitor_id, f"{PREFIX}.{visitor_id}.{self._sign(visitor_id)}"
+
+    def verify(self, credential: object) -> str | None:
+        """The visitor id of a credential we issued, else None."""
+        if not isinstance(credential, str) or len(credential) > 200:
+            return None
+        prefix, _, rest = credential.partition(".")
+        visitor_id, _, signature = rest.rpartition(".")
+        if prefix != PREFIX or not visitor_id or not hmac.compare_digest(signature, self._sign(visitor_id)):
+            return None
+        return visitor_id
+
+    def _sign(self, visitor_id: str) -> str:
+        digest = hmac.new(self._key, visitor_id.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

@@ -1,0 +1,74 @@
+"""Who may call each route: the declared table that tests/test_routes.py checks against the application's
+real routes (HTTP and WebSocket), so a new route without an entry fails the test suite.
+
+    public     anyone (pages, health, Rasa's parse and REST webhook: rate-limited per sender and per IP)
+    api        `Authorization: Bearer <security.api_token>`, or a supervisor's/admin's session
+    agent      an agent desk session (`Authorization: Bearer`, or the socket's first frame)
+    supervisor a supervisor's or admin's session
+    admin      an admin's session
+    customer   the app's signed customer token (`Authorization: Bearer`, or the socket's first frame)
+    visitor    the widget's visitor credential, issued by the server in the socket's first answer
+    wechat     WeChat's signature of the request (token, timestamp, nonce)
+    wecom      WeCom's msg_signature of the encrypted callback
+    system     `X-API-Key` of the bank's internal systems (`notify.api_keys`)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Access = Literal["public", "api", "agent", "supervisor", "admin", "customer", "visitor", "wechat", "wecom",
+                 "system"]
+
+ROUTES: dict[tuple[str, str], Access] = {
+    # operations and Rasa's HTTP API
+    ("GET", "/health"): "public",
+    ("GET", "/ready"): "public",
+    ("GET", "/status"): "public",
+    ("POST", "/model/parse"): "public",
+    ("POST", "/webhooks/rest/webhook"): "public",
+    ("GET", "/conversations/{conversation_id}/tracker"): "api",
+    ("GET", "/openapi.json"): "public",  # server.docs: false removes these three
+    ("GET", "/docs"): "public",
+    ("GET", "/docs/oauth2-redirect"): "public",
+    ("GET", "/redoc"): "public",
+    # the web widget
+    ("GET", "/"): "public",
+    ("GET", "/widget.js"): "public",
+    ("GET", "/widget.css"): "public",
+    ("GET", "/demo.{kind}"): "public",
+    ("WS", "/ws/chat"): "visitor",
+    # the agent desk
+    ("GET", "/agent"): "public",
+    ("GET", "/agent.js"): "public",
+    ("GET", "/agent.css"): "public",
+    ("POST", "/api/agent/login"): "public",  # limited per account and per IP
+    ("POST", "/api/agent/logout"): "agent",
+    ("POST", "/api/agent/presence"): "agent",
+    ("GET", "/api/agent/queue"): "agent",
+    ("POST", "/api/agent/handoffs/{handoff_id}/accept"): "agent",
+    ("GET", "/api/agent/handoffs/{handoff_id}/context"): "agent",
+    ("POST", "/api/agent/handoffs/{handoff_id}/messages"): "agent",
+    ("POST", "/api/agent/handoffs/{handoff_id}/notes"): "agent",
+    ("POST", "/api/agent/handoffs/{handoff_id}/transfer"): "agent",
+    ("POST", "/api/agent/handoffs/{handoff_id}/close"): "agent",
+    ("GET", "/api/agent/canned"): "agent",
+    ("GET", "/api/agent/groups"): "agent",
+    ("GET", "/api/agent/knowledge"): "agent",
+    ("WS", "/api/agent/ws"): "agent",
+    ("GET", "/api/supervisor/overview"): "supervisor",
+    ("POST", "/api/supervisor/handoffs/{handoff_id}/reassign"): "supervisor",
+    ("GET", "/api/admin/agents"): "supervisor",
+    ("POST", "/api/admin/agents"): "admin",
+    # the bank's app
+    ("POST", "/channels/app/messages"): "customer",
+    ("POST", "/channels/app/binding-code"): "customer",
+    ("GET", "/channels/app/history"): "customer",
+    ("WS", "/channels/app/ws"): "customer",
+    # WeChat, WeCom, the bank's systems
+    ("GET", "/channels/wechat"): "wechat",
+    ("POST", "/channels/wechat"): "wechat",
+    ("GET", "/channels/wecom"): "wecom",
+    ("POST", "/channels/wecom"): "wecom",
+    ("POST", "/api/v1/notify"): "system",
+}

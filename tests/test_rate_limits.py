@@ -1,0 +1,84 @@
+"""Floods are refused with 429 and Retry-After: per sender and per IP on the public channel endpoints, in
+memory for one process and in Redis (127.0.0.1:6379) shared by several workers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bot.config import BotConfig, RateLimitConfig
+from bot.security.limits import MemoryLimiter, RedisLimiter
+from bot.storage import Database
+from bot.web.app import create_app
+from tests.chat_support import widget_socket
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def limited(config: BotConfig, per_sender: int, per_ip: int, redis_url: str | None = None) -> BotConfig:
+    security = config.security.model_copy(update={
+        "rate_limits": RateLimitConfig(per_sender=per_sender, per_ip=per_ip, window_seconds=60),
+        "redis_url": redis_url})
+    return config.model_copy(update={"security": security})
+
+
+def app_for(minibot_agent, tmp_path: Path, **limits) -> TestClient:
+    database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
+    return TestClient(create_app(limited(minibot_agent.config, **limits), agent=minibot_agent, database=database))
+
+
+def send(client: TestClient, sender: str) -> int:
+    return client.post("/webhooks/rest/webhook", json={"sender": sender, "message": "你好"}).status_code
+
+
+def test_one_sender_is_limited_and_told_when_to_come_back(minibot_agent, tmp_path: Path) -> None:
+    client = app_for(minibot_agent, tmp_path, per_sender=3, per_ip=100)
+    assert [send(client, "flooder") for _ in range(3)] == [200, 200, 200]
+    refused = client.post("/webhooks/rest/webhook", json={"sender": "flooder", "message": "你好"})
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
+    assert "稍等" in refused.json()["detail"]
+    assert send(client, "someone-else") == 200  # others are not affected
+
+
+def test_one_address_is_limited_whatever_sender_it_names(minibot_agent, tmp_path: Path) -> None:
+    client = app_for(minibot_agent, tmp_path, per_sender=100, per_ip=4)
+    assert [send(client, f"sender-{i}") for i in range(5)] == [200, 200, 200, 200, 429]
+    parse = [client.post("/model/parse", json={"text": "你好"}).status_code for _ in range(5)]
+    assert parse[-1] == 429
+
+
+def test_a_widget_visitor_who_floods_gets_an_error_frame_not_a_reply(minibot_agent, tmp_path: Path) -> None:
+    client = app_for(minibot_agent, tmp_path, per_sender=2, per_ip=100)
+    with widget_socket(client) as (socket, _):
+        kinds = []
+        for n in range(3):
+            socket.send_json({"type": "message", "text": "你好", "message_id": f"flood-{n}"})
+            while (frame := socket.receive_json())["type"] not in ("ack", "error"):
+                pass
+            kinds.append(frame["type"])
+            if frame["type"] == "error":
+                assert "稍等" in frame["message"]
+        assert kinds == ["ack", "ack", "error"]
+
+
+def test_workers_sharing_redis_share_the_counts(minibot_agent, tmp_path: Path) -> None:
+    first = app_for(minibot_agent, tmp_path / "a", per_sender=3, per_ip=100, redis_url=REDIS_URL)
+    second = app_for(minibot_agent, tmp_path / "b", per_sender=3, per_ip=100, redis_url=REDIS_URL)
+    sender = f"shared-{uuid.uuid4().hex}"
+    assert [send(first, sender), send(second, sender), send(first, sender)] == [200, 200, 200]
+    assert send(second, sender) == 429
+
+
+@pytest.mark.parametrize("limiter", [MemoryLimiter, lambda: RedisLimiter(REDIS_URL)])
+def test_the_window_slides(limiter) -> None:
+    counts = limiter()
+    key = f"slide-{uuid.uuid4().hex}"
+    assert [counts.hit(key, 2, 0.3) for _ in range(3)][:2] == [0, 0]
+    assert counts.retry_after(key, 2, 0.3) > 0
+    time.sleep(0.35)
+    assert counts.retry_after(key, 2, 0.3) == 0
+    counts.clear(key)
