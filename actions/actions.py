@@ -90,13 +90,29 @@ def card_buttons(cards: list[Card], intent: str) -> list[dict[str, str]]:
     return [{"title": card_label(c), "payload": f'/{intent}{{"card_tail":"{c.tail}"}}'} for c in cards]
 
 
+def _compact(value: Any) -> str:
+    """Digit groups joined ("6222 0212 …" -> "62220212…"); masked digits (*) count as digits."""
+    return re.sub(r"(?<=[\d*])[ -](?=[\d*])", "", str(value or ""))
+
+
 def four_digits(value: Any) -> str | None:
-    match = re.search(r"(?<!\d)\d{4}(?!\d)", str(value or ""))
+    """The card's last four digits: of a whole card number when the customer typed one (as typed or as stored,
+    masked), else the four digits given."""
+    text = _compact(value)
+    whole = re.search(r"(?<![\d*])[\d*]{9,15}(\d{4})(?!\d)", text)
+    if whole:
+        return whole.group(1)
+    match = re.search(r"(?<!\d)\d{4}(?!\d)", text)
     return match.group() if match else None
 
 
 def id_last4_of(value: Any) -> str | None:
-    match = re.search(r"(?<![0-9Xx])[0-9]{3}[0-9Xx](?![0-9Xx])", str(value or ""))
+    """The ID number's last four characters: of a whole 18-character ID (as typed or masked), else as given."""
+    text = _compact(value)
+    whole = re.search(r"(?<![\d*Xx])[\d*]{14}(\d{3}[\dXx])(?![\dXx])", text)
+    if whole:
+        return whole.group(1).upper()
+    match = re.search(r"(?<![0-9Xx])[0-9]{3}[0-9Xx](?![0-9Xx])", text)
     return match.group().upper() if match else None
 
 

@@ -139,7 +139,8 @@ _CUSTOMERS = (
     Customer("C0002", "李娜", "普卡"),
     Customer("C0003", "王芳", "白金卡"),
 )
-_ID_NUMBERS = {"C0001": "310104198507123456", "C0002": "440106199203085721", "C0003": "11010819780915402X"}
+# well-formed (their check characters are right), so a customer who types one whole sees it masked when stored
+_ID_NUMBERS = {"C0001": "310104198507023456", "C0002": "440106199203095721", "C0003": "11010819780906402X"}
 _CARDS = {
     "C0001": (Card("6688", "debit", "借记卡（一类户）"), Card("3721", "credit", "金卡信用卡")),
     "C0002": (Card("1234", "debit", "借记卡（一类户）"), Card("5566", "debit", "借记卡（二类户）")),

@@ -368,3 +368,46 @@ def test_tracker_and_domain_payload_shapes() -> None:
     assert state["latest_input_channel"] == "app" and state["latest_event_time"] == 1700000001.0
     assert state["active_loop"]["name"] == "card_loss_form"
     assert DOMAIN["forms"]["card_loss_form"]["required_slots"] == CARD_LOSS_SLOTS
+
+
+@pytest.mark.parametrize(("said", "tail"), [("6688", "6688"), ("尾号是6688", "6688"), ("6222021234567886688", "6688"),
+                                            ("6222 0212 3456 7886 688", "6688"), ("***************6688", "6688"),
+                                            ("12345", None)])
+def test_the_card_tail_of_what_the_customer_typed(said: str, tail: str | None) -> None:
+    from actions.actions import four_digits
+
+    assert four_digits(said) == tail
+
+
+@pytest.mark.parametrize(("said", "last4"), [("3456", "3456"), ("后四位002x", "002X"), ("310104198507023456", "3456"),
+                                             ("**************402X", "402X"), ("11010819780906402x", "402X")])
+def test_the_id_last_four_of_what_the_customer_typed(said: str, last4: str) -> None:
+    from actions.actions import id_last4_of
+
+    assert id_last4_of(said) == last4
+
+
+def test_a_customer_who_types_whole_numbers_reports_the_loss_and_nothing_is_kept_in_clear(bundled_agent,
+                                                                                          tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+    from sqlalchemy import select
+
+    from bot.storage import Database
+    from bot.storage.models import Base
+    from bot.web.app import create_app
+
+    database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
+    client = TestClient(create_app(bundled_agent.config, agent=bundled_agent, database=database))
+
+    def say(text: str) -> str:
+        response = client.post("/webhooks/rest/webhook", json={"sender": "whole-numbers", "message": text})
+        return " ".join(r["text"] for r in response.json())
+
+    say("我的卡丢了")
+    assert "身份证" in say("卡号6222021234567886688")
+    assert "确认" in say("310104198507023456")
+    with database.session() as session:
+        stored = "\n".join(str(tuple(row)) for table in Base.metadata.sorted_tables
+                           for row in session.execute(select(table)))
+    assert "6222021234567886688" not in stored and "310104198507023456" not in stored
+    assert "***************6688" in stored

@@ -361,3 +361,14 @@ def test_extract_never_raises_and_offsets_hold(text: str) -> None:
         assert entity["end"] <= following["start"]
     for entity in entities:
         assert text[entity["start"] : entity["end"]] == entity["text"]
+
+
+@pytest.mark.parametrize("text", ["卡号6222021234567886688丢了", "卡号 6222 0212 3456 7886 688",
+                                  "6222-0212-3456-7886-688"])
+def test_a_whole_card_number_gives_its_last_four_not_the_groups_inside(text: str) -> None:
+    tails = [e for e in extract(text) if e["entity"] == "card_tail"]
+    assert [t["value"] for t in tails] == ["6688"]
+
+
+def test_digits_that_fail_the_luhn_check_are_no_card_number() -> None:
+    assert [e for e in extract("单号6222021234567886689") if e["entity"] == "card_tail"] == []

@@ -13,6 +13,7 @@ from bot.config import AppChannelConfig, BotConfig, ChannelsConfig
 from bot.handoff.agents import create_agent
 from bot.storage import Database
 from bot.web.app import create_app
+from tests.chat_support import widget_socket
 
 SECRET = "test-secret-of-the-banks-app-backend-0123456789"
 API_TOKEN = "identity-test-api-token-0123"
@@ -112,3 +113,22 @@ def test_supervisors_read_the_tracker_agents_do_not(client: TestClient, database
     url = "/conversations/reader-2/tracker"
     assert client.get(url, headers=session("boss", "supervisor-pass-1")).status_code == 200
     assert client.get(url, headers=session("wang", "agent-pass-0001")).status_code == 403
+
+
+def test_new_visitors_from_one_address_do_not_get_fresh_binding_guesses(client: TestClient) -> None:
+    app_token = sign_token(AppCustomer(customer_id="C0003", name="王芳", verified=True), SECRET)
+    code = client.post("/channels/app/binding-code", headers={"Authorization": f"Bearer {app_token}"}).json()["code"]
+    wrong = (c for c in (f"{n:06d}" for n in range(1, 100)) if c != code)
+    per_address = client.app.state.config.security.binding_max_failures * 2
+
+    def visitor_says(text: str) -> str:
+        with widget_socket(client) as (socket, _):  # a new visitor every time
+            socket.send_json({"type": "message", "text": text, "message_id": "bind-1"})
+            replies = []
+            while (frame := socket.receive_json())["type"] != "ack":
+                replies.append(frame.get("text", ""))
+            return " ".join(replies)
+
+    for _ in range(per_address):
+        assert "无效或已过期" in visitor_says(f"绑定 {next(wrong)}")
+    assert "次数过多" in visitor_says(f"绑定 {code}")  # the right code too, from this address

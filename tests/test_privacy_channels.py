@@ -84,3 +84,4 @@ def test_no_channel_stores_or_logs_a_full_number(app, wecom_api, caplog) -> None
     assert leaked == [], f"stored in clear: {leaked}"
     logged = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
     assert [s for s in SECRETS if s in logged] == []
+    assert "sync_msg?access_token=***" in logged and "access_token=TOKEN" not in logged  # WeCom's token too

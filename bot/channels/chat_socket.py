@@ -23,6 +23,7 @@ from fastapi.encoders import jsonable_encoder
 
 from bot.dialogue.service import Inbound, MessageRejected
 from bot.security.json_guard import UnsafeJson, loads_guarded, scrub
+from bot.security.limits import client_ip
 from bot.web.hub import after_grace
 
 MAX_TEXT_CHARS = 2000
@@ -95,11 +96,12 @@ def _leave_queue_unless_back(websocket: WebSocket, service: Any, channel: str, s
     task.add_done_callback(state.background.discard)
 
 
-async def receive_frame(websocket: WebSocket, max_bytes: int,
-                        max_depth: int = MAX_FRAME_DEPTH) -> dict[str, Any] | None:
+async def receive_frame(websocket: WebSocket, max_bytes: int, max_depth: int = MAX_FRAME_DEPTH,
+                        skip_malformed: bool = True) -> dict[str, Any] | None:
     """The next JSON object the client sends on an accepted socket, or None once the socket is gone. A hostile
     frame (see TOO_LARGE, TOO_DEEP, NOT_UNICODE) gets an error frame, then the socket is closed here and None
-    returned; a frame that is merely not a JSON object gets an error frame and the next frame is read."""
+    returned; a frame that is merely not a JSON object gets an error frame and the next frame is read (or, with
+    `skip_malformed` false, comes back as an empty object for the caller to refuse)."""
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -112,6 +114,8 @@ async def receive_frame(websocket: WebSocket, max_bytes: int,
             return None
         if isinstance(frame, dict):
             return frame
+        if not skip_malformed:
+            return {}
         await websocket.send_json(_error(MALFORMED, None))
 
 
@@ -180,7 +184,8 @@ async def _message(websocket: WebSocket, service: Any, channel: str, sender: str
 
     await websocket.send_json({"type": "typing"})
     try:
-        result = await run_in_threadpool(service.handle, Inbound(channel, sender, text, message_id, metadata))
+        ip = client_ip(websocket, websocket.app.state.config.server.trusted_proxies)
+        result = await run_in_threadpool(service.handle, Inbound(channel, sender, text, message_id, metadata, ip))
     except MessageRejected as e:  # only the service's own refusals carry a message meant for the customer
         raise FrameError(str(e), message_id) from e
     except Exception as e:

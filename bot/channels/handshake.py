@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import WebSocket
 
-from bot.security.json_guard import UnsafeJson, loads_guarded
+from bot.channels.chat_socket import receive_frame
 
 HANDSHAKE_SECONDS = 10.0
 
@@ -21,31 +21,16 @@ async def first_frame(websocket: WebSocket, expected_type: str = "hello") -> dic
     """The accepted socket's first frame when it is of `expected_type`; otherwise the socket is closed (4401
     when nothing came in time, 1008 for another frame) and None returned."""
     try:
-        frame = await asyncio.wait_for(_receive(websocket), HANDSHAKE_SECONDS)
+        frame = await asyncio.wait_for(receive_frame(websocket, websocket.app.state.config.server.max_frame_bytes,
+                                                     skip_malformed=False), HANDSHAKE_SECONDS)
     except TimeoutError:
         await websocket.close(code=4401, reason="no credentials")
         return None
     if frame is None:
         return None
-    if not isinstance(frame, dict) or frame.get("type") != expected_type:
+    if frame.get("type") != expected_type:
         await websocket.send_json({"type": "error", "message": "连接未通过验证，请刷新页面后重试。"})
         await websocket.close(code=1008, reason=f"the first frame must be {expected_type}")
         return None
     return frame
 
-
-async def _receive(websocket: WebSocket) -> Any:
-    message = await websocket.receive()
-    if message["type"] == "websocket.disconnect":
-        return None
-    raw = message.get("text") or message.get("bytes") or b""
-    if len(raw) > websocket.app.state.config.server.max_frame_bytes:
-        await websocket.close(code=1009, reason="frame too large")
-        return None
-    try:
-        return loads_guarded(raw)
-    except UnsafeJson as e:
-        if e.kind == "syntax":
-            return e  # not a hello: answered like any other wrong first frame
-        await websocket.close(code=1007 if e.kind == "unicode" else 1009, reason=e.kind)
-        return None

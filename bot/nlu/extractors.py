@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NotRequired, TypedDict
 
 from bot.nlu.normalise import fold, parse_number
+from bot.security.masking import luhn_ok
 
 EXTRACTOR = "builtin"
 DIMENSIONS = ("amount", "card_tail", "phone", "id_number", "date", "currency")
@@ -156,6 +157,7 @@ _CARD_TAIL_RE = re.compile(
     rf"(?:是|为|:|\s)*(?P<tail>[{_TAIL_DIGITS}]{{4}})(?![{_TAIL_DIGITS}十百千万])",
     re.ASCII,
 )
+_CARD_NUMBER_RE = re.compile(r"(?<!\d)(?:\d{4}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,3})?|\d{13,19})(?!\d)", re.ASCII)
 _MOBILE_RE = re.compile(
     r"(?<![\d+])(?:(?:\+|00)?86[\s-]?)?(1[3-9]\d)[\s-]?(\d{4})[\s-]?(\d{4})(?!\d)", re.ASCII
 )
@@ -173,6 +175,10 @@ def _card_tails(text: str, today: datetime.date) -> Iterator[Entity]:
     for match in _CARD_TAIL_RE.finditer(text):
         tail = match["tail"].translate(_TAIL_VALUES)
         yield _entity("card_tail", tail, match.start("tail"), match.end("tail"))
+    for match in _CARD_NUMBER_RE.finditer(text):  # a whole card number: its tail, over any 4 digits inside it
+        digits = re.sub(r"\D", "", match.group())
+        if luhn_ok(digits):
+            yield _entity("card_tail", digits[-4:], match.start(), match.end())
 
 
 def _phones(text: str, today: datetime.date) -> Iterator[Entity]:

@@ -35,24 +35,28 @@ _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+\-])([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]
                     r"([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+)")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
+_LUHN_ODD = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # every second digit from the right, doubled and its digits summed
 _LONGEST_NUMBER = 19  # digits of the longest card number
+_SHORTEST_NUMBER = 11  # a mobile number
+_MOST_GROUPS = 6  # in how many groups a number is written at most ("+86 138 1234 5678", "6228 4800 1234 5678 903")
 
 
 def _digits(text: str) -> str:
     """The decimal digits in `text` as ASCII (full-width and other scripts' digits read by their value)."""
+    if text.isascii() and text.isdigit():
+        return text
     return "".join(str(unicodedata.decimal(c)) for c in text if unicodedata.decimal(c, None) is not None)
 
 
 def luhn_ok(number: str) -> bool:
     """The Luhn check every bank card number passes."""
-    digits = [int(d) for d in _digits(number)]
-    if not digits:
-        return False
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
+    digits = _digits(number)
+    return bool(digits) and _luhn(digits)
+
+
+def _luhn(digits: str) -> bool:
+    """The Luhn check of a string of ASCII digits."""
+    total = sum(_LUHN_ODD[int(d)] if i % 2 else int(d) for i, d in enumerate(reversed(digits)))
     return total % 10 == 0
 
 
@@ -71,9 +75,9 @@ def _kind(digits: str, with_x: bool, glued: bool) -> str | None:
         return "id" if len(digits) == 17 and id_number_ok(digits + "X") else None
     if len(digits) == 18 and id_number_ok(digits):
         return "id"
-    if _MOBILE.fullmatch(digits):
+    if len(digits) in (11, 13) and _MOBILE.fullmatch(digits):
         return "phone"
-    if not glued and 13 <= len(digits) <= _LONGEST_NUMBER and luhn_ok(digits):
+    if not glued and 13 <= len(digits) <= _LONGEST_NUMBER and _luhn(digits):
         return "card"
     return None
 
@@ -89,11 +93,12 @@ def _masked(kind: str, digits: str, with_x: bool) -> str:
 def _longest(groups: list[str], first: int, x_at_end: bool, glued: bool) -> tuple[int, str, bool] | None:
     """(last group, kind, uses the X) of the longest number that starts at group `first`, if any."""
     ends, total = [], 0
-    for last in range(first, len(groups)):
+    for last in range(first, min(len(groups), first + _MOST_GROUPS)):
         total += len(groups[last])
         if total > _LONGEST_NUMBER:
             break
-        ends.append(last)
+        if total >= _SHORTEST_NUMBER:
+            ends.append(last)
     for last in reversed(ends):
         digits = "".join(groups[first:last + 1])
         for with_x in (True, False) if x_at_end and last == len(groups) - 1 else (False,):
@@ -167,26 +172,39 @@ def mask_value(value: Any) -> Any:
     return value
 
 
+# credentials that third-party APIs put in URLs (WeChat's and WeCom's access_token, gettoken's corpsecret)
+_URL_CREDENTIAL = re.compile(r"(?i)\b(access_token|corpsecret|secret|token|ticket)=([^&\s\"'<>]+)")
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with the values of credential query parameters replaced by `***`."""
+    return _URL_CREDENTIAL.sub(r"\1=***", text)
+
+
+def _for_logs(text: str) -> str:
+    return redact_credentials(mask_text(text))
+
+
 def mask_record(record: logging.LogRecord) -> logging.LogRecord:
     """The record with its message, exception and stack text masked. The arguments are masked one by one
     (formatters such as uvicorn's access log unpack them); when that is not enough, the message is formatted
     now and the arguments go."""
     message = _message(record)
-    if message is not None and mask_text(message) != message:
+    if message is not None and _for_logs(message) != message:
         if isinstance(record.msg, str):
-            record.msg = mask_text(record.msg)
+            record.msg = _for_logs(record.msg)
         if isinstance(record.args, tuple | dict):
             record.args = mask_value(record.args) if isinstance(record.args, dict) else \
                 tuple(_masked_argument(a) for a in record.args)
         formatted = _message(record)
-        if formatted is None or mask_text(formatted) != formatted:
-            record.msg, record.args = mask_text(message), None
+        if formatted is None or _for_logs(formatted) != formatted:
+            record.msg, record.args = _for_logs(message), None
     if record.exc_info and not record.exc_text:
         record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
     if record.exc_text:
-        record.exc_text = mask_text(record.exc_text)
+        record.exc_text = _for_logs(record.exc_text)
     if record.stack_info:
-        record.stack_info = mask_text(record.stack_info)
+        record.stack_info = _for_logs(record.stack_info)
     return record
 
 

@@ -44,7 +44,8 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     app.state.database = database or Database(config.storage.url, root=config.root)
     store = ConversationStore(app.state.database,
                               session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes),
-                              state_follows_customer=config.channels.state_follows == "customer")
+                              state_follows_customer=config.channels.state_follows == "customer",
+                              security=config.security)
     app.state.hub = LiveHub()
     app.state.limiter = make_limiter(config.security.redis_url)  # logins, binding codes, message floods
     app.state.visitor_credentials = VisitorCredentials(server_key(config))
