@@ -40,15 +40,6 @@ HINTS = {
     "unicode": "Send the JSON as UTF-8; \\uXXXX escapes of surrogates must come in valid pairs.",
     "depth": "Send a flatter document.",
 }
-# Swagger UI and ReDoc as FastAPI serves them: an inline start-up script and files from a CDN. Only these
-# pages get this policy; production switches them off (`server.docs: false`).
-DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-            "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-            "https://cdn.redoc.ly; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
-            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-
-
 class Refused(Exception):
     """A request answered at the edge; `detail` tells the caller what to change."""
 
@@ -68,7 +59,6 @@ class EdgePolicy:
     json_paths: frozenset[str]  # read as JSON whatever their Content-Type
     frame_origins: tuple[str, ...]  # besides the server itself, may frame the widget's pages
     hsts: bool
-    docs_paths: frozenset[str] = frozenset()
     own_limits: tuple[tuple[str, int], ...] = ()  # (path prefix, bytes): channels configured with their own
 
     def body_limit(self, path: str) -> int:
@@ -77,10 +67,7 @@ class EdgePolicy:
     def headers(self, path: str, host: str | None) -> dict[str, str]:
         """The security headers of a response to `path` (`host` from the request, for connect-src)."""
         headers = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "strict-origin-when-cross-origin"}
-        if path in self.docs_paths:
-            headers["Content-Security-Policy"] = DOCS_CSP
-            headers["X-Frame-Options"] = "DENY"
-        elif path in WIDGET_PATHS:
+        if path in WIDGET_PATHS:
             headers["Content-Security-Policy"] = page_csp(host, " ".join(("'self'", *self.frame_origins)))
             if not self.frame_origins:  # X-Frame-Options cannot name other origins: rely on CSP then
                 headers["X-Frame-Options"] = "SAMEORIGIN"
@@ -215,13 +202,12 @@ def install_edge(app: FastAPI, config: BotConfig, json_paths: Iterable[str] = ()
         app.add_middleware(CORSMiddleware, allow_origins=list(origins), allow_credentials=False,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
                            max_age=600)
-    docs = frozenset(p for p in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p)
     # WeChat and WeCom have a limit of their own (their callbacks' XML), which their routes check again
     own_limits = (("/channels/wechat", config.channels.wechat.max_body_bytes),
                   ("/channels/wecom", config.channels.wecom.max_body_bytes))
     app.add_middleware(EdgeMiddleware, policy=EdgePolicy(
         max_body_bytes=server.max_body_bytes, json_paths=frozenset(json_paths), frame_origins=origins,
-        hsts=server.behind_tls, docs_paths=docs, own_limits=own_limits))
+        hsts=server.behind_tls, own_limits=own_limits))
 
 
 def _origins(configured: list[str]) -> tuple[str, ...]:

@@ -28,10 +28,9 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/model/parse"): "public",
     ("POST", "/webhooks/rest/webhook"): "public",
     ("GET", "/conversations/{conversation_id}/tracker"): "api",
-    ("GET", "/openapi.json"): "public",  # server.docs: false removes these three
+    ("GET", "/openapi.json"): "public",  # server.docs: false removes these two
     ("GET", "/docs"): "public",
-    ("GET", "/docs/oauth2-redirect"): "public",
-    ("GET", "/redoc"): "public",
+    ("GET", "/docs/{asset}"): "public",
     # the web widget
     ("GET", "/"): "public",
     ("GET", "/widget.js"): "public",

@@ -25,6 +25,7 @@ from bot.security.masking import install_log_masking, mask_value
 from bot.security.sessions import Sessions
 from bot.storage import ConversationStore, Database
 from bot.web.agent_api import agent_router
+from bot.web.docs import docs_router
 from bot.web.hub import LiveHub
 from bot.web.schemas import ParseRequest, RestButton, RestMessage, RestReply, Status, Tracker
 from bot.web.widget import widget_router
@@ -33,11 +34,12 @@ from bot.web.widget import widget_router
 def create_app(config: BotConfig, agent: Agent | None = None, database: Database | None = None) -> FastAPI:
     """The app for `config`: the newest model unless `agent` is given, the configured database (migrated to the
     current schema) unless `database` is given."""
-    docs = config.server.docs  # /docs, /redoc and /openapi.json; off in production
+    docs = config.server.docs  # /docs and /openapi.json; off in production
     app = FastAPI(title="示例银行智能客服 API", version="0.1.0",
                   description="Rasa-compatible NLU and REST channel of the bank's self-service bot.",
-                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
-                  openapi_url="/openapi.json" if docs else None)
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
+    if docs:
+        app.include_router(docs_router())  # Swagger UI from a package: nothing is fetched from a CDN
     install_log_masking()
     app.state.agent = agent or Agent.load(config)
     app.state.config = config
