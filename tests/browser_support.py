@@ -22,10 +22,11 @@ TIMEOUT_MS = 20_000
 
 
 @contextmanager
-def served(app: Any) -> Iterator[str]:
+def served(app: Any, log_level: str = "warning", access_log: bool = True) -> Iterator[str]:
     """The app served by uvicorn in a thread on a free port; its base URL."""
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level,
+                                           access_log=access_log))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import socket
 import statistics
 import threading
 import time
@@ -20,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, text, update
@@ -30,6 +28,7 @@ from bot.handoff.agents import create_agent, set_disabled
 from bot.storage import Database
 from bot.storage.models import AgentAccount, AgentSessionRecord, AuditEntry, utcnow
 from bot.web.app import create_app
+from tests.browser_support import served
 
 PASSWORD = "correct horse battery"
 
@@ -218,30 +217,19 @@ class Collected(logging.Handler):
 @contextmanager
 def served_with_log(app: FastAPI) -> Iterator[tuple[str, Collected]]:
     """The app served by uvicorn (access log on) on a free port; everything its loggers write is collected."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info", access_log=True))
     collected = Collected()
     loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", "bot")]
-    for logger in loggers:
-        logger.addHandler(collected)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", collected
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        for logger in loggers:
-            logger.removeHandler(collected)
+    with served(app, log_level="info", access_log=True) as url:
+        for logger in loggers:  # after uvicorn has configured its loggers, which drops handlers it did not add
+            logger.addHandler(collected)
+        try:
+            yield url, collected
+        finally:
+            for logger in loggers:
+                logger.removeHandler(collected)
 
 
-def test_no_session_token_reaches_the_servers_log(bundled_agent: Any, database: Database) -> None:
+def test_no_token_the_server_issued_reaches_its_log(bundled_agent: Any, database: Database) -> None:
     from websockets.sync.client import connect
 
     with served_with_log(make_app(bundled_agent, database)) as (url, log):
@@ -260,13 +248,23 @@ def test_no_session_token_reaches_the_servers_log(bundled_agent: Any, database: 
             while json.loads(ws.recv(timeout=10))["type"] != "queue":
                 pass
         assert http.post("/api/agent/logout", headers=headers).status_code == 200
+        for _ in range(2):  # a widget visitor, then the same visitor again with the credential it was given
+            with connect(f"{url.replace('http', 'ws')}/ws/chat", origin=url) as ws:
+                ws.send(json.dumps({"type": "hello", **({"visitor": tokens[-1]} if len(tokens) > 2 else {})}))
+                welcome = json.loads(ws.recv(timeout=10))
+                tokens.append(welcome["visitor"])
+                ws.send(json.dumps({"type": "message", "text": "你好", "message_id": f"log-{len(tokens)}"}))
+                while json.loads(ws.recv(timeout=10))["type"] != "ack":
+                    pass
+        assert tokens[-1] == tokens[-2]  # the visitor credential was presented and kept
         http.close()
         time.sleep(0.3)  # the access log line of the last request
 
     written = "\n".join(log.lines)
     assert "/api/agent/login" in written and "/api/agent/ws" in written, written  # the log was captured
-    for token in tokens:
-        assert token not in written
+    assert "/ws/chat" in written
+    for token in tokens:  # session tokens and visitor credentials, and the visitor id inside the credential
+        assert token not in written and token.split(".")[1 if token.startswith("v1.") else 0] not in written
 
 
 def rss_mb() -> float:
