@@ -116,6 +116,15 @@ def id_last4_of(value: Any) -> str | None:
     return match.group().upper() if match else None
 
 
+def looks_like_id_answer(text: str) -> bool:
+    """An answer to "your ID's last four", rather than another request: short, or naming the ID, and never
+    about a card's tail."""
+    compact = re.sub(r"\s", "", text)
+    if re.search(r"尾号|尾數|尾数|卡号|卡號", compact):
+        return False
+    return len(compact) <= 12 or "身份证" in compact or re.search(r"[\d*]{17}[\dXx]", compact) is not None
+
+
 def yes_or_no(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value
@@ -333,6 +342,11 @@ class IdLast4Validation:
 
     def validate_id_last4(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                           domain: DomainDict) -> dict[str, Any]:
+        if not looks_like_id_answer(str((tracker.latest_message or {}).get("text") or value)):
+            # e.g. "帮我挂失尾号1234的借记卡": about something else, so not a failed attempt
+            dispatcher.utter_message(text="这一步需要先核实身份：请输入您本人身份证号码的后4位（末位是X请输入X）。"
+                                          "如需办理其他业务，可以先回复“取消”。")
+            return {"id_last4": None}
         id_last4 = id_last4_of(value)
         if id_last4 is None:
             dispatcher.utter_message(text="请输入您身份证号码的后4位，由4位数字组成，末位也可能是X。")

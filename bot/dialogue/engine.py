@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from bot.config import DialogueConfig
 from bot.dialogue.actions import ActionError, ActionRunner, domain_payload, tracker_payload
 from bot.dialogue.responder import Button, Reply, Responder
+from bot.handoff.triggers import REQUEST_INTENT as REQUEST_HUMAN
 from bot.nlu.classifier import OOS_INTENTS
 from bot.training_data import TrainingData
 
@@ -29,6 +30,9 @@ HANDOFF_ACTION = "action_handoff"  # built in: rules end with it to hand the con
 MAX_ACTION_CHAIN = 5  # followup actions one turn may trigger
 FOLLOW_UP = re.compile(r"^(那|那么|那要是|如果是|换成)?(?P<rest>.{1,12}?)(呢|怎么办|怎么样|行吗|可以吗)?[?？。!！]*$")
 Reparse = Callable[[str], dict[str, Any]]
+# a plain yes to a question the bot just asked
+YES_WORDS = frozenset({"嗯", "嗯嗯", "恩", "好", "好的", "好啊", "好吧", "可以", "可以的", "是", "是的", "对", "对的",
+                       "要", "需要", "行", "ok", "OK", "Ok", "麻烦了", "麻烦你了", "转吧", "转", "yes"})
 
 
 class DialogueState(BaseModel):
@@ -41,6 +45,18 @@ class DialogueState(BaseModel):
     latest_entities: list[dict[str, Any]] = Field(default_factory=list)
     fallbacks: int = 0  # consecutive turns not understood
     paused: bool = False  # a human holds the conversation
+    loop_slots: list[str] = Field(default_factory=list)  # slots set while the active form ran: its state
+    human_offered: bool = False  # the last turn offered a person: "好的" now means yes, please
+
+    def leave_loop(self) -> list[str]:
+        """Leave the active form as if it never ran (cancelled, or a person took over): its slots, counters
+        included, are reset. Returns the slots reset, for their events."""
+        reset = [name for name in dict.fromkeys([*self.loop_slots, "requested_slot", "pending_action"])
+                 if self.slots.get(name) is not None]
+        for name in reset:
+            self.slots[name] = None
+        self.loop_slots, self.active_loop = [], None
+        return reset
 
 
 @dataclass
@@ -65,6 +81,8 @@ class _Turn:
 
     def set_slot(self, name: str, value: Any) -> None:
         self.state.slots[name] = value
+        if self.state.active_loop and name not in self.state.loop_slots:
+            self.state.loop_slots.append(name)
         self.events.append({"event": "slot", "name": name, "value": value})
 
     def set_loop(self, name: str | None) -> None:
@@ -97,7 +115,8 @@ class DialogueEngine:
     async def next_turn(self, state: DialogueState, parse: dict[str, Any], channel: str, sender_id: str,
                         history: list[dict[str, Any]]) -> TurnOutcome:
         turn = _Turn(sender_id, channel, parse, history, state.model_copy(deep=True))
-        turn.parse = self._follow_up(turn)
+        turn.parse = self._accepts_offer(turn) or self._follow_up(turn)
+        turn.state.human_offered = False
         payload = _button_payload(parse.get("text", ""))
         if turn.state.active_loop and self._cancels(turn):
             await self._cancel_form(turn)
@@ -131,7 +150,7 @@ class DialogueEngine:
             return
         turn.state.fallbacks += 1
         if turn.state.fallbacks >= 2:
-            turn.replies += self._offer_human(turn.channel)
+            turn.replies += self._offer_human(turn)
         elif retrieval["decision"] == "clarify":
             turn.replies += self.responder.clarify(retrieval["alternatives"], turn.channel)
         else:
@@ -144,7 +163,18 @@ class DialogueEngine:
                 return actions
         return []
 
-    def _offer_human(self, channel: str) -> list[Reply]:
+    def _accepts_offer(self, turn: _Turn) -> dict[str, Any] | None:
+        """After "需要为您转接人工客服吗？", a plain yes (嗯/好的/可以/是的, or the affirm intent) asks for a person."""
+        if not turn.state.human_offered:
+            return None
+        text = turn.parse.get("text", "").strip(" 。.!！~～")
+        if turn.parse["intent"]["name"] != "affirm" and text not in YES_WORDS:
+            return None
+        return {**turn.parse, "intent": {"name": REQUEST_HUMAN, "confidence": 1.0}}
+
+    def _offer_human(self, turn: _Turn) -> list[Reply]:
+        turn.state.human_offered = True
+        channel = turn.channel
         offer = self.responder.utter("utter_offer_human", channel, {})
         if offer:
             return offer
@@ -293,6 +323,7 @@ class DialogueEngine:
     async def _complete_form(self, turn: _Turn, form: str) -> None:
         turn.set_slot("requested_slot", None)
         turn.set_loop(None)
+        turn.state.loop_slots = []  # done: what it collected stays for its submit action to use (or clear)
         for name in self.form_submits.get(form, []):
             await self._run(turn, name)
         pending = turn.state.slots.get("pending_action")
@@ -304,10 +335,10 @@ class DialogueEngine:
     async def _cancel_form(self, turn: _Turn) -> None:
         form = turn.state.active_loop
         assert form is not None
-        for slot in [*self.data.forms.get(form, []), "requested_slot"]:
-            if turn.state.slots.get(slot) is not None:
-                turn.set_slot(slot, None)
-        turn.set_loop(None)
+        turn.state.loop_slots = [*turn.state.loop_slots, *self.data.forms.get(form, [])]
+        for slot in turn.state.leave_loop():
+            turn.events.append({"event": "slot", "name": slot, "value": None})
+        turn.events.append({"event": "active_loop", "name": None})
         turn.replies += self._utter(turn, "utter_form_cancelled") or [
             Reply(text="好的，已为您取消本次办理。还有其他可以帮您的吗？", source="utter_form_cancelled")]
 

@@ -126,14 +126,27 @@ class ConversationService:
         if start.continued_from:
             replies.insert(0, continuation(start.continued_from))
         handed_over = self.handoff.escalate_if_needed(start, text, parse, outcome.state) if self.handoff else []
+        events = outcome.events
         if handed_over:  # a person takes over: the form's "let's continue" prompts would only confuse
             form = outcome.state.active_loop
             replies = [r for r in replies if r.source != form and not r.source.startswith("utter_ask_")]
             replies += handed_over
+            events = [*events, *self._leave_task(outcome.state)]
         state = {**state, "dialogue": outcome.state.model_dump()}
         if inbound.channel in PLAIN_TEXT_CHANNELS:
             replies, state["numbered_options"] = numbered(replies)
-        return replies, parse, outcome.events, state
+        return replies, parse, events, state
+
+    def _leave_task(self, dialogue: DialogueState) -> list[dict[str, Any]]:
+        """A person takes over: the form in progress and the failure that brought them are over, so that what the
+        customer says after the person closes the chat starts afresh."""
+        reset = dialogue.leave_loop()
+        assert self.handoff is not None
+        for name in self.handoff.config.failure_slots:
+            if dialogue.slots.get(name) is not None:
+                dialogue.slots[name] = None
+                reset.append(name)
+        return [{"event": "active_loop", "name": None}, *({"event": "slot", "name": n, "value": None} for n in reset)]
 
     def _bind(self, inbound: Inbound, code: str, state: dict[str, Any]) -> list[Reply]:
         """Link this channel identity to the app customer who was given `code` (state counts failures)."""

@@ -30,9 +30,10 @@ MASKED_COLUMNS: dict[type, tuple[str, ...]] = {
 
 
 def install_masking(sessions: sessionmaker[Session]) -> None:
-    """Mask personal data in every row the sessions of `sessions` write."""
-    if not event.contains(sessions, "before_flush", _mask_pending):
-        event.listen(sessions, "before_flush", _mask_pending)
+    """Mask personal data in every row the sessions of `sessions` (a new factory) write. No `event.contains`
+    check first: SQLAlchemy's registry is keyed by object id, so a new factory at the address of a collected
+    one may look registered already and would then write in clear."""
+    event.listen(sessions, "before_flush", _mask_pending)
 
 
 def mask_event_data(data: dict[str, Any]) -> dict[str, Any]:
