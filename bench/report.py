@@ -36,10 +36,11 @@ def render(results: dict[str, Any], targets: dict[str, list[Any]]) -> str:
             verdict = "not run" if ours is None else ("**met**" if target.met(ours) else "**missed**")
             lines.append(f"| {target.what} | {sign} {target.goal} | {_fmt(ours)} | {_fmt(baseline)} | {verdict} |")
     lines += encoder_section(results)
+    lines += replay_section(results, targets.get("replay", []))
     lines += ["", "## Notes", "", *[f"- {note}" for note in NOTES]]
     lines += ["", "## All numbers", ""]
     for dataset, variants in results.items():
-        if dataset.startswith("_"):
+        if dataset.startswith("_") or dataset in OWN_SECTIONS:
             continue
         metrics = [m for m in METRICS if any(m in v for v in variants.values())]
         lines += [f"### {dataset}", "", DATASET_NOTES.get(dataset, ""), "",
@@ -93,6 +94,45 @@ def encoder_section(results: dict[str, Any]) -> list[str]:
         lines.append(f"| insuranceqa_zh | p_at_1 | hybrid {_fmt(qa['ours'].get('p_at_1'))}, dense only "
                      f"{_fmt(qa['dense_only'].get('p_at_1'))} | BM25 only {_fmt(qa['baseline'].get('p_at_1'))} |")
     return lines
+
+
+OWN_SECTIONS = {"replay"}  # rendered by their own section, not in "All numbers"
+REPLAY_COLUMNS = (("n", "n"), ("good_rate", "good"), ("wrong_answer_rate", "wrong answer"), ("answered", "answered"),
+                  ("clarified", "clarified"), ("handed_over", "handed over"), ("out_of_scope", "out of scope"),
+                  ("fallback", "fallback"))
+REPLAY_INTRO = (
+    "Real customer messages of two Chinese financial services (BQ: WeBank, ATEC: Ant Financial), drawn at random "
+    "and labelled with the outcome the bundled bot should give (bench/replay/README.md: how they were drawn and "
+    "labelled, the exact definitions). Each goes through `ConversationService` as a REST message in a fresh "
+    "conversation (`bot eval replay --file bench/replay/labels.tsv --half report --json`). *good* = the right "
+    "answer, a menu offering it, or (for clarify / out-of-scope / hand-over labels) a clarification or a hand-over; "
+    "*wrong answer* = a direct answer that is not a right one. Thresholds may be tuned on the tuning half only.")
+
+
+def replay_section(results: dict[str, Any], targets: list[Any]) -> list[str]:
+    """Both halves of the replay set, now and as the bot behaved before issue 10 (bench/replay/today.json)."""
+    replay = results.get("replay")
+    if not replay:
+        return []
+    header = "| | " + " | ".join(title for _, title in REPLAY_COLUMNS) + " |"
+    lines = ["", "## Replay of real customer messages", "", REPLAY_INTRO, "", header,
+             "|---" * (len(REPLAY_COLUMNS) + 1) + "|"]
+    today = replay.get("today") or {}
+    rows = [(f"today's behaviour ({today.get('commit', '?')}), tuning half", today.get("tune")),
+            (f"today's behaviour ({today.get('commit', '?')}), reporting half", today.get("report")),
+            ("this run, tuning half", replay.get("tune_half")), ("this run, reporting half", replay.get("ours"))]
+    lines += [_replay_row(name, values) for name, values in rows if values]
+    lines += ["", "Reporting half of this run by label:", "", header.replace("| |", "| label |"),
+              "|---" * (len(REPLAY_COLUMNS) + 1) + "|"]
+    lines += [_replay_row(kind, values) for kind, values in (replay.get("report_by_kind") or {}).items()]
+    ours = replay.get("ours") or {}
+    verdicts = [f"{t.what} {'≥' if t.higher_is_better else '≤'} {t.goal}: {_fmt(ours.get(t.metric))}, "
+                f"**{'met' if t.met(ours.get(t.metric)) else 'missed'}**" for t in targets]
+    return [*lines, "", "Targets: " + "; ".join(verdicts) + "."] if verdicts else lines
+
+
+def _replay_row(name: str, values: dict[str, Any]) -> str:
+    return f"| {name} | " + " | ".join(_fmt(values.get(key)) for key, _ in REPLAY_COLUMNS) + " |"
 
 
 def _fmt(value: Any) -> str:

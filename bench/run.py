@@ -1,6 +1,6 @@
 """Benchmarks: this project's NLU and retrieval next to a simple baseline, on the public data in ../shared/datasets.
 
-    python bench/run.py [--datasets DIR] [--only intents,pairs,qa,bot] [--out bench/RESULTS.md]
+    python bench/run.py [--datasets DIR] [--only intents,pairs,qa,bot,replay] [--out bench/RESULTS.md]
 
 Every figure comes from the same functions `bot eval` calls, run in this process; the baselines run in the same
 process on the same files (character n-gram TF-IDF + linear SVM for intents, BM25 for pairs and QA). The raw
@@ -35,6 +35,7 @@ from bot.eval.qa import LEXICAL_ONLY, evaluate_qa_weights  # noqa: E402
 
 DENSE_ONLY = np.array([0.0, 0.0, 1.0])
 SUPPORT_VARIANT = 0.45  # intent_classifier.min_support tried on CLINC150, the one set with out-of-scope test data
+REPLAY_DIR = REPO / "bench" / "replay"  # labels of real customer messages (references into the data sets)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ TARGETS = {
     "bundled": [Target("bundled bot parse latency p99, NLU + retrieval (ms)", "parse_ms_p99", 10.0, False),
                 Target("`bot train` on the bundled bot (s)", "train_seconds", 60.0, False),
                 Target("serving process RSS (MB)", "rss_mb", 500.0, False)],
+    "replay": [Target("replay, reporting half: wrong-answer rate", "wrong_answer_rate", 0.05, False),
+               Target("replay, reporting half: good rate", "good_rate", 0.85)],
 }
 
 INTENT_SETS = {  # name: (train split, test split)
@@ -141,6 +144,23 @@ def run_bundled(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]
                                  "rss_mb": serving_rss_mb(config, texts[:200]), "n_test": len(texts)}}}
 
 
+def run_replay(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]:
+    """The labelled real customer messages of bench/replay/ through the bundled bot, a fresh conversation each.
+    Every message is replayed once; the tuning and the reporting half are summarised apart ("ours" is the
+    reporting half), next to today's behaviour (bench/replay/today.json). Per-message results go to
+    results/bench/replay_messages.jsonl."""
+    from bot.eval.replay import by_label_kind, load_agent, read_items, replay, summarise
+
+    _log("replay: labelled customer messages through the bundled bot")
+    results = replay(read_items(REPLAY_DIR / "labels.tsv", datasets), load_agent(config), config)
+    lines = [json.dumps(r.as_json(), ensure_ascii=False) for r in results]
+    (work / "replay_messages.jsonl").write_text("\n".join(lines) + "\n", "utf-8")
+    report = [r for r in results if r.item.half == "report"]
+    today = json.loads((REPLAY_DIR / "today.json").read_text("utf-8")) if (REPLAY_DIR / "today.json").exists() else {}
+    return {"replay": {"ours": summarise(report), "tune_half": summarise([r for r in results if r.item.half == "tune"]),
+                       "report_by_kind": by_label_kind(report), "today": today}}
+
+
 def serving_rss_mb(config: BotConfig, texts: list[str], port: int = 8765) -> float:
     """Start `bot run`, answer some messages through the REST webhook, read the process's resident memory."""
     command = [sys.executable, "-m", "bot.cli", "run", "--config", str(config.root / "config.yml"), "--port", str(port)]
@@ -202,7 +222,8 @@ def _log(message: str) -> None:
 
 
 Section = Callable[[Path, BotConfig, Path], dict[str, Any]]
-SECTIONS: dict[str, Section] = {"intents": run_intents, "pairs": run_pairs, "qa": run_qa, "bot": run_bundled}
+SECTIONS: dict[str, Section] = {"intents": run_intents, "pairs": run_pairs, "qa": run_qa, "bot": run_bundled,
+                                "replay": run_replay}
 
 
 def main() -> None:

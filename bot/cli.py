@@ -174,6 +174,38 @@ def eval_qa(answers: Annotated[Path, typer.Option("--answers")], test: Annotated
     _print(_evaluate(evaluate_qa, answers, test, _config(config), train_file=train), as_json)
 
 
+@eval_app.command("replay")
+def eval_replay(file: Annotated[Path, typer.Option("--file", help="Labels TSV (file, line, [column,] label, [half]) "
+                                                   "or a text file with one message a line")],
+                labels: Annotated[Path | None, typer.Option("--labels", help="Labels of a text --file: "
+                                                            "line<TAB>label[<TAB>half]")] = None,
+                half: Annotated[str | None, typer.Option("--half", help="Only this half: tune or report")] = None,
+                data_root: Annotated[Path | None, typer.Option("--data-root", help="Where a labels TSV's data files "
+                                                               "are (default ../shared/datasets)")] = None,
+                per_message: Annotated[bool, typer.Option("--per-message", help="Also a JSON line a message")] = False,
+                config: ConfigOption = Path("config.yml"),
+                as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False) -> None:
+    """Replay customer messages through the bot, a fresh conversation each, and score what it did."""
+    from bot.eval.datasets import DatasetError
+    from bot.eval.replay import evaluate_replay, load_agent
+    from bot.model import is_stale, latest_model_dir
+
+    settings = _config(config)
+    latest = latest_model_dir(settings)
+    if latest is None or is_stale(latest, settings):  # as `bot run`: answer with a model of the current data
+        typer.echo("no model of the current training data: training the bot first", err=True)
+        _train_with_progress(settings)
+    try:
+        summary, results = evaluate_replay(file, settings, load_agent(settings), labels=labels, half=half,
+                                           data_root=data_root)
+    except DatasetError as e:
+        _fail(str(e))
+    _print(summary, as_json)
+    if per_message:
+        for result in results:
+            sys.stdout.write(json.dumps(result.as_json(), ensure_ascii=False) + "\n")
+
+
 @agents_app.command("add")
 def agents_add(username: Annotated[str, typer.Argument(help="Login name")],
                name: Annotated[str, typer.Option("--name", help="Name the customer sees, e.g. 小王")],

@@ -47,6 +47,8 @@ class DialogueState(BaseModel):
     paused: bool = False  # a human holds the conversation
     loop_slots: list[str] = Field(default_factory=list)  # slots set while the active form ran: its state
     human_offered: bool = False  # the last turn offered a person: "好的" now means yes, please
+    # the form a person took over from and what it had collected: for the agent's context, until the bot's next turn
+    handed_over_task: dict[str, Any] | None = None
 
     def leave_loop(self) -> list[str]:
         """Leave the active form as if it never ran (cancelled, or a person took over): its slots, counters
@@ -117,6 +119,7 @@ class DialogueEngine:
         turn = _Turn(sender_id, channel, parse, history, state.model_copy(deep=True))
         turn.parse = self._accepts_offer(turn) or self._follow_up(turn)
         turn.state.human_offered = False
+        turn.state.handed_over_task = None
         payload = _button_payload(parse.get("text", ""))
         if turn.state.active_loop and self._cancels(turn):
             await self._cancel_form(turn)

@@ -140,6 +140,10 @@ class ConversationService:
     def _leave_task(self, dialogue: DialogueState) -> list[dict[str, Any]]:
         """A person takes over: the form in progress and the failure that brought them are over, so that what the
         customer says after the person closes the chat starts afresh."""
+        collected = {name: dialogue.slots.get(name) for name in dialogue.loop_slots
+                     if dialogue.slots.get(name) is not None}
+        if dialogue.active_loop:
+            dialogue.handed_over_task = {"form": dialogue.active_loop, "slots": collected}
         reset = dialogue.leave_loop()
         assert self.handoff is not None
         for name in self.handoff.config.failure_slots:

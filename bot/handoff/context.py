@@ -62,7 +62,8 @@ def _package(database: Database, handoff_id: int, suggest: Suggest | None) -> di
         earlier_summaries = [_earlier(session, c) for c in earlier]
     transcript = [item for e in events if (item := _transcript_item(e)) is not None]
     dialogue = (conversation.state or {}).get("dialogue") or {}
-    slots = {k: _hide(str(v)) for k, v in (dialogue.get("slots") or {}).items()
+    task = dialogue.get("handed_over_task") or {}  # the form the customer was in when the person took over
+    slots = {k: _hide(str(v)) for k, v in {**(dialogue.get("slots") or {}), **(task.get("slots") or {})}.items()
              if v is not None and k != "requested_slot"}
     last_question = scrub(next((t["text"] for t in reversed(transcript) if t["role"] == "user"), ""))
     return {
@@ -74,7 +75,7 @@ def _package(database: Database, handoff_id: int, suggest: Suggest | None) -> di
         "reason": _hide(handoff.detail or handoff.reason),
         "summary": _summary(conversation.channel, customer, events, handoff, slots),
         "slots": slots,
-        "active_form": dialogue.get("active_loop"),
+        "active_form": dialogue.get("active_loop") or task.get("form"),
         "transcript": transcript,
         "earlier_conversations": earlier_summaries,
         "suggestions": (suggest(last_question) if suggest and last_question else []),

@@ -1,0 +1,97 @@
+"""Form state does not outlive the form, and what a customer plainly means is understood: a cancelled form's
+counters start again, a person taking over ends the form, "好的" after the offer of a person is a yes, and a
+request typed during the ID step is not a wrong ID. Messages written for these tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from test_agent_api import NOON, PASSWORD, login
+
+from bot.handoff.agents import create_agent
+from bot.storage import Database
+from bot.web.app import create_app
+
+
+@pytest.fixture
+def client(bundled_agent, tmp_path: Path) -> TestClient:
+    database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
+    app = create_app(bundled_agent.config, agent=bundled_agent, database=database)
+    app.state.desk.clock = lambda: NOON
+    create_agent(database, "wang", "小王", PASSWORD, groups=["借记卡与账户", "综合服务"])
+    return TestClient(app)
+
+
+def says(client: TestClient, sender: str):
+    def say(text: str) -> str:
+        response = client.post("/webhooks/rest/webhook", json={"sender": sender, "message": text})
+        assert response.status_code == 200, response.text
+        return " ".join(r["text"] for r in response.json())
+    return say
+
+
+def test_a_cancelled_card_loss_starts_again_with_all_its_attempts(client: TestClient) -> None:
+    say = says(client, "cancel-again")
+    say("我的卡丢了")
+    say("尾号6688")
+    assert "还可尝试2次" in say("1111")
+    assert "还可尝试1次" in say("2222")
+    assert "取消" in say("算了")
+    say("我要挂失银行卡")
+    say("尾号6688")
+    reply = say("3333")
+    assert "还可尝试2次" in reply and "连续3次" not in reply
+
+
+def test_a_request_during_the_id_step_is_not_a_wrong_id(client: TestClient) -> None:
+    say = says(client, "id-step")
+    say("我的卡丢了")
+    say("尾号6688")
+    reply = say("帮我挂失尾号1234的借记卡")
+    assert "不符" not in reply and "还可尝试" not in reply
+    assert "身份证" in reply
+    assert "还可尝试2次" in say("9999")  # the first real wrong answer is the first attempt
+
+
+def test_yes_to_the_offer_of_a_person_hands_over(client: TestClient) -> None:
+    say = says(client, "offer-yes")
+    say("火星上的土豆多少钱一斤")
+    offer = say("火星上的土豆多少钱一斤")
+    assert "转接人工" in offer
+    assert "人工客服" in say("好的")
+    store = client.app.state.conversations.store
+    assert store.find_conversation_of("rest", "offer-yes").status == "queued"
+
+
+@pytest.mark.parametrize("yes", ["嗯", "可以", "是的"])
+def test_other_plain_yeses_hand_over_too(client: TestClient, yes: str) -> None:
+    say = says(client, f"offer-{yes}")
+    say("火星上的土豆多少钱一斤")
+    assert "转接人工" in say("火星上的土豆多少钱一斤")
+    say(yes)
+    assert client.app.state.conversations.store.find_conversation_of("rest", f"offer-{yes}").status == "queued"
+
+
+def test_a_yes_without_an_offer_is_no_hand_over(client: TestClient) -> None:
+    say = says(client, "plain-yes")
+    say("你好")
+    say("好的")
+    assert client.app.state.conversations.store.find_conversation_of("rest", "plain-yes").status == "bot"
+
+
+def test_after_a_person_closes_the_chat_the_form_does_not_come_back(client: TestClient) -> None:
+    say = says(client, "closed-form")
+    say("我的卡丢了")
+    say("尾号6688")
+    say("转人工")
+    agent = login(client, "wang")
+    waiting = client.get("/api/agent/queue", headers=agent).json()["waiting"]
+    handoff_id = waiting[0]["handoff_id"]
+    assert client.post(f"/api/agent/handoffs/{handoff_id}/accept", headers=agent).status_code == 200
+    assert client.post(f"/api/agent/handoffs/{handoff_id}/close", headers=agent,
+                       json={"disposition": "已解决"}).status_code == 200
+    say("5")  # the rating
+    reply = say("谢谢")
+    assert "继续" not in reply and "身份证" not in reply and "尾号" not in reply
