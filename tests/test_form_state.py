@@ -95,3 +95,17 @@ def test_after_a_person_closes_the_chat_the_form_does_not_come_back(client: Test
     say("5")  # the rating
     reply = say("谢谢")
     assert "继续" not in reply and "身份证" not in reply and "尾号" not in reply
+
+
+@pytest.mark.parametrize("message", ["帮忙开通，谢谢"])
+def test_thanks_attached_to_a_request_does_not_replace_it(client: TestClient, bundled_agent, message: str) -> None:
+    assert bundled_agent.parse(message)["intent"]["name"] == "thanks"  # what the classifier alone makes of it
+    response = client.post("/webhooks/rest/webhook", json={"sender": "courtesy", "message": message}).json()
+    reply = " ".join(r["text"] for r in response)
+    assert "不用谢" not in reply and "不客气" not in reply and "客气" not in reply
+    assert bundled_agent.parse("帮忙开通")["intent"]["name"] != "thanks"
+
+
+def test_plain_thanks_is_still_thanks(client: TestClient) -> None:
+    reply = says(client, "just-thanks")("谢谢你")
+    assert "尾号" not in reply and reply

@@ -30,6 +30,10 @@ HANDOFF_ACTION = "action_handoff"  # built in: rules end with it to hand the con
 MAX_ACTION_CHAIN = 5  # followup actions one turn may trigger
 FOLLOW_UP = re.compile(r"^(那|那么|那要是|如果是|换成)?(?P<rest>.{1,12}?)(呢|怎么办|怎么样|行吗|可以吗)?[?？。!！]*$")
 Reparse = Callable[[str], dict[str, Any]]
+# greetings and thanks that come with a request ("你好，我想挂失", "帮忙开通，谢谢")
+COURTESY_INTENTS = frozenset({"greet", "thanks", "goodbye"})
+COURTESY = re.compile(r"(非常|十分)?(谢谢|多谢|感谢|谢啦|谢了)(你|您|了)?(啦|哈|哦)?|(你|您)好(啊|呀)?|在吗|在不在"
+                      r"|麻烦(你|您)了?|辛苦了|拜拜|再见|\b(hello|hi|thanks?( you)?)\b", re.IGNORECASE)
 # a plain yes to a question the bot just asked
 YES_WORDS = frozenset({"嗯", "嗯嗯", "恩", "好", "好的", "好啊", "好吧", "可以", "可以的", "是", "是的", "对", "对的",
                        "要", "需要", "行", "ok", "OK", "Ok", "麻烦了", "麻烦你了", "转吧", "转", "yes"})
@@ -117,7 +121,7 @@ class DialogueEngine:
     async def next_turn(self, state: DialogueState, parse: dict[str, Any], channel: str, sender_id: str,
                         history: list[dict[str, Any]]) -> TurnOutcome:
         turn = _Turn(sender_id, channel, parse, history, state.model_copy(deep=True))
-        turn.parse = self._accepts_offer(turn) or self._follow_up(turn)
+        turn.parse = self._accepts_offer(turn) or self._without_courtesy(turn) or self._follow_up(turn)
         turn.state.human_offered = False
         turn.state.handed_over_task = None
         payload = _button_payload(parse.get("text", ""))
@@ -174,6 +178,19 @@ class DialogueEngine:
         if turn.parse["intent"]["name"] != "affirm" and text not in YES_WORDS:
             return None
         return {**turn.parse, "intent": {"name": REQUEST_HUMAN, "confidence": 1.0}}
+
+    def _without_courtesy(self, turn: _Turn) -> dict[str, Any] | None:
+        """"帮忙开通，谢谢" is a request with thanks attached, not thanks: the parse of the request alone."""
+        if turn.parse["intent"]["name"] not in COURTESY_INTENTS or not self.reparse:
+            return None
+        text = turn.parse.get("text", "")
+        request = COURTESY.sub("", text).strip(" ，,。.!！~～、")
+        if len(request) < 2 or request == text:
+            return None
+        reparsed = self.reparse(request)
+        if reparsed["intent"]["name"] in COURTESY_INTENTS:
+            return None
+        return {**reparsed, "text": text, "courtesy_removed": request}
 
     def _offer_human(self, turn: _Turn) -> list[Reply]:
         turn.state.human_offered = True
