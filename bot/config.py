@@ -93,6 +93,10 @@ class DialogueConfig(_Strict):
     cancel_words: list[str] = ["取消", "算了", "不办了", "不用了", "退出办理"]  # leave an active form
     fallback_response: str = "utter_default"
     clarify_response: str = "utter_clarify"
+    # entities that mark a message as out of scope whatever its intent (another institution's product), and
+    # the response that says so honestly
+    out_of_scope_entities: list[str] = ["other_institution"]
+    out_of_scope_response: str = "utter_out_of_scope_institution"
 
 
 class ActionEndpointConfig(_Strict):

@@ -109,3 +109,21 @@ def test_thanks_attached_to_a_request_does_not_replace_it(client: TestClient, bu
 def test_plain_thanks_is_still_thanks(client: TestClient) -> None:
     reply = says(client, "just-thanks")("谢谢你")
     assert "尾号" not in reply and reply
+
+
+@pytest.mark.parametrize(("message", "product"), [("我的微粒贷怎么还款", "微粒贷"), ("借呗额度为什么降了", "借呗"),
+                                                  ("花呗能分期吗", "花呗"), ("京东白条逾期会上征信吗", "京东白条")])
+def test_another_institutions_product_is_said_to_be_out_of_scope(client: TestClient, message: str,
+                                                                 product: str) -> None:
+    reply = says(client, f"oos-{product}")(message)
+    assert f"“{product}”不是示例银行的产品" in reply
+
+
+@pytest.mark.parametrize("message", ["帮我订一张明天去上海的高铁票", "今天双色球开奖号码多少"])
+def test_a_matter_no_bank_handles_is_said_to_be_out_of_scope(client: TestClient, message: str) -> None:
+    assert "不在示例银行的服务范围内" in says(client, f"oos-{message}")(message)
+
+
+def test_our_own_loans_are_still_answered(client: TestClient) -> None:
+    reply = says(client, "own-loan")("个人消费贷款怎么申请")
+    assert "不是示例银行" not in reply and "服务范围" not in reply

@@ -140,6 +140,10 @@ class DialogueEngine:
     # --- outside a form ------------------------------------------------------------------------------------
 
     async def _respond(self, turn: _Turn) -> None:
+        if self._out_of_scope(turn):
+            turn.state.fallbacks = 0
+            turn.replies += self._utter(turn, self.config.out_of_scope_response)
+            return
         intent = turn.parse["intent"]
         retrieval = turn.parse.get("retrieval") or {"decision": "none", "top": None, "alternatives": []}
         actions = self._rule_actions(intent["name"], turn.state)
@@ -162,6 +166,12 @@ class DialogueEngine:
             turn.replies += self.responder.clarify(retrieval["alternatives"], turn.channel)
         else:
             turn.replies += self._utter(turn, self.config.fallback_response)
+
+    def _out_of_scope(self, turn: _Turn) -> bool:
+        """About another institution's product (微粒贷, 借呗…): no answer of ours fits, whatever the intent."""
+        named = {e["entity"] for e in turn.parse.get("entities", [])}
+        return bool(named & set(self.config.out_of_scope_entities)) and \
+            bool(self.responder.responses.get(self.config.out_of_scope_response))
 
     def _rule_actions(self, intent: str, state: DialogueState) -> list[str]:
         """The actions of the most specific rule for `intent` whose conditions hold (none: an empty list)."""
