@@ -120,7 +120,8 @@ def replay_section(results: dict[str, Any], targets: list[Any]) -> list[str]:
     today = replay.get("today") or {}
     rows = [(f"today's behaviour ({today.get('commit', '?')}), tuning half", today.get("tune")),
             (f"today's behaviour ({today.get('commit', '?')}), reporting half", today.get("report")),
-            ("this run, tuning half", replay.get("tune_half")), ("this run, reporting half", replay.get("ours"))]
+            (f"this run ({replay.get('code') or '?'}), tuning half", replay.get("tune_half")),
+            (f"this run ({replay.get('code') or '?'}), reporting half", replay.get("ours"))]
     lines += [_replay_row(name, values) for name, values in rows if values]
     lines += ["", "Reporting half of this run by label:", "", header.replace("| |", "| label |"),
               "|---" * (len(REPLAY_COLUMNS) + 1) + "|"]

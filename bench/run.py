@@ -145,20 +145,35 @@ def run_bundled(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]
 
 
 def run_replay(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]:
-    """The labelled real customer messages of bench/replay/ through the bundled bot, a fresh conversation each.
-    Every message is replayed once; the tuning and the reporting half are summarised apart ("ours" is the
-    reporting half), next to today's behaviour (bench/replay/today.json). Per-message results go to
-    results/bench/replay_messages.jsonl."""
-    from bot.eval.replay import by_label_kind, load_agent, read_items, replay, summarise
+    """The labelled real customer messages of bench/replay/ through the bundled bot, a fresh conversation each,
+    answered by a model trained now (a model left in models/ may come from other code). Every message is replayed
+    once; the tuning and the reporting half are summarised apart ("ours" is the reporting half), next to today's
+    behaviour (bench/replay/today.json). Per-message results go to results/bench/replay_messages.jsonl."""
+    from bot.agent import Agent
+    from bot.eval.replay import by_label_kind, read_items, replay, summarise
+    from bot.model import train
 
-    _log("replay: labelled customer messages through the bundled bot")
-    results = replay(read_items(REPLAY_DIR / "labels.tsv", datasets), load_agent(config), config)
+    _log("replay: train, then the labelled customer messages through the bundled bot")
+    agent = Agent.load(config, train(config))
+    results = replay(read_items(REPLAY_DIR / "labels.tsv", datasets), agent, config)
     lines = [json.dumps(r.as_json(), ensure_ascii=False) for r in results]
     (work / "replay_messages.jsonl").write_text("\n".join(lines) + "\n", "utf-8")
     report = [r for r in results if r.item.half == "report"]
     today = json.loads((REPLAY_DIR / "today.json").read_text("utf-8")) if (REPLAY_DIR / "today.json").exists() else {}
     return {"replay": {"ours": summarise(report), "tune_half": summarise([r for r in results if r.item.half == "tune"]),
-                       "report_by_kind": by_label_kind(report), "today": today}}
+                       "report_by_kind": by_label_kind(report), "today": today, "code": _git_version()}}
+
+
+def _git_version() -> str | None:
+    """The commit the code was run from, `-dirty` with uncommitted changes; None outside a git checkout."""
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10)
+    except OSError:
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
 
 
 def serving_rss_mb(config: BotConfig, texts: list[str], port: int = 8765) -> float:

@@ -175,7 +175,7 @@ def eval_qa(answers: Annotated[Path, typer.Option("--answers")], test: Annotated
 
 
 @eval_app.command("replay")
-def eval_replay(file: Annotated[Path, typer.Option("--file", help="Labels TSV (file, line, [column,] label, [half]) "
+def eval_replay(file: Annotated[Path, typer.Option("--file", help="Labels TSV (file, line, column, label, half) "
                                                    "or a text file with one message a line")],
                 labels: Annotated[Path | None, typer.Option("--labels", help="Labels of a text --file: "
                                                             "line<TAB>label[<TAB>half]")] = None,

@@ -97,6 +97,14 @@ class DialogueConfig(_Strict):
     # the response that says so honestly
     out_of_scope_entities: list[str] = ["other_institution"]
     out_of_scope_response: str = "utter_out_of_scope_institution"
+    # an intent answers directly (its response, action or form) only this confident; below, it can be an
+    # option of the clarification menu when at least `menu_min_confidence`
+    intent_answer_threshold: float = Field(0.7, ge=0, le=1)
+    menu_min_confidence: float = Field(0.35, ge=0, le=1)
+    menu_size: int = Field(3, ge=1, le=5)
+    # a message this long that matches nothing is a clear request the bot cannot handle: a person is offered
+    # at once rather than "please rephrase"
+    long_message_chars: int = Field(20, ge=1)
 
 
 class ActionEndpointConfig(_Strict):

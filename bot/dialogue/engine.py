@@ -21,9 +21,9 @@ from pydantic import BaseModel, Field
 
 from bot.config import DialogueConfig
 from bot.dialogue.actions import ActionError, ActionRunner, domain_payload, tracker_payload
-from bot.dialogue.responder import Button, Reply, Responder
+from bot.dialogue.responder import CONVERSATIONAL_INTENTS, Button, Reply, Responder
 from bot.handoff.triggers import REQUEST_INTENT as REQUEST_HUMAN
-from bot.nlu.classifier import OOS_INTENTS
+from bot.nlu.classifier import FALLBACK_INTENT, OOS_INTENTS
 from bot.training_data import TrainingData
 
 HANDOFF_ACTION = "action_handoff"  # built in: rules end with it to hand the conversation to a person
@@ -34,6 +34,7 @@ Reparse = Callable[[str], dict[str, Any]]
 COURTESY_INTENTS = frozenset({"greet", "thanks", "goodbye"})
 COURTESY = re.compile(r"(非常|十分)?(谢谢|多谢|感谢|谢啦|谢了)(你|您|了)?(啦|哈|哦)?|(你|您)好(啊|呀)?|在吗|在不在"
                       r"|麻烦(你|您)了?|辛苦了|拜拜|再见|\b(hello|hi|thanks?( you)?)\b", re.IGNORECASE)
+OUT_OF_SCOPE_INTENT = "out_of_scope"
 # a plain yes to a question the bot just asked
 YES_WORDS = frozenset({"嗯", "嗯嗯", "恩", "好", "好的", "好啊", "好吧", "可以", "可以的", "是", "是的", "对", "对的",
                        "要", "需要", "行", "ok", "OK", "Ok", "麻烦了", "麻烦你了", "转吧", "转", "yes"})
@@ -108,6 +109,9 @@ class DialogueEngine:
         self.runner = runner
         self.reparse = reparse
         self.rules = _intent_rules(data.rules)
+        # how a clarification menu names an intent: its first training example, in a customer's words
+        self.titles = {e.intent: e.text for e in reversed(data.examples)
+                       if e.intent not in CONVERSATIONAL_INTENTS and e.intent not in OOS_INTENTS}
         self.form_submits = _form_submits(data.rules)
         self.domain = domain_payload(intents=data.intents, entities=sorted({*data.lookups, *data.regexes}),
                                      slots=data.slots, responses=data.responses, actions=data.actions,
@@ -147,9 +151,10 @@ class DialogueEngine:
         intent = turn.parse["intent"]
         retrieval = turn.parse.get("retrieval") or {"decision": "none", "top": None, "alternatives": []}
         actions = self._rule_actions(intent["name"], turn.state)
+        confident = intent["confidence"] >= self.config.intent_answer_threshold
         # a task (custom action or form) does something for the customer: it beats a similar FAQ answer
         is_task = bool(actions) and any(not a.startswith("utter_") for a in actions)
-        if actions and (is_task or not self.responder.knowledge_wins(intent, retrieval)):
+        if actions and confident and (is_task or not self.responder.knowledge_wins(intent, retrieval)):
             turn.state.fallbacks = 0
             for name in actions:
                 await self._run(turn, name)
@@ -159,13 +164,53 @@ class DialogueEngine:
             top = retrieval["top"]
             turn.replies.append(Reply(text=top["answer"], source=top["id"]))
             return
+        self._not_sure(turn, retrieval)
+
+    def _not_sure(self, turn: _Turn, retrieval: dict[str, Any]) -> None:
+        """No answer is certain enough: a menu of what it may be, a person for a clear request that matches
+        nothing, or "please say it another way" (and a person after that)."""
+        scored = self._menu(turn, retrieval)
+        if self._probably_out_of_scope(turn, scored):
+            turn.state.fallbacks = 0
+            turn.replies += self._utter(turn, "utter_out_of_scope")
+            return
         turn.state.fallbacks += 1
+        options = [button for _, button in scored]
         if turn.state.fallbacks >= 2:
             turn.replies += self._offer_human(turn)
-        elif retrieval["decision"] == "clarify":
-            turn.replies += self.responder.clarify(retrieval["alternatives"], turn.channel)
+        elif options:
+            turn.replies += self.responder.clarify(options, turn.channel)
+        elif len(turn.parse.get("text", "")) >= self.config.long_message_chars:
+            turn.replies += self._offer_human(turn)
         else:
             turn.replies += self._utter(turn, self.config.fallback_response)
+
+    def _probably_out_of_scope(self, turn: _Turn, scored: list[tuple[float, Button]]) -> bool:
+        """The likeliest reading, though not a certain one, is a matter no bank handles."""
+        intent = turn.parse["intent"]
+        if intent["name"] == FALLBACK_INTENT:
+            intent = next(iter(turn.parse.get("intent_ranking", [])[1:2]), intent)
+        likely = intent["name"] == OUT_OF_SCOPE_INTENT and intent["confidence"] >= self.config.menu_min_confidence
+        return likely and all(score < intent["confidence"] for score, _ in scored) and \
+            "utter_out_of_scope" in self.responder.responses
+
+    def _menu(self, turn: _Turn, retrieval: dict[str, Any]) -> list[tuple[float, Button]]:
+        """The plausible meanings, best first, with their scores: intents that do something for the customer
+        and knowledge entries, each above the minimum score."""
+        scored: list[tuple[float, Button]] = []
+        for ranked in turn.parse.get("intent_ranking", []):
+            title = self.titles.get(ranked["name"])
+            if title and ranked["confidence"] >= self.config.menu_min_confidence and \
+                    self._rule_actions(ranked["name"], turn.state):
+                scored.append((ranked["confidence"], Button(title=title, payload=f"/{ranked['name']}")))
+        for entry in retrieval.get("alternatives") or []:
+            if entry["confidence"] >= self.config.menu_min_confidence:
+                scored.append((entry["confidence"], Button(title=entry["question"], payload=entry["question"])))
+        options: list[tuple[float, Button]] = []
+        for score, button in sorted(scored, key=lambda item: -item[0]):
+            if button.title not in {o.title for _, o in options}:
+                options.append((score, button))
+        return options[: self.config.menu_size]
 
     def _out_of_scope(self, turn: _Turn) -> bool:
         """About another institution's product (微粒贷, 借呗…): no answer of ours fits, whatever the intent."""

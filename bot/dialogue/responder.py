@@ -14,11 +14,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from bot.config import DialogueConfig
-from bot.nlu.classifier import FALLBACK_INTENT
 from bot.training_data import TrainingData
 
 # Social intents always answer from their rule: a knowledge hit on "谢谢" is never what the customer wants.
 SLOT_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+NONE_OF_THESE = "都不是，转人工"
 CONVERSATIONAL_INTENTS = {"greet", "thanks", "goodbye", "affirm", "deny", "request_human", "complaint", "bot_identity"}
 
 
@@ -38,31 +38,17 @@ class Responder:
         self.responses = data.responses
         self.config = config
         self.rng = rng or random.Random()
-        self.rule_actions = _rule_actions(data.rules)
-
-    def respond(self, parse: dict[str, Any], channel: str = "web") -> list[Reply]:
-        intent = parse["intent"]
-        retrieval = parse.get("retrieval") or {"decision": "none", "top": None, "alternatives": []}
-        actions = self.rule_actions.get(intent["name"], [])
-        if actions and not self.knowledge_wins(intent, retrieval):
-            slots = {e["entity"]: e["value"] for e in parse.get("entities", [])}
-            return [r for action in actions for r in self.utter(action, channel, slots)]
-        if retrieval["decision"] == "answer":
-            top = retrieval["top"]
-            return [Reply(text=top["answer"], source=top["id"])]
-        if retrieval["decision"] == "clarify":
-            return self.clarify(retrieval["alternatives"], channel)
-        return self.utter(self.config.fallback_response, channel, {})
 
     def knowledge_wins(self, intent: dict[str, Any], retrieval: dict[str, Any]) -> bool:
         if intent["name"] in CONVERSATIONAL_INTENTS or retrieval["decision"] != "answer":
             return False
         return retrieval["top"]["confidence"] + self.config.faq_over_intent_margin >= intent["confidence"]
 
-    def clarify(self, alternatives: list[dict[str, Any]], channel: str) -> list[Reply]:
+    def clarify(self, options: list[Button], channel: str) -> list[Reply]:
+        """"您是不是想问：" with `options`, and always a way out: none of these, a person."""
         intro = self.utter(self.config.clarify_response, channel, {})
         text = intro[0].text if intro else "您是不是想问："
-        buttons = [Button(title=a["question"], payload=a["question"]) for a in alternatives[:3]]
+        buttons = [*options, Button(title=NONE_OF_THESE, payload="/request_human")]
         return [Reply(text=text, buttons=buttons, source="clarify")]  # plain-text channels number them
 
     def utter(self, name: str, channel: str, slots: dict[str, Any]) -> list[Reply]:
@@ -93,14 +79,3 @@ def fill_template(text: str, slots: dict[str, Any]) -> str:
     return SLOT_PLACEHOLDER.sub(lambda m: str(slots.get(m.group(1), "")), text)
 
 
-def _rule_actions(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """intent -> the actions that follow it in a one-intent rule."""
-    actions: dict[str, list[str]] = {}
-    for rule in rules:
-        steps = rule.get("steps", [])
-        if steps and "intent" in steps[0] and not rule.get("condition"):
-            actions.setdefault(steps[0]["intent"], [s["action"] for s in steps[1:] if "action" in s])
-    return actions
-
-
-__all__ = ["Button", "FALLBACK_INTENT", "Reply", "Responder"]

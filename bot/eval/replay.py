@@ -31,8 +31,13 @@ from typing import Any
 
 from bot.agent import Agent
 from bot.config import BotConfig
+from bot.dialogue.service import ConversationService, Inbound, Limits, MessageRejected
 from bot.eval.datasets import DatasetError
+from bot.handoff.desk import AgentDesk
+from bot.handoff.handover import Handover
+from bot.security.limits import MemoryLimiter
 from bot.security.masking import mask_text
+from bot.storage import ConversationStore, Database
 
 OUTCOMES = ("answer", "clarify", "out_of_scope", "handoff", "fallback")
 LABEL_KINDS = ("answer", "clarify", "out_of_scope", "handoff")
@@ -83,7 +88,8 @@ class Observation:
     intent: str | None
     confidence: float | None  # the parsed intent's
     knowledge_id: str | None  # the entry that answered (answers from the knowledge base only)
-    knowledge_confidence: float | None  # retrieval's top hit
+    knowledge_top: str | None  # retrieval's top hit, whatever the bot did with it
+    knowledge_confidence: float | None  # and its confidence
     options: tuple[str, ...]  # intents / knowledge ids a clarification menu offered
     reply: str
 
@@ -106,7 +112,8 @@ class MessageResult:
         return {"ref": self.item.ref, "half": self.item.half, "text": mask_text(self.item.text),
                 "label": str(self.item.label) if self.item.label else None, "outcome": o.outcome,
                 "intent": o.intent, "confidence": o.confidence, "knowledge_id": o.knowledge_id,
-                "knowledge_confidence": o.knowledge_confidence, "options": list(o.options),
+                "knowledge_top": o.knowledge_top, "knowledge_confidence": o.knowledge_confidence,
+                "options": list(o.options),
                 "good": self.good, "wrong_answer": self.wrong_answer, "reply": mask_text(o.reply)}
 
 
@@ -219,12 +226,6 @@ class Replayer:
     """Answers each message in a new conversation of a `ConversationService` over a throw-away database."""
 
     def __init__(self, agent: Agent, config: BotConfig, database_url: str) -> None:
-        from bot.dialogue.service import ConversationService, Limits
-        from bot.handoff.desk import AgentDesk
-        from bot.handoff.handover import Handover
-        from bot.security.limits import MemoryLimiter
-        from bot.storage import ConversationStore, Database
-
         self.config = config
         self.database = Database(database_url)
         store = ConversationStore(self.database, security=config.security)
@@ -237,14 +238,12 @@ class Replayer:
         self._count = 0
 
     def observe(self, text: str) -> Observation:
-        from bot.dialogue.service import Inbound, MessageRejected
-
         self._count += 1
         inbound = Inbound(channel=REPLAY_CHANNEL, sender=f"replay-{self._count:06d}", text=text, message_id=None)
         try:
             turn = self.service.handle(inbound)
         except MessageRejected as e:
-            return Observation("fallback", None, None, None, None, (), str(e))
+            return Observation("fallback", None, None, None, None, None, (), str(e))
         events = self.service.store.events(turn.conversation_id)
         parse = next((e.get("parse_data") or {} for e in events if e["event"] == "user"), {})
         return self.classify(turn.replies, parse)
@@ -278,7 +277,7 @@ def classify_turn(replies: list[dict[str, Any]], parse: dict[str, Any], question
     outcome = _outcome(sources, knowledge_ids, fallback_response)
     options = _menu_options(replies, questions) if outcome == "clarify" else ()
     return Observation(outcome=outcome, intent=intent, confidence=_rounded(confidence),
-                       knowledge_id=knowledge_id if outcome == "answer" else None,
+                       knowledge_id=knowledge_id if outcome == "answer" else None, knowledge_top=top.get("id"),
                        knowledge_confidence=_rounded(top.get("confidence")), options=options,
                        reply="\n".join(str(r.get("text") or "") for r in replies))
 
