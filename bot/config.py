@@ -99,7 +99,7 @@ class DialogueConfig(_Strict):
     out_of_scope_response: str = "utter_out_of_scope_institution"
     # an intent answers directly (its response, action or form) only this confident; below, it can be an
     # option of the clarification menu when at least `menu_min_confidence`
-    intent_answer_threshold: float = Field(0.7, ge=0, le=1)
+    intent_answer_threshold: float = Field(0.9, ge=0, le=1)
     menu_min_confidence: float = Field(0.35, ge=0, le=1)
     menu_size: int = Field(3, ge=1, le=5)
     # a message this long that matches nothing is a clear request the bot cannot handle: a person is offered

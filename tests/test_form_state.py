@@ -127,3 +127,12 @@ def test_a_matter_no_bank_handles_is_said_to_be_out_of_scope(client: TestClient,
 def test_our_own_loans_are_still_answered(client: TestClient) -> None:
     reply = says(client, "own-loan")("个人消费贷款怎么申请")
     assert "不是示例银行" not in reply and "服务范围" not in reply
+
+
+def test_an_elliptical_follow_up_keeps_the_topic(client: TestClient) -> None:
+    say = says(client, "ellipsis")
+    say("我想办张信用卡")
+    conditions = say("要什么条件")
+    assert "信用卡" in conditions
+    approval = say("那多久能批下来")
+    assert "信用卡" in approval and "贷款" not in approval

@@ -92,3 +92,26 @@ def test_bundled_bot_data_is_complete(project_root: Path) -> None:
     assert min(counts.values()) >= 15, {k: v for k, v in counts.items() if v < 15}
     assert all(f"utter_{intent}" in data.responses for intent in counts)
     assert len(load_knowledge(project_root / "knowledge")) >= 200
+
+
+def test_validate_warns_when_variants_of_one_answer_say_different_things() -> None:
+    from bot.training_data import TrainingData
+    from bot.validate import divergent_variants
+
+    data = TrainingData(responses={
+        "utter_loan_repayment": [  # two sub-topics: which one a customer gets is chance
+            {"text": "贷款按月从还款卡自动扣款，请在还款日前一天存足月供。"
+                     "提前还款可在手机银行预约，支持部分或全部提前还款。"},
+            {"text": "贷款结清后，可在手机银行下载结清证明；房贷结清后需带结清证明到不动产登记中心办理抵押注销。"}],
+        "utter_transfer_limit": [  # the same answer in other words
+            {"text": "手机银行转账默认单笔限额5万元、日累计20万元，使用U盾或手机盾可以提高转账限额，在安全中心调整。"},
+            {"text": "转账限额：手机银行默认单笔5万元，日累计20万元；"
+                     "用U盾或手机盾可提高限额，请到安全中心调整转账限额。"}],
+        "utter_thanks": [{"text": "不客气，很高兴能帮到您！"}, {"text": "不用谢，这是小智应该做的～"}],
+        "utter_branch_hours": [  # a channel's own variant is compared only with that channel's
+            {"text": "大部分网点营业时间为周一至周五9:00-17:00，部分网点周六、周日9:00-16:00营业，节假日以公告为准。"},
+            {"text": "网点营业时间：周一至周五9:00-17:00，部分网点周末营业。回复“网点”查看附近网点地址和电话。",
+             "channel": "wechat"}],
+    })
+    warnings = divergent_variants(data)
+    assert len(warnings) == 1 and "utter_loan_repayment" in warnings[0]

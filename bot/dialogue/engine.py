@@ -35,6 +35,12 @@ COURTESY_INTENTS = frozenset({"greet", "thanks", "goodbye"})
 COURTESY = re.compile(r"(非常|十分)?(谢谢|多谢|感谢|谢啦|谢了)(你|您|了)?(啦|哈|哦)?|(你|您)好(啊|呀)?|在吗|在不在"
                       r"|麻烦(你|您)了?|辛苦了|拜拜|再见|\b(hello|hi|thanks?( you)?)\b", re.IGNORECASE)
 OUT_OF_SCOPE_INTENT = "out_of_scope"
+ELLIPSIS_MAX_CHARS = 12  # "要什么条件", "那多久能批下来": short enough to lean on the previous question
+CONTINUATION_WORDS = ("那", "那么", "还有", "另外", "然后")
+# "为什么还款失败", "一直不能提前还款": something went wrong with the customer's own business, which a person who
+# can see the account resolves better than a menu of general answers (when no answer is certain)
+PROBLEM_REPORT = re.compile(r"不能|无法|不了|失败|没反应|没有?扣|不扣|没到账|未到账|一直|总是|跳回|又返回|还不|为什么"
+                            r"|为何|借不出|未通过|不通过|没通过|怎么没|不显示|显示不|没收到|收不到|错误|出错|异常|被拒|拒绝")
 # a plain yes to a question the bot just asked
 YES_WORDS = frozenset({"嗯", "嗯嗯", "恩", "好", "好的", "好啊", "好吧", "可以", "可以的", "是", "是的", "对", "对的",
                        "要", "需要", "行", "ok", "OK", "Ok", "麻烦了", "麻烦你了", "转吧", "转", "yes"})
@@ -126,6 +132,7 @@ class DialogueEngine:
                         history: list[dict[str, Any]]) -> TurnOutcome:
         turn = _Turn(sender_id, channel, parse, history, state.model_copy(deep=True))
         turn.parse = self._accepts_offer(turn) or self._without_courtesy(turn) or self._follow_up(turn)
+        turn.parse = self._in_context(turn) or turn.parse
         turn.state.human_offered = False
         turn.state.handed_over_task = None
         payload = _button_payload(parse.get("text", ""))
@@ -137,7 +144,8 @@ class DialogueEngine:
             self._fill_slots(turn, requested=None)
             await self._respond(turn)
         turn.state.latest_intent = turn.parse["intent"]["name"]
-        turn.state.latest_text = turn.parse.get("text")
+        # what the customer meant, in full: a follow-up's rewritten question, so that the next follow-up builds on it
+        turn.state.latest_text = turn.parse.get("follow_up_of") or turn.parse.get("text")
         turn.state.latest_entities = list(turn.parse.get("entities", []))
         return TurnOutcome(turn.state, turn.parse, turn.events, turn.replies)
 
@@ -178,6 +186,8 @@ class DialogueEngine:
         options = [button for _, button in scored]
         if turn.state.fallbacks >= 2:
             turn.replies += self._offer_human(turn)
+        elif PROBLEM_REPORT.search(turn.parse.get("text", "")):
+            turn.replies += self._offer_human(turn, "utter_offer_human_problem")
         elif options:
             turn.replies += self.responder.clarify(options, turn.channel)
         elif len(turn.parse.get("text", "")) >= self.config.long_message_chars:
@@ -247,10 +257,30 @@ class DialogueEngine:
             return None
         return {**reparsed, "text": text, "courtesy_removed": request}
 
-    def _offer_human(self, turn: _Turn) -> list[Reply]:
+    def _in_context(self, turn: _Turn) -> dict[str, Any] | None:
+        """"要什么条件" or "那多久能批下来" after "我想办张信用卡": a short message that leans on the previous question
+        is read together with it, when that reading is the confident one."""
+        parse, state = turn.parse, turn.state
+        text = parse.get("text", "")
+        if state.active_loop or not state.latest_text or not self.reparse or parse.get("follow_up_of") \
+                or len(text) > ELLIPSIS_MAX_CHARS or parse["intent"]["name"] in CONVERSATIONAL_INTENTS:
+            return None
+        leans_on_it = text.startswith(CONTINUATION_WORDS)
+        alone = parse["intent"]["confidence"] if parse["intent"]["name"] not in OOS_INTENTS else 0.0
+        if not leans_on_it and alone >= self.config.intent_answer_threshold:
+            return None
+        together = f"{state.latest_text}，{text}"
+        contextual = self.reparse(together)
+        confidence = contextual["intent"]["confidence"]
+        if contextual["intent"]["name"] in OOS_INTENTS or confidence < self.config.intent_answer_threshold \
+                or (not leans_on_it and confidence <= alone):
+            return None
+        return {**contextual, "text": text, "follow_up_of": together}
+
+    def _offer_human(self, turn: _Turn, response: str = "utter_offer_human") -> list[Reply]:
         turn.state.human_offered = True
         channel = turn.channel
-        offer = self.responder.utter("utter_offer_human", channel, {})
+        offer = self.responder.utter(response, channel, {}) or self.responder.utter("utter_offer_human", channel, {})
         if offer:
             return offer
         text = "抱歉，我还没能理解您的问题。需要为您转接人工客服吗？"

@@ -311,6 +311,13 @@ def _menu_options(replies: list[dict[str, Any]], questions: dict[str, str]) -> t
     return tuple(dict.fromkeys(options))
 
 
+# what is good when the label is not an answer: asking (a menu, or "say more") for a vague message; a person
+# for what only a person can do; an honest "not ours" (or a person) for another institution's matter. A menu
+# of our own topics is no help to the last two, even with its "都不是，转人工" way out.
+GOOD_OUTCOMES = {"clarify": {"clarify", "fallback", "handoff"}, "handoff": {"handoff"},
+                 "out_of_scope": {"out_of_scope", "handoff"}}
+
+
 def judge(label: Label, observation: Observation) -> tuple[bool, bool]:
     """(good, wrong answer) of one labelled message."""
     if observation.outcome == "answer":
@@ -318,7 +325,7 @@ def judge(label: Label, observation: Observation) -> tuple[bool, bool]:
         return right, not right
     if label.kind == "answer":  # a menu that offers a right answer lets the customer reach it in one tap
         return observation.outcome == "clarify" and bool(label.ids & set(observation.options)), False
-    return observation.outcome in (label.kind, "clarify", "handoff"), False
+    return observation.outcome in GOOD_OUTCOMES[label.kind], False
 
 
 def replay(items: list[ReplayItem], agent: Agent, config: BotConfig) -> list[MessageResult]:

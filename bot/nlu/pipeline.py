@@ -96,7 +96,15 @@ class NLUPipeline:
         found = extract(text, self.builtin_dimensions) if self.builtin_dimensions else []
         if self.rule_entities is not None:
             found += self.rule_entities.extract(fold(text, self.normaliser))
-        return _resolve_overlaps(found)
+        return _resolve_overlaps([e for e in found if not _inside_a_number(text, e)])
+
+
+def _inside_a_number(text: str, entity: Entity) -> bool:
+    """"1234" read from inside "110105199001011234" or an order number is no card tail, no amount."""
+    start, end = entity["start"], entity["end"]
+    before = start > 0 and text[start - 1].isdigit() and text[start : start + 1].isdigit()
+    after = end < len(text) and text[end].isdigit() and text[end - 1 : end].isdigit()
+    return before or after
 
 
 def _resolve_overlaps(entities: list[Entity]) -> list[Entity]:
