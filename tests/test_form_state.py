@@ -136,3 +136,13 @@ def test_an_elliptical_follow_up_keeps_the_topic(client: TestClient) -> None:
     assert "信用卡" in conditions
     approval = say("那多久能批下来")
     assert "信用卡" in approval and "贷款" not in approval
+
+
+def test_several_questions_in_one_message_get_an_answer_each(client: TestClient) -> None:
+    reply = says(client, "two-questions")("信用卡账单怎么查？还有手机银行转账限额是多少")
+    assert "账单" in reply and "限额" in reply
+
+
+def test_one_question_in_two_sentences_is_one_question(client: TestClient) -> None:
+    reply = says(client, "one-question")("我的卡丢了。怎么办？")
+    assert "尾号" in reply  # the card-loss form starts, once

@@ -35,6 +35,9 @@ COURTESY_INTENTS = frozenset({"greet", "thanks", "goodbye"})
 COURTESY = re.compile(r"(非常|十分)?(谢谢|多谢|感谢|谢啦|谢了)(你|您|了)?(啦|哈|哦)?|(你|您)好(啊|呀)?|在吗|在不在"
                       r"|麻烦(你|您)了?|辛苦了|拜拜|再见|\b(hello|hi|thanks?( you)?)\b", re.IGNORECASE)
 OUT_OF_SCOPE_INTENT = "out_of_scope"
+# where one message asks several things: question marks, full stops, "还有/另外/顺便/以及"
+QUESTION_BREAK = re.compile(r"[？?。；;!！]+|(?:还有|另外|顺便|以及|再问一下|再问下)(?:就是|一下|问一下|问下|想问)?")
+MAX_QUESTIONS = 3
 ELLIPSIS_MAX_CHARS = 12  # "要什么条件", "那多久能批下来": short enough to lean on the previous question
 CONTINUATION_WORDS = ("那", "那么", "还有", "另外", "然后")
 # "为什么还款失败", "一直不能提前还款": something went wrong with the customer's own business, which a person who
@@ -140,6 +143,8 @@ class DialogueEngine:
             await self._cancel_form(turn)
         elif turn.state.active_loop:
             await self._continue_form(turn, payload)
+        elif parts := self._questions(turn):
+            await self._respond_each(turn, parts)
         else:
             self._fill_slots(turn, requested=None)
             await self._respond(turn)
@@ -256,6 +261,49 @@ class DialogueEngine:
         if reparsed["intent"]["name"] in COURTESY_INTENTS:
             return None
         return {**reparsed, "text": text, "courtesy_removed": request}
+
+    def _questions(self, turn: _Turn) -> list[dict[str, Any]] | None:
+        """"信用卡账单怎么查？还有转账限额是多少": the parses of the separate questions, when the message asks at
+        least two different things each of which the bot can answer with confidence."""
+        if not self.reparse or turn.parse.get("follow_up_of"):
+            return None
+        pieces = [p.strip(" ，,") for p in QUESTION_BREAK.split(turn.parse.get("text", ""))]
+        pieces = [p for p in pieces if len(p) >= 3][:MAX_QUESTIONS]
+        if len(pieces) < 2:
+            return None
+        parts, seen = [], set()
+        for piece in pieces:
+            parse = self.reparse(piece)
+            key = self._answer_key(parse)
+            if key is not None and key not in seen:
+                seen.add(key)
+                parts.append(parse)
+        return parts if len(parts) >= 2 else None
+
+    def _answer_key(self, parse: dict[str, Any]) -> str | None:
+        """What would answer this question with confidence (an intent that does something, or a knowledge
+        entry), or None."""
+        intent = parse["intent"]
+        confident = intent["confidence"] >= self.config.intent_answer_threshold
+        if confident and intent["name"] not in CONVERSATIONAL_INTENTS and self.rules.get(intent["name"]):
+            return intent["name"]
+        retrieval = parse.get("retrieval") or {}
+        return retrieval["top"]["id"] if retrieval.get("decision") == "answer" else None
+
+    async def _respond_each(self, turn: _Turn, parts: list[dict[str, Any]]) -> None:
+        """Answer each question in turn; a task (a form or custom action) goes last, and only one of them: the
+        customer is told to come back for the others."""
+        whole = turn.parse
+        tasks = [p for p in parts if any(not a.startswith("utter_") for a in self._rule_actions(
+            p["intent"]["name"], turn.state)) and self._answer_key(p) == p["intent"]["name"]]
+        for part in [p for p in parts if p not in tasks] + tasks[:1]:
+            turn.parse = part
+            self._fill_slots(turn, requested=None)
+            await self._respond(turn)
+        for later in tasks[1:]:
+            turn.replies.append(Reply(text=f"您还提到“{later['text']}”，办完这一项后再告诉我，我接着为您办理。",
+                                      source="several_questions"))
+        turn.parse = {**whole, "parts": [p.get("text") for p in parts]}
 
     def _in_context(self, turn: _Turn) -> dict[str, Any] | None:
         """"要什么条件" or "那多久能批下来" after "我想办张信用卡": a short message that leans on the previous question
