@@ -1,7 +1,8 @@
 """`bot test`: k-fold cross-validation of the intent classifier on the bot's own training data.
 
 Writes to `out/`: intent_report.json (per-intent precision/recall/F1), confusion_matrix.png and .html,
-errors.json (misclassified examples with what they were taken for).
+errors.json (misclassified examples with what they were taken for), calibration.json (is a stated confidence
+right that often: reliability bins and the expected calibration error).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from sklearn.metrics import classification_report, confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 
 from bot.config import BotConfig
+from bot.eval.calibration import reliability
 from bot.model import build_nlu, fit_classifier
+from bot.nlu.classifier import FALLBACK_INTENT
 from bot.retrieval.encoders import load_encoder
 from bot.training_data import load_training_data
 
@@ -30,12 +33,18 @@ def cross_validate(config: BotConfig, folds: int = 5, out: Path = Path("results"
         raise ValueError(f"an intent has only {smallest} examples; {folds}-fold cross-validation needs {folds}")
     encoder = load_encoder(config.retrieval.encoder, str(config.root))
     predicted = np.empty(len(texts), dtype=object)
+    confidence = np.zeros(len(texts))
     for train_index, test_index in StratifiedKFold(folds, shuffle=True, random_state=seed).split(texts, labels):
         nlu = build_nlu(config, data, encoder)
         fit_classifier(nlu, [texts[i] for i in train_index], list(labels[train_index]))
         for i in test_index:
-            predicted[i] = nlu.parse(texts[i])["intent"]["name"]
-    return write_report(out, texts, list(labels), list(predicted), [e.source for e in data.examples])
+            intent = nlu.parse(texts[i])["intent"]
+            predicted[i], confidence[i] = intent["name"], intent["confidence"]
+    summary = write_report(out, texts, list(labels), list(predicted), [e.source for e in data.examples])
+    answered = [i for i in range(len(texts)) if predicted[i] != FALLBACK_INTENT]  # abstentions are not claims
+    calibration = reliability([float(confidence[i]) for i in answered], [predicted[i] == labels[i] for i in answered])
+    (out / "calibration.json").write_text(json.dumps(calibration, indent=2), "utf-8")
+    return {**summary, "ece": calibration["ece"]}
 
 
 def write_report(out: Path, texts: list[str], gold: list[str], predicted: list[str],
