@@ -100,6 +100,7 @@ class DialogueConfig(_Strict):
     # an intent answers directly (its response, action or form) only this confident; below, it can be an
     # option of the clarification menu when at least `menu_min_confidence`
     intent_answer_threshold: float = Field(0.9, ge=0, le=1)
+    conversational_threshold: float = Field(0.6, ge=0, le=1)  # greetings, thanks, yes/no: little is at stake
     menu_min_confidence: float = Field(0.35, ge=0, le=1)
     menu_size: int = Field(3, ge=1, le=5)
     # a message this long that matches nothing is a clear request the bot cannot handle: a person is offered

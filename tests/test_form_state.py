@@ -146,3 +146,9 @@ def test_several_questions_in_one_message_get_an_answer_each(client: TestClient)
 def test_one_question_in_two_sentences_is_one_question(client: TestClient) -> None:
     reply = says(client, "one-question")("我的卡丢了。怎么办？")
     assert "尾号" in reply  # the card-loss form starts, once
+
+
+def test_a_goodbye_is_a_goodbye_not_a_menu(client: TestClient, bundled_agent) -> None:
+    assert 0.6 <= bundled_agent.parse("拜拜啦")["intent"]["confidence"] < 0.9  # below the bar for bank answers
+    response = client.post("/webhooks/rest/webhook", json={"sender": "bye", "message": "拜拜啦"}).json()
+    assert "再见" in " ".join(r["text"] for r in response) and not any(r.get("buttons") for r in response)

@@ -164,7 +164,7 @@ class DialogueEngine:
         intent = turn.parse["intent"]
         retrieval = turn.parse.get("retrieval") or {"decision": "none", "top": None, "alternatives": []}
         actions = self._rule_actions(intent["name"], turn.state)
-        confident = intent["confidence"] >= self.config.intent_answer_threshold
+        confident = intent["confidence"] >= self._threshold(intent["name"])
         # a task (custom action or form) does something for the customer: it beats a similar FAQ answer
         is_task = bool(actions) and any(not a.startswith("utter_") for a in actions)
         if actions and confident and (is_task or not self.responder.knowledge_wins(intent, retrieval)):
@@ -178,6 +178,12 @@ class DialogueEngine:
             turn.replies.append(Reply(text=top["answer"], source=top["id"]))
             return
         self._not_sure(turn, retrieval)
+
+    def _threshold(self, intent: str) -> float:
+        """How confident an intent must be to answer: a greeting or a thanks risks little, a bank answer a lot."""
+        if intent in CONVERSATIONAL_INTENTS:
+            return min(self.config.conversational_threshold, self.config.intent_answer_threshold)
+        return self.config.intent_answer_threshold
 
     def _not_sure(self, turn: _Turn, retrieval: dict[str, Any]) -> None:
         """No answer is certain enough: a menu of what it may be, a person for a clear request that matches
