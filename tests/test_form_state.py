@@ -152,3 +152,11 @@ def test_a_goodbye_is_a_goodbye_not_a_menu(client: TestClient, bundled_agent) ->
     assert 0.6 <= bundled_agent.parse("拜拜啦")["intent"]["confidence"] < 0.9  # below the bar for bank answers
     response = client.post("/webhooks/rest/webhook", json={"sender": "bye", "message": "拜拜啦"}).json()
     assert "再见" in " ".join(r["text"] for r in response) and not any(r.get("buttons") for r in response)
+
+
+def test_a_question_that_depends_on_the_product_asks_which_one(client: TestClient) -> None:
+    response = client.post("/webhooks/rest/webhook", json={"sender": "which", "message": "额度什么时候能提高"}).json()
+    assert response[0]["text"] == "请问您问的是信用卡还是贷款？"
+    assert [b["title"] for b in response[0]["buttons"]] == ["信用卡", "贷款"]
+    named = says(client, "named")("信用卡额度什么时候能提高")
+    assert "信用卡还是贷款" not in named and "额度" in named

@@ -38,6 +38,10 @@ OUT_OF_SCOPE_INTENT = "out_of_scope"
 # where one message asks several things: question marks, full stops, "还有/另外/顺便/以及"
 QUESTION_BREAK = re.compile(r"[？?。；;!！]+|(?:还有|另外|顺便|以及|再问一下|再问下)(?:就是|一下|问一下|问下|想问)?")
 MAX_QUESTIONS = 3
+# a question whose answer depends on the product ("额度", "还款日", "利息"), asked without naming one
+PRODUCT_INTENTS = ("credit_card_", "loan_", "mortgage", "deposit_rates")
+PRODUCT_TOPIC = re.compile(r"额度|提额|还款日|逾期|延期|审批|审核|利率")
+PRODUCT_NAMED = re.compile(r"信用卡|贷|借|房贷|车贷|存款|定期|活期|理财|借记卡|储蓄|卡|分期")
 ELLIPSIS_MAX_CHARS = 12  # "要什么条件", "那多久能批下来": short enough to lean on the previous question
 CONTINUATION_WORDS = ("那", "那么", "还有", "另外", "然后")
 # "为什么还款失败", "一直不能提前还款": something went wrong with the customer's own business, which a person who
@@ -164,6 +168,9 @@ class DialogueEngine:
         intent = turn.parse["intent"]
         retrieval = turn.parse.get("retrieval") or {"decision": "none", "top": None, "alternatives": []}
         actions = self._rule_actions(intent["name"], turn.state)
+        if self._product_unclear(turn):
+            turn.replies += self._which_product(turn)
+            return
         confident = intent["confidence"] >= self._threshold(intent["name"])
         # a task (custom action or form) does something for the customer: it beats a similar FAQ answer
         is_task = bool(actions) and any(not a.startswith("utter_") for a in actions)
@@ -178,6 +185,19 @@ class DialogueEngine:
             turn.replies.append(Reply(text=top["answer"], source=top["id"]))
             return
         self._not_sure(turn, retrieval)
+
+    def _product_unclear(self, turn: _Turn) -> bool:
+        """"为什么我这边没额度？": a limit, a due date, interest or an approval differ between a credit card and a
+        loan, and the message names neither."""
+        text = turn.parse.get("text", "")
+        intent = turn.parse["intent"]["name"]
+        return len(text) <= 16 and intent.startswith(PRODUCT_INTENTS) and PRODUCT_TOPIC.search(text) is not None \
+            and PRODUCT_NAMED.search(text) is None and PROBLEM_REPORT.search(text) is None
+
+    def _which_product(self, turn: _Turn) -> list[Reply]:
+        text = turn.parse.get("text", "").rstrip("？?。.!！ ")
+        buttons = [Button(title=product, payload=f"{product}{text}") for product in ("信用卡", "贷款")]
+        return [Reply(text="请问您问的是信用卡还是贷款？", buttons=buttons, source="clarify_product")]
 
     def _threshold(self, intent: str) -> float:
         """How confident an intent must be to answer: a greeting or a thanks risks little, a bank answer a lot."""
