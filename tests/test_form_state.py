@@ -160,3 +160,11 @@ def test_a_question_that_depends_on_the_product_asks_which_one(client: TestClien
     assert [b["title"] for b in response[0]["buttons"]] == ["信用卡", "贷款"]
     named = says(client, "named")("信用卡额度什么时候能提高")
     assert "信用卡还是贷款" not in named and "额度" in named
+
+
+@pytest.mark.parametrize("message", ["我想了解一下你们银行针对小微企业主的供应链金融服务具体是怎么合作的",
+                                     "你们那个大堂经理给我推荐的产品和说的完全不一样我要个说法"])
+def test_a_long_clear_request_that_matches_nothing_is_offered_a_person_at_once(client: TestClient,
+                                                                              message: str) -> None:
+    reply = says(client, f"long-{message[:6]}")(message)
+    assert "转接人工客服" in reply and "换个说法" not in reply

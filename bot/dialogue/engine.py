@@ -222,7 +222,7 @@ class DialogueEngine:
         elif options:
             turn.replies += self.responder.clarify(options, turn.channel)
         elif len(turn.parse.get("text", "")) >= self.config.long_message_chars:
-            turn.replies += self._offer_human(turn)
+            turn.replies += self._offer_human(turn, "utter_offer_human_unmatched")
         else:
             turn.replies += self._utter(turn, self.config.fallback_response)
 
