@@ -132,3 +132,15 @@ def test_new_visitors_from_one_address_do_not_get_fresh_binding_guesses(client: 
     for _ in range(per_address):
         assert "无效或已过期" in visitor_says(f"绑定 {next(wrong)}")
     assert "次数过多" in visitor_says(f"绑定 {code}")  # the right code too, from this address
+
+
+def test_the_server_key_is_made_once_readable_only_by_the_server(tmp_path: Path, bundled_agent) -> None:
+    from bot.security.credentials import VisitorCredentials, server_key
+
+    config = bundled_agent.config.model_copy(update={"root": tmp_path})
+    first, second = server_key(config), server_key(config)  # a second worker reads the same key
+    assert first == second and len(first) >= 32
+    assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o077 == 0
+    visitor, credential = VisitorCredentials(first).issue()
+    assert VisitorCredentials(second).verify(credential) == visitor
+    assert VisitorCredentials(b"another installation's key, 32+ bytes").verify(credential) is None

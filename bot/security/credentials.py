@@ -26,11 +26,27 @@ def server_key(config: BotConfig) -> bytes:
         return config.security.secret_key.encode()
     path = config.path("data") / KEY_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(secrets.token_urlsafe(48))
-    return Path(path).read_text().strip().encode()
+        _create_key_file(path)
+    key = Path(path).read_text().strip()
+    if len(key) < 32:
+        raise ValueError(f"{path}: the server key is missing or too short; delete the file to make a new one")
+    return key.encode()
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key beside `path`, then link it into place: the file appears whole or not at all, and a
+    worker that starts at the same moment keeps the key the first one made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_urlsafe(48))
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
 
 
 class VisitorCredentials:
