@@ -168,3 +168,21 @@ def test_a_long_clear_request_that_matches_nothing_is_offered_a_person_at_once(c
                                                                               message: str) -> None:
     reply = says(client, f"long-{message[:6]}")(message)
     assert "转接人工客服" in reply and "换个说法" not in reply
+
+
+def test_a_weak_intent_does_not_answer_and_the_right_entry_is_offered(client: TestClient, bundled_agent) -> None:
+    message = "我需要结清证明到那里打印"
+    parse = bundled_agent.parse(message)
+    assert parse["intent"]["name"] == "deposit_certificate" and parse["intent"]["confidence"] < 0.9
+    response = client.post("/webhooks/rest/webhook", json={"sender": "weak", "message": message}).json()
+    titles = [b["title"] for b in response[0]["buttons"]]
+    assert response[0]["text"] == "您是不是想问：" and any("结清证明" in t for t in titles)
+    assert titles[-1] == "都不是，转人工"  # every menu has a way out
+
+
+@pytest.mark.parametrize("message", ["转账的问题", "手机银行那个怎么弄", "存款那个能不能弄一下"])
+def test_an_uncertain_message_gets_a_menu_with_a_way_out_not_an_answer(client: TestClient, bundled_agent,
+                                                                       message: str) -> None:
+    assert bundled_agent.parse(message)["intent"]["confidence"] < 0.9
+    response = client.post("/webhooks/rest/webhook", json={"sender": f"menu-{message}", "message": message}).json()
+    assert response[0]["text"] == "您是不是想问：" and response[0]["buttons"][-1]["title"] == "都不是，转人工"

@@ -46,8 +46,9 @@ ELLIPSIS_MAX_CHARS = 12  # "要什么条件", "那多久能批下来": short eno
 CONTINUATION_WORDS = ("那", "那么", "还有", "另外", "然后")
 # "为什么还款失败", "一直不能提前还款": something went wrong with the customer's own business, which a person who
 # can see the account resolves better than a menu of general answers (when no answer is certain)
-PROBLEM_REPORT = re.compile(r"不能|无法|不了|失败|没反应|没有?扣|不扣|没到账|未到账|一直|总是|跳回|又返回|还不|为什么"
-                            r"|为何|借不出|未通过|不通过|没通过|怎么没|不显示|显示不|没收到|收不到|错误|出错|异常|被拒|拒绝")
+PROBLEM_REPORT = re.compile(r"(?<!能)不能|无法|不了|失败|没反应|没有?扣|不扣|没到账|未到账|一直|总是|跳回|又返回|还不"
+                            r"|为什么|为何|借不出|未通过|不通过|没通过|怎么没|不显示|显示不|没收到|收不到|错误|出错|异常"
+                            r"|被拒|拒绝")  # "能不能" asks whether something can be done: no problem yet
 # a plain yes to a question the bot just asked
 YES_WORDS = frozenset({"嗯", "嗯嗯", "恩", "好", "好的", "好啊", "好吧", "可以", "可以的", "是", "是的", "对", "对的",
                        "要", "需要", "行", "ok", "OK", "Ok", "麻烦了", "麻烦你了", "转吧", "转", "yes"})
