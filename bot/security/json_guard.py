@@ -7,6 +7,7 @@ Used by the HTTP edge middleware for request bodies and by the chat sockets for 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 MAX_DEPTH = 32
@@ -21,9 +22,9 @@ class UnsafeJson(ValueError):
         self.message = message
 
 
-def loads_guarded(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+def loads_guarded(raw: bytes | str, max_depth: int = MAX_DEPTH, finite: bool = False) -> Any:
     """The document in `raw`, or UnsafeJson: invalid UTF-8 or lone surrogates, nesting deeper than
-    `max_depth`, or not JSON at all."""
+    `max_depth`, NaN or Infinity when `finite`, or not JSON at all."""
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -37,13 +38,15 @@ def loads_guarded(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
         raise UnsafeJson("depth", f"JSON nested deeper than {max_depth} levels") from e
     except ValueError as e:
         raise UnsafeJson("syntax", f"not valid JSON: {e}") from e
-    check_value(value, max_depth)
+    check_value(value, max_depth, finite)
     return value
 
 
-def check_value(value: Any, max_depth: int = MAX_DEPTH) -> None:
-    """UnsafeJson when a string anywhere in `value` (keys too) cannot be encoded as UTF-8, or when it nests
-    deeper than `max_depth`. Iterative, so hostile nesting cannot exhaust the stack."""
+def check_value(value: Any, max_depth: int = MAX_DEPTH, finite: bool = False) -> None:
+    """UnsafeJson when a string anywhere in `value` (keys too) cannot be encoded as UTF-8, when it nests
+    deeper than `max_depth`, or (when `finite`) when a number is NaN or infinite: Python reads NaN, Infinity and
+    1e999 where JSON has no such numbers, and nothing can write them back. Iterative, so hostile nesting
+    cannot exhaust the stack."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -57,6 +60,8 @@ def check_value(value: Any, max_depth: int = MAX_DEPTH) -> None:
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
+        elif finite and isinstance(item, float) and not math.isfinite(item):
+            raise UnsafeJson("number", "NaN and Infinity are not JSON numbers")
 
 
 def is_valid_text(text: str) -> bool:

@@ -47,15 +47,14 @@ class RestMessage(BaseModel):
 def check_metadata(value: dict[str, Any]) -> None:
     """ValueError (pydantic's 422) unless `value` is shallow, small, valid Unicode and finite."""
     try:
-        check_value(value, MAX_METADATA_DEPTH)  # first: the depth bounds what json.dumps recurses into
+        check_value(value, MAX_METADATA_DEPTH, finite=True)  # first: the depth bounds what json.dumps recurses into
     except UnsafeJson as e:
         if e.kind == "depth":
             raise ValueError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels: flatten it") from e
+        if e.kind == "number":
+            raise ValueError("metadata refused: numbers must be finite (no NaN or Infinity)") from e
         raise ValueError(f"metadata refused: {e.message}") from e
-    try:
-        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"))
-    except ValueError as e:
-        raise ValueError("metadata refused: numbers must be finite (no NaN or Infinity)") from e
+    size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are accepted: send "
                          "only what custom actions need")
