@@ -26,7 +26,7 @@ from bot.channels.chat_socket import serve_chat
 from bot.channels.handshake import first_frame
 from bot.config import AppChannelConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected, TooManyMessages
-from bot.security.limits import client_ip
+from bot.security.limits import Throttled, client_ip, too_many_requests
 
 CHANNEL = "app"
 CLOCK_SKEW_SECONDS = 30
@@ -37,11 +37,6 @@ class AppCustomer(BaseModel):
     name: str | None = None
     tier: str = "standard"
     verified: bool = True  # the app logged the customer in; it may say otherwise (e.g. a guest session)
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """What actions see in the message metadata (rasa_sdk: tracker.latest_message["metadata"])."""
-        return {"customer_id": self.customer_id, "verified": self.verified, "tier": self.tier}
 
 
 class TokenRejected(Exception):
@@ -135,7 +130,7 @@ def app_router() -> APIRouter:
             turn = service.handle(Inbound(CHANNEL, customer.customer_id, body.message, body.message_id,
                                           client_ip=ip))
         except TooManyMessages as e:
-            raise HTTPException(status_code=429, detail=str(e), headers={"Retry-After": str(e.retry_after)}) from e
+            raise too_many_requests(e) from e
         except MessageRejected as e:
             raise HTTPException(status_code=422, detail=str(e)) from e
         replies = [AppReply(text=r["text"], buttons=r["buttons"], timestamp=r["timestamp"]) for r in turn.replies]
@@ -148,8 +143,7 @@ def app_router() -> APIRouter:
         wait = request.app.state.limiter.hit(f"bind:issue:{customer.customer_id}", security.binding_max_failures,
                                              security.binding_window_minutes * 60)
         if wait > 0:
-            raise HTTPException(status_code=429, detail="获取绑定码过于频繁，请稍后再试。",
-                                headers={"Retry-After": str(int(wait) + 1)})
+            raise too_many_requests(Throttled("获取绑定码过于频繁，请稍后再试。", wait))
         link(service, customer)
         minutes = request.app.state.config.channels.binding_code_minutes
         code = service.store.issue_binding_code(customer.customer_id, dt.timedelta(minutes=minutes))

@@ -57,17 +57,16 @@ class FrameError(Exception):
         self.message_id = message_id
 
 
-async def serve_chat(websocket: WebSocket, service: Any, channel: str, sender: str,
-                     metadata: dict[str, Any] | None = None) -> None:
-    """Answer an accepted socket's frames until the client goes away. `metadata` goes with every message
-    (e.g. the app customer's verified identity). While open, the socket also gets what agents send."""
+async def serve_chat(websocket: WebSocket, service: Any, channel: str, sender: str) -> None:
+    """Answer an accepted socket's frames until the client goes away. Who the customer is the service knows
+    from the identity the handshake linked; while open, the socket also gets what agents send."""
     max_bytes = websocket.app.state.config.server.max_frame_bytes
     hub = getattr(websocket.app.state, "hub", None)
     if hub is not None:
         hub.add_customer(channel, sender, websocket)
     try:
         while (frame := await receive_frame(websocket, max_bytes)) is not None:
-            await _answer(websocket, service, channel, sender, frame, metadata or {})
+            await _answer(websocket, service, channel, sender, frame)
     except WebSocketDisconnect:
         return
     finally:
@@ -146,14 +145,13 @@ async def _close(websocket: WebSocket, refusal: Refusal) -> None:
         return
 
 
-async def _answer(websocket: WebSocket, service: Any, channel: str, sender: str, frame: dict[str, Any],
-                  metadata: dict[str, Any]) -> None:
+async def _answer(websocket: WebSocket, service: Any, channel: str, sender: str, frame: dict[str, Any]) -> None:
     try:
         _check_type(frame)
         if frame["type"] == "history":
             await _history(websocket, service, channel, sender)
         else:
-            await _message(websocket, service, channel, sender, frame, metadata)
+            await _message(websocket, service, channel, sender, frame)
     except FrameError as e:
         await websocket.send_json(_error(e.message, e.message_id))
 
@@ -168,8 +166,7 @@ async def _history(websocket: WebSocket, service: Any, channel: str, sender: str
     await websocket.send_json(jsonable_encoder({"type": "history", "messages": scrub(messages)}))
 
 
-async def _message(websocket: WebSocket, service: Any, channel: str, sender: str, frame: dict[str, Any],
-                   metadata: dict[str, Any]) -> None:
+async def _message(websocket: WebSocket, service: Any, channel: str, sender: str, frame: dict[str, Any]) -> None:
     message_id = frame.get("message_id")
     if message_id is not None and not (isinstance(message_id, str) and MESSAGE_ID.match(message_id)):
         raise FrameError("消息编号无效，请刷新页面后重试。")
@@ -179,8 +176,7 @@ async def _message(websocket: WebSocket, service: Any, channel: str, sender: str
     if len(text) > MAX_TEXT_CHARS:
         raise FrameError(f"消息太长了，请控制在 {MAX_TEXT_CHARS} 字以内。", message_id)
     title = frame.get("title")
-    if isinstance(title, str) and title:
-        metadata = {**metadata, "button_title": title[:200]}
+    metadata = {"button_title": title[:200]} if isinstance(title, str) and title else {}
 
     await websocket.send_json({"type": "typing"})
     try:

@@ -20,7 +20,7 @@ from bot.dialogue.engine import DialogueState, TurnOutcome
 from bot.dialogue.responder import Reply
 from bot.handoff.context import CHANNEL_NAMES
 from bot.handoff.handover import Handover
-from bot.security.limits import MemoryLimiter, RateLimiter
+from bot.security.limits import MemoryLimiter, RateLimiter, Throttled
 from bot.storage import ConversationStore, TurnStart
 
 MAX_MESSAGE_CHARS = 2000
@@ -38,12 +38,11 @@ class MessageRejected(ValueError):
     """A message that cannot be handled; the text is meant for the customer (Chinese)."""
 
 
-class TooManyMessages(MessageRejected):
+class TooManyMessages(Throttled, MessageRejected):
     """A sender or an address over its message rate; `retry_after` in seconds."""
 
     def __init__(self, retry_after: float) -> None:
-        super().__init__("您发送得太快了，请稍等片刻再试。")
-        self.retry_after = max(1, int(retry_after + 0.999))
+        super().__init__("您发送得太快了，请稍等片刻再试。", retry_after)
 
 
 @dataclass(frozen=True)

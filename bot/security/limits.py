@@ -16,6 +16,7 @@ import uuid
 from collections import OrderedDict, deque
 from typing import Any, Protocol
 
+from fastapi import HTTPException
 from starlette.requests import HTTPConnection
 
 MAX_MEMORY_KEYS = 100_000  # the least recently used keys are forgotten beyond this
@@ -32,6 +33,11 @@ class Throttled(Exception):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+def too_many_requests(error: Throttled) -> HTTPException:
+    """The HTTP answer to any flood: 429, the message, and when to try again."""
+    return HTTPException(status_code=429, detail=error.message, headers=error.headers)
 
 
 class RateLimiter(Protocol):

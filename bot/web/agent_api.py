@@ -32,7 +32,7 @@ from bot.handoff.agents import SUPERVISING_ROLES, AccountError, authenticate, cr
 from bot.handoff.context import build_context, summary_of
 from bot.handoff.desk import AgentDesk, DeskError
 from bot.security.json_guard import is_valid_text, scrub
-from bot.security.limits import Throttled, client_ip
+from bot.security.limits import Throttled, client_ip, too_many_requests
 from bot.security.logins import Busy, LoginGuard, PasswordGate
 from bot.security.masking import mask_value
 from bot.security.origins import origin_allowed
@@ -325,7 +325,7 @@ async def _verify(request: Request, gate: PasswordGate, body: Login) -> AgentAcc
         await run_in_threadpool(guard.check, body.username, ip)
         account = await gate.run(security.password_hash_concurrency, _check_password, request, guard, body, ip)
     except Throttled as e:
-        raise HTTPException(status_code=429, detail=e.message, headers=e.headers) from e
+        raise too_many_requests(e) from e
     except Busy as e:
         raise HTTPException(status_code=503, detail=e.message,
                             headers={"Retry-After": str(e.retry_after)}) from e

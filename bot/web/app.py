@@ -20,7 +20,7 @@ from bot.handoff.handover import Handover
 from bot.security.credentials import VisitorCredentials, server_key
 from bot.security.edge import install_edge
 from bot.security.json_guard import scrub
-from bot.security.limits import RateLimiter, client_ip, make_limiter
+from bot.security.limits import RateLimiter, client_ip, make_limiter, too_many_requests
 from bot.security.masking import install_log_masking, mask_value
 from bot.security.sessions import Sessions
 from bot.storage import ConversationStore, Database
@@ -149,7 +149,7 @@ def _routes(app: FastAPI) -> None:
         rates = request.app.state.config.security.rate_limits
         wait = request.app.state.limiter.hit(f"parse:ip:{_ip(request)}", rates.per_ip, rates.window_seconds)
         if wait > 0:
-            raise _too_many(TooManyMessages(wait))
+            raise too_many_requests(TooManyMessages(wait))
         return dict(agent.parse(body.text))
 
     @app.post("/webhooks/rest/webhook", response_model=list[RestReply], response_model_exclude_none=True,
@@ -163,7 +163,7 @@ def _routes(app: FastAPI) -> None:
         try:
             turn = conversations.handle(inbound)
         except TooManyMessages as e:
-            raise _too_many(e) from e
+            raise too_many_requests(e) from e
         except MessageRejected as e:
             raise HTTPException(status_code=422, detail=str(e)) from e
         return [RestReply(recipient_id=body.sender, text=r["text"],
@@ -198,6 +198,3 @@ def readable(value: Any) -> Any:
 def _ip(request: Request) -> str:
     return client_ip(request, request.app.state.config.server.trusted_proxies)
 
-
-def _too_many(error: TooManyMessages) -> HTTPException:
-    return HTTPException(status_code=429, detail=str(error), headers={"Retry-After": str(error.retry_after)})
