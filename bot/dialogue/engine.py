@@ -38,10 +38,10 @@ OUT_OF_SCOPE_INTENT = "out_of_scope"
 # where one message asks several things: question marks, full stops, "还有/另外/顺便/以及"
 QUESTION_BREAK = re.compile(r"[？?。；;!！]+|(?:还有|另外|顺便|以及|再问一下|再问下)(?:就是|一下|问一下|问下|想问)?")
 MAX_QUESTIONS = 3
-# a question whose answer depends on the product ("额度", "还款日", "利息"), asked without naming one
+# a question whose answer depends on the product ("额度", "还款日", "利率"), asked without naming one
 PRODUCT_INTENTS = ("credit_card_", "loan_", "mortgage", "deposit_rates")
 PRODUCT_TOPIC = re.compile(r"额度|提额|还款日|逾期|延期|审批|审核|利率")
-PRODUCT_NAMED = re.compile(r"信用卡|贷|借|房贷|车贷|存款|定期|活期|理财|借记卡|储蓄|卡|分期")
+PRODUCT_NAMED = re.compile(r"卡|贷|借|存款|定期|活期|理财|储蓄|分期")  # 卡: 信用卡, 借记卡…; 贷: 房贷, 车贷…
 ELLIPSIS_MAX_CHARS = 12  # "要什么条件", "那多久能批下来": short enough to lean on the previous question
 CONTINUATION_WORDS = ("那", "那么", "还有", "另外", "然后")
 # "为什么还款失败", "一直不能提前还款": something went wrong with the customer's own business, which a person who
@@ -188,7 +188,7 @@ class DialogueEngine:
         self._not_sure(turn, retrieval)
 
     def _product_unclear(self, turn: _Turn) -> bool:
-        """"为什么我这边没额度？": a limit, a due date, interest or an approval differ between a credit card and a
+        """"额度什么时候能提高": a limit, a due date, an approval or a rate differ between a credit card and a
         loan, and the message names neither."""
         text = turn.parse.get("text", "")
         intent = turn.parse["intent"]["name"]
