@@ -29,7 +29,7 @@ class Agent:
         self.config = config
         self.responder = Responder(model.data, config.dialogue)
         self.engine = DialogueEngine(model.data, config.dialogue, self.responder, action_runner(config),
-                                     reparse=lambda text: dict(self.parse(text)))
+                                     reparse=lambda text: dict(self.parse(text)), policies=model.policies)
 
     @classmethod
     def load(cls, config: BotConfig, model_dir: Path | None = None) -> Agent:

@@ -9,23 +9,49 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(help="示例银行智能客服 — a Chinese-first bank customer-service bot.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(help="A Chinese-first customer-service bot; Rasa 3 projects load with --project DIR.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
 eval_app = typer.Typer(help="Score the NLU on external data sets (the project's benchmark entry point).")
 app.add_typer(eval_app, name="eval")
 agents_app = typer.Typer(help="Agent accounts for the agent desk (/agent).")
 app.add_typer(agents_app, name="agents")
+data_app = typer.Typer(help="Checks of the training data and domain, as `rasa data validate` does them.")
+app.add_typer(data_app, name="data")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to config.yml")]
+ProjectOption = Annotated[Path | None, typer.Option(
+    "--project", "-p", help="A Rasa 3 project directory (config.yml, domain.yml or domain/, data/, actions/)")]
+PROJECT_FINGERPRINT = "project_fingerprint"  # written beside a project's model: what it was trained from
 
 
-def _config(path: Path) -> Any:
+def _config(path: Path, project: Path | None = None, report: bool = False) -> Any:
+    """Our config.yml, or a Rasa project's translation (--project, or a config.yml that is Rasa's)."""
     from bot.config import ConfigError, load_config
+    from bot.project import is_rasa_config_file
 
+    if project is None and is_rasa_config_file(path):
+        project = path.parent
+    if project is not None:
+        return _project(project, report).config
     try:
         return load_config(path)
     except ConfigError as e:
         _fail(str(e))
+
+
+def _project(root: Path, report: bool) -> Any:
+    from bot.project import ProjectError, load_project
+
+    try:
+        project = load_project(root)
+    except ProjectError as e:
+        _fail(str(e))
+    if report:
+        for note in project.notes:
+            typer.secho(f"note: {note}", fg=typer.colors.BLUE, err=True)
+        for channel, status in project.channels.items():
+            typer.secho(f"note: credentials.yml {channel}: {status}", fg=typer.colors.BLUE, err=True)
+    return project
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -38,7 +64,7 @@ def _train_with_progress(config: Any) -> Path:
 
     from bot.model import train
     from bot.retrieval.knowledge import KnowledgeError
-    from bot.training_data import TrainingDataError
+    from bot.training_data import TrainingDataError, is_rasa_project
 
     steps = 5
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -49,10 +75,27 @@ def _train_with_progress(config: Any) -> Path:
             progress.update(task, description=description, advance=1)
 
         try:
-            return train(config, advance)
+            directory = train(config, advance)
         except (TrainingDataError, KnowledgeError) as e:
             _fail(str(e))
-    raise AssertionError("unreachable")
+    if is_rasa_project(config.path(config.nlu_data)):
+        from bot.project import project_fingerprint
+
+        (directory / PROJECT_FINGERPRINT).write_text(project_fingerprint(config.root), "utf-8")
+    return directory
+
+
+def _is_stale(directory: Path, config: Any) -> bool:
+    """model.is_stale, except for a Rasa project, whose root (models/ included) is the training data folder."""
+    from bot.model import is_stale
+    from bot.training_data import is_rasa_project
+
+    if not is_rasa_project(config.path(config.nlu_data)):
+        return is_stale(directory, config)
+    from bot.project import project_fingerprint
+
+    stored = directory / PROJECT_FINGERPRINT
+    return not stored.exists() or stored.read_text("utf-8") != project_fingerprint(config.root)
 
 
 def _stderr_console() -> Any:
@@ -62,31 +105,31 @@ def _stderr_console() -> Any:
 
 
 @app.command()
-def train(config: ConfigOption = Path("config.yml")) -> None:
+def train(config: ConfigOption = Path("config.yml"), project: ProjectOption = None) -> None:
     """Train the NLU and index the knowledge base into a new versioned directory under models/."""
-    directory = _train_with_progress(_config(config))
+    directory = _train_with_progress(_config(config, project, report=True))
     metadata = json.loads((directory / "metadata.json").read_text("utf-8"))
     typer.echo(f"model {directory} ({metadata['n_examples']} examples, {len(metadata['intents'])} intents, "
                f"{metadata['n_knowledge_entries']} knowledge entries, {metadata['train_seconds']} s)")
 
 
 @app.command()
-def run(config: ConfigOption = Path("config.yml"),
+def run(config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
         host: Annotated[str | None, typer.Option(help="Bind address (default from config)")] = None,
         port: Annotated[int | None, typer.Option(help="Port (default from config)")] = None) -> None:
     """Serve the bot over HTTP; trains first when no model exists or the training data changed."""
     import uvicorn
 
-    from bot.model import is_stale, latest_model_dir
+    from bot.model import latest_model_dir
     from bot.web.app import create_app
 
-    settings = _config(config)
+    settings = _config(config, project)
     latest = latest_model_dir(settings)
     if latest is None:
         typer.echo("no trained model yet: training the bot first", err=True)
         _train_with_progress(settings)
-    elif is_stale(latest, settings):
-        typer.echo(f"nlu_data/, knowledge/ or the NLU config changed since {latest.name} was trained: "
+    elif _is_stale(latest, settings):
+        typer.echo(f"the training data or the NLU config changed since {latest.name} was trained: "
                    "training a new model first", err=True)
         _train_with_progress(settings)
     server = settings.server
@@ -99,12 +142,12 @@ def run(config: ConfigOption = Path("config.yml"),
 
 
 @app.command()
-def shell(config: ConfigOption = Path("config.yml"),
+def shell(config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
           channel: Annotated[str, typer.Option(help="Channel to answer for: web, app or wechat")] = "web") -> None:
     """Chat with the bot in the terminal and see what the NLU understood. Ctrl-D or /exit quits."""
     from bot.shell import run_shell
 
-    run_shell(_agent(_config(config)), channel)
+    run_shell(_agent(_config(config, project)), channel)
 
 
 def _agent(settings: Any) -> Any:
@@ -117,62 +160,78 @@ def _agent(settings: Any) -> Any:
 
 
 @app.command()
-def validate(config: ConfigOption = Path("config.yml")) -> None:
+def validate(config: ConfigOption = Path("config.yml"), project: ProjectOption = None) -> None:
     """Check the training data and knowledge base; exits non-zero when anything is wrong."""
     from bot.validate import validate_project
 
-    problems, warnings = validate_project(_config(config))
+    _report(*validate_project(_config(config, project, report=True)))
+
+
+@data_app.command("validate")
+def data_validate(config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
+                  fail_on_warnings: Annotated[bool, typer.Option(help="Exit non-zero on warnings too")] = False
+                  ) -> None:
+    """Rasa's data checks: intents vs domain, responses and actions used but not defined, unused responses,
+    stories contradicting rules, examples in two intents."""
+    from bot.validate import validate_data
+
+    _report(*validate_data(_config(config, project, report=True)), fail_on_warnings=fail_on_warnings)
+
+
+def _report(problems: list[str], warnings: list[str], fail_on_warnings: bool = False) -> None:
     for warning in warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     for problem in problems:
         typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
-    if problems:
+    if problems or (fail_on_warnings and warnings):
         raise typer.Exit(1)
     typer.echo(f"ok ({len(warnings)} warnings)")
 
 
 @app.command("test")
-def test_command(config: ConfigOption = Path("config.yml"),
+def test_command(config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
                  folds: Annotated[int, typer.Option(help="Number of cross-validation folds")] = 5,
                  out: Annotated[Path, typer.Option(help="Directory for the report files")] = Path("results")) -> None:
     """k-fold cross-validation of the training data: per-intent report, confusion matrix, errors."""
     from bot.crossval import cross_validate
 
-    summary = cross_validate(_config(config), folds=folds, out=out)
+    summary = cross_validate(_config(config, project), folds=folds, out=out)
     typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
 
 
 @eval_app.command("intents")
 def eval_intents(train: Annotated[list[Path], typer.Option("--train", help="TSV text<TAB>intent; repeatable")],
                  test: Annotated[Path, typer.Option("--test", help="TSV text<TAB>intent")],
-                 config: ConfigOption = Path("config.yml"),
+                 config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
                  threshold: Annotated[str | None, typer.Option(
                      help="OOS threshold: a number, 'auto' (5-fold CV on --train) or 'auto+support'")] = None,
                  as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False) -> None:
     """Train on intent TSV files and score another."""
     from bot.eval.intents import evaluate_intents
 
-    _print(_evaluate(evaluate_intents, train, test, _config(config), threshold=threshold), as_json)
+    _print(_evaluate(evaluate_intents, train, test, _config(config, project), threshold=threshold), as_json)
 
 
 @eval_app.command("pairs")
 def eval_pairs(train: Annotated[Path, typer.Option("--train")], dev: Annotated[Path, typer.Option("--dev")],
                test: Annotated[Path, typer.Option("--test")], config: ConfigOption = Path("config.yml"),
+               project: ProjectOption = None,
                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Paraphrase detection on text_a<TAB>text_b<TAB>label files; the threshold is chosen on --dev."""
     from bot.eval.pairs import evaluate_pairs
 
-    _print(_evaluate(evaluate_pairs, train, dev, test, _config(config)), as_json)
+    _print(_evaluate(evaluate_pairs, train, dev, test, _config(config, project)), as_json)
 
 
 @eval_app.command("qa")
 def eval_qa(answers: Annotated[Path, typer.Option("--answers")], test: Annotated[Path, typer.Option("--test")],
             train: Annotated[Path | None, typer.Option("--train")] = None, config: ConfigOption = Path("config.yml"),
+            project: ProjectOption = None,
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Rank each question's candidate answers (answers.tsv + questions JSONL)."""
     from bot.eval.qa import evaluate_qa
 
-    _print(_evaluate(evaluate_qa, answers, test, _config(config), train_file=train), as_json)
+    _print(_evaluate(evaluate_qa, answers, test, _config(config, project), train_file=train), as_json)
 
 
 @eval_app.command("replay")
@@ -184,16 +243,16 @@ def eval_replay(file: Annotated[Path, typer.Option("--file", help="Labels TSV (f
                 data_root: Annotated[Path | None, typer.Option("--data-root", help="Where a labels TSV's data files "
                                                                "are (default ../shared/datasets)")] = None,
                 per_message: Annotated[bool, typer.Option("--per-message", help="Also a JSON line a message")] = False,
-                config: ConfigOption = Path("config.yml"),
+                config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
                 as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False) -> None:
     """Replay customer messages through the bot, a fresh conversation each, and score what it did."""
     from bot.eval.datasets import DatasetError
     from bot.eval.replay import evaluate_replay, load_agent
-    from bot.model import is_stale, latest_model_dir
+    from bot.model import latest_model_dir
 
-    settings = _config(config)
+    settings = _config(config, project)
     latest = latest_model_dir(settings)
-    if latest is None or is_stale(latest, settings):  # as `bot run`: answer with a model of the current data
+    if latest is None or _is_stale(latest, settings):  # as `bot run`: answer with a model of the current data
         typer.echo("no model of the current training data: training the bot first", err=True)
         _train_with_progress(settings)
     try:
@@ -213,14 +272,14 @@ def agents_add(username: Annotated[str, typer.Argument(help="Login name")],
                groups: Annotated[list[str], typer.Option("--group", help="Skill group it serves; repeatable")],
                role: Annotated[str, typer.Option(help="agent, supervisor or admin")] = "agent",
                max_chats: Annotated[int, typer.Option(help="Chats at once")] = 3,
-               config: ConfigOption = Path("config.yml")) -> None:
+               config: ConfigOption = Path("config.yml"), project: ProjectOption = None) -> None:
     """Create an agent account; the password is asked for (or read from BOT_AGENT_PASSWORD) and stored hashed."""
     import os
 
     from bot.handoff.agents import AccountError, create_agent
     from bot.storage import Database
 
-    settings = _config(config)
+    settings = _config(config, project)
     known = {g.name for g in settings.handoff.groups}
     unknown = [g for g in groups if g not in known]
     if unknown:
@@ -237,23 +296,23 @@ def agents_add(username: Annotated[str, typer.Argument(help="Login name")],
 
 @agents_app.command("disable")
 def agents_disable(username: Annotated[str, typer.Argument(help="Login name")],
-                   config: ConfigOption = Path("config.yml")) -> None:
+                   config: ConfigOption = Path("config.yml"), project: ProjectOption = None) -> None:
     """Disable an account: it cannot log in and its sessions end at once (on every worker)."""
-    _set_disabled(username, True, config)
+    _set_disabled(username, True, config, project)
 
 
 @agents_app.command("enable")
 def agents_enable(username: Annotated[str, typer.Argument(help="Login name")],
-                  config: ConfigOption = Path("config.yml")) -> None:
+                  config: ConfigOption = Path("config.yml"), project: ProjectOption = None) -> None:
     """Enable a disabled account again (with its old password; earlier sessions stay ended)."""
-    _set_disabled(username, False, config)
+    _set_disabled(username, False, config, project)
 
 
-def _set_disabled(username: str, disabled: bool, config: Path) -> None:
+def _set_disabled(username: str, disabled: bool, config: Path, project: Path | None) -> None:
     from bot.handoff.agents import AccountError, set_disabled
     from bot.storage import Database
 
-    settings = _config(config)
+    settings = _config(config, project)
     try:
         set_disabled(Database(settings.storage.url, root=settings.root), username, disabled)
     except AccountError as e:

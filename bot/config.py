@@ -64,6 +64,9 @@ class IntentClassifierStep(_Strict):
     encoder_weight: float = 1.0
     C: float = 10.0
     fallback_threshold: float = Field(0.3, ge=0, le=1)
+    # nlu_fallback also when the top two intents are closer than this (Rasa FallbackClassifier's
+    # ambiguity_threshold); 0 = off
+    ambiguity_threshold: float = Field(0.0, ge=0, le=1)
     # also nlu_fallback when no training example of the top intent is this similar (encoder cosine); 0 = off
     min_support: float = Field(0.0, ge=0, le=1)
     ranking_length: int = Field(10, ge=1)
@@ -88,6 +91,22 @@ class RetrievalConfig(_Strict):
     channel: str = "web"
 
 
+class SourceCalibration(_Strict):
+    """How often a candidate of one source (intents or knowledge entries) is right, given its score and its margin
+    over the source's runner-up: p = sigmoid(weight * logit(score) + margin_weight * margin + bias)."""
+
+    weight: float
+    margin_weight: float = 0.0
+    bias: float
+
+
+class RankingCalibration(_Strict):
+    """Fitted by `bot eval calibrate` on labelled real messages (see bot/dialogue/ranking.py)."""
+
+    intent: SourceCalibration
+    knowledge: SourceCalibration
+
+
 class DialogueConfig(_Strict):
     faq_over_intent_margin: float = 0.25
     cancel_words: list[str] = ["取消", "算了", "不办了", "不用了", "退出办理"]  # leave an active form
@@ -106,6 +125,12 @@ class DialogueConfig(_Strict):
     # a message this long that matches nothing is a clear request the bot cannot handle: a person is offered
     # at once rather than "please rephrase"
     long_message_chars: int = Field(20, ge=1)
+    # one calibrated list over intents and knowledge entries (bot/dialogue/ranking.py): when set, the best
+    # candidate answers directly at `answer_probability`, candidates from `menu_probability` are menu options;
+    # unset (a project without labelled messages), intents and knowledge keep their own thresholds above
+    calibration: RankingCalibration | None = None
+    answer_probability: float = Field(0.5, ge=0, le=1)
+    menu_probability: float = Field(0.1, ge=0, le=1)
 
 
 class ActionEndpointConfig(_Strict):
@@ -257,8 +282,14 @@ class SecurityConfig(_Strict):
     originals_key_env: str = "BOT_ORIGINALS_KEY"
 
 
+# dialogue policies a Rasa config.yml may list, read by bot/dialogue/policies
+POLICY_NAMES = ("MemoizationPolicy", "AugmentedMemoizationPolicy", "RulePolicy", "TEDPolicy")
+
+
 class BotConfig(_Strict):
     language: str = "zh"
+    assistant_name: str = "小智"  # what the bot calls itself (the CLI's reply prompt)
+    product_name: str = "示例银行智能客服"  # the service's name (CLI banner)
     nlu_data: str = "nlu_data"
     models_dir: str = "models"
     pipeline: list[PipelineStep]
@@ -272,7 +303,18 @@ class BotConfig(_Strict):
     security: SecurityConfig = SecurityConfig()
     actions_package: str | None = "actions"  # custom actions run in-process through rasa_sdk's executor...
     action_endpoint: ActionEndpointConfig | None = None  # ...or on this action server when set
+    # Rasa dialogue policies with their options, as in Rasa's config.yml: [{"name": "RulePolicy", ...}, ...];
+    # empty: the engine's own rules, forms and fallback only
+    policies: list[dict[str, Any]] = []
     root: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _known_policies(self) -> BotConfig:
+        for index, policy in enumerate(self.policies):
+            if policy.get("name") not in POLICY_NAMES:
+                raise ValueError(f"policies.{index}: unknown policy {policy.get('name')!r}; known policies: "
+                                 f"{', '.join(POLICY_NAMES)}")
+        return self
 
     @model_validator(mode="after")
     def _pipeline_has_classifier(self) -> BotConfig:
@@ -306,13 +348,30 @@ def load_config(path: str | Path = "config.yml", environ: dict[str, str] | None 
         raise ConfigError(f"{path}: {where}: {e.problem}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
-    _apply_env_overrides(raw, os.environ if environ is None else environ)
+    if is_rasa_config(raw):
+        raise ConfigError(f"{path}: this is a Rasa config.yml; load its project with --project "
+                          f"{path.resolve().parent}")
+    return validate_config(raw, path, os.environ if environ is None else environ)
+
+
+def validate_config(raw: dict[str, Any], path: Path, environ: dict[str, str] | os._Environ[str]) -> BotConfig:
+    """`raw` (our keys) overridden from the environment and validated; `path`'s folder is the root."""
+    _apply_env_overrides(raw, environ)
     try:
         config = BotConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{path}: invalid config:\n{_describe(e)}") from e
     config.root = path.resolve().parent
     return config
+
+
+def is_rasa_config(raw: dict[str, Any]) -> bool:
+    """A Rasa config.yml: Rasa's own keys, or pipeline components named like Rasa's (CamelCase)."""
+    if {"recipe", "assistant_id"} & raw.keys():
+        return True
+    pipeline = raw.get("pipeline")
+    return isinstance(pipeline, list) and any(isinstance(s, dict) and str(s.get("name", ""))[:1].isupper()
+                                              for s in pipeline)
 
 
 def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str] | os._Environ[str]) -> None:

@@ -1,7 +1,8 @@
 """Train, save and load a model: a versioned directory `models/<timestamp>/` holding everything learned.
 
 A model directory is self-contained: the classifier, the knowledge index and a copy of the training data
-(responses, rules, lookups) it was trained on. The dense encoder is referenced by name, never copied.
+(responses, rules, lookups) it was trained on, plus the dialogue policies (policies.json) when the project has
+stories or configures `policies:`. The dense encoder is referenced by name, never copied.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from typing import Any
 import joblib
 
 from bot.config import BotConfig
+from bot.dialogue.policies import (
+    DomainError,
+    InvalidRulesError,
+    PolicyConfigError,
+    PolicyEnsemble,
+    StoryError,
+)
+from bot.dialogue.policies.ensemble import MODEL_FILE as POLICIES_FILE
 from bot.nlu.classifier import ClassifierOptions, IntentClassifier
 from bot.nlu.normalise import NormaliserOptions
 from bot.nlu.pipeline import NLUPipeline
@@ -26,7 +35,7 @@ from bot.nlu.tokenise import Tokenizer
 from bot.retrieval.encoders import Encoder, load_encoder
 from bot.retrieval.knowledge import KnowledgeEntry, load_knowledge
 from bot.retrieval.retriever import KnowledgeRetriever
-from bot.training_data import TrainingData, load_training_data
+from bot.training_data import TrainingData, TrainingDataError, load_training_data
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
@@ -39,6 +48,7 @@ class TrainedModel:
     retriever: KnowledgeRetriever | None
     data: TrainingData
     metadata: dict[str, Any] = field(default_factory=dict)
+    policies: PolicyEnsemble | None = None  # None: rules and the answering policy alone decide (the bundled bot)
 
 
 def build_nlu(config: BotConfig, data: TrainingData, encoder: Encoder | None,
@@ -102,6 +112,10 @@ def train(config: BotConfig, progress: Progress = lambda step: None) -> Path:
     fit_classifier(nlu, [e.text for e in data.examples], [e.intent for e in data.examples])
     progress(f"构建知识库索引 indexing knowledge base ({len(entries)} entries)")
     retriever = build_retriever(config, nlu, entries)
+    policies = None
+    if uses_policies(config, data):
+        progress(f"训练对话策略 training dialogue policies ({len(data.stories)} stories, {len(data.rules)} rules)")
+        policies = train_policies(config, data)
     metadata = {
         "version": dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -112,15 +126,34 @@ def train(config: BotConfig, progress: Progress = lambda step: None) -> Path:
         "train_seconds": round(time.perf_counter() - started, 2),
         "data_fingerprint": data_fingerprint(config),
     }
+    if policies is not None:
+        metadata.update(n_stories=len(data.stories), policies=[p.name for p in policies.policies],
+                        policy_notes=policies.notes)
     progress("保存模型 saving model")
-    return save(TrainedModel(nlu, retriever, data, metadata), config.path(config.models_dir))
+    return save(TrainedModel(nlu, retriever, data, metadata, policies), config.path(config.models_dir))
+
+
+def uses_policies(config: BotConfig, data: TrainingData) -> bool:
+    """Stories, or a `policies:` list, make the next actions come from trained policies (Rasa's way); without
+    them rules are looked up directly (the bundled bot)."""
+    return bool(data.stories) or bool(config.policies)
+
+
+def train_policies(config: BotConfig, data: TrainingData) -> PolicyEnsemble:
+    """The policy ensemble over the stories and rules; their errors as training data errors (file and step)."""
+    try:
+        return PolicyEnsemble.train(data.stories, data.rules, data.as_rasa_domain(), config.policies or None)
+    except (StoryError, InvalidRulesError, DomainError, PolicyConfigError) as e:
+        raise TrainingDataError(str(e)) from e
 
 
 def data_fingerprint(config: BotConfig) -> str:
     """SHA-256 over everything a model is trained from: nlu_data/, knowledge/ and the config's NLU settings."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"pipeline": [s.model_dump() for s in config.pipeline],
-                              "retrieval": config.retrieval.model_dump(include={"encoder", "rrf_k"})},
+                              "retrieval": config.retrieval.model_dump(include={"encoder", "rrf_k"}),
+                              # only when set, so that models trained without policies stay current
+                              **({"policies": config.policies} if config.policies else {})},
                              sort_keys=True, default=str).encode())
     for folder in (config.path(config.nlu_data), config.path(config.retrieval.knowledge)):
         for file in sorted(folder.rglob("*")) if folder.exists() else []:
@@ -142,6 +175,8 @@ def save(model: TrainedModel, models_dir: Path) -> Path:
     joblib.dump({"classifier": model.nlu.classifier, "retriever": model.retriever, "data": model.data},
                 directory / MODEL_FILE, compress=3)
     (directory / METADATA_FILE).write_text(json.dumps(model.metadata, ensure_ascii=False, indent=2), "utf-8")
+    if model.policies is not None:
+        model.policies.save(directory)
     return directory
 
 
@@ -162,4 +197,5 @@ def load(directory: Path, config: BotConfig) -> TrainedModel:
     stored = joblib.load(directory / MODEL_FILE)
     encoder = load_encoder(config.retrieval.encoder, str(config.root))
     nlu = build_nlu(config, stored["data"], encoder, classifier=stored["classifier"])
-    return TrainedModel(nlu, stored["retriever"], stored["data"], metadata)
+    policies = PolicyEnsemble.load(directory) if (directory / POLICIES_FILE).exists() else None
+    return TrainedModel(nlu, stored["retriever"], stored["data"], metadata, policies)

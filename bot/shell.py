@@ -16,14 +16,17 @@ EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
 
 def run_shell(agent: Agent, channel: str = "web", console: Console | None = None) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 160)
-    console.print(f"[bold]示例银行智能客服[/bold] model {agent.version} · channel {channel} · 输入 /exit 退出")
+    chinese = agent.config.language.startswith("zh")
+    you = "您> " if chinese else "you> "
+    console.print(f"[bold]{agent.config.product_name}[/bold] model {agent.version} · channel {channel} · "
+                  f"{'输入 /exit 退出' if chinese else 'type /exit to quit'}")
     interactive = sys.stdin.isatty()
     state = DialogueState()
     history: list[dict] = []
     options: list[dict[str, str]] = []  # the last reply's buttons: typing a number presses one
     while True:
         try:
-            text = input("您> ") if interactive else sys.stdin.readline()
+            text = input(you) if interactive else sys.stdin.readline()
         except (EOFError, KeyboardInterrupt):
             break
         if not interactive and text == "":
@@ -34,7 +37,7 @@ def run_shell(agent: Agent, channel: str = "web", console: Console | None = None
         if not text.strip():
             continue
         if not interactive:
-            console.print(f"您> {text}")
+            console.print(f"{you}{text}")
         state = show_turn(agent, text, channel, console, state, history, options)
 
 
@@ -68,7 +71,7 @@ def show_turn(agent: Agent, text: str, channel: str, console: Console, state: Di
     if filled or outcome.state.active_loop:
         console.print(f"  [dim]state[/dim]      form={outcome.state.active_loop} slots={filled}")
     for reply in replies:
-        console.print(f"[bold green]小智>[/bold green] {reply.text}")
+        console.print(f"[bold green]{agent.config.assistant_name}>[/bold green] {reply.text}")
         for number, button in enumerate(reply.buttons, 1):
             console.print(f"       [{number}] {button.title}")
     last_buttons = next((r.buttons for r in reversed(replies) if r.buttons), [])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from bot.config import DialogueConfig
+from bot.dialogue import ranking
 from bot.dialogue.actions import ActionError, ActionRunner, domain_payload, tracker_payload
+from bot.dialogue.policies import PolicyEnsemble
 from bot.dialogue.responder import CONVERSATIONAL_INTENTS, Button, Reply, Responder
 from bot.handoff.triggers import REQUEST_INTENT as REQUEST_HUMAN
 from bot.nlu.classifier import FALLBACK_INTENT, OOS_INTENTS
@@ -86,6 +89,8 @@ class TurnOutcome:
     parse: dict[str, Any]  # the parse the turn acted on (a follow-up's is that of the rewritten question)
     events: list[dict[str, Any]] = field(default_factory=list)  # Rasa events to store, in order
     replies: list[Reply] = field(default_factory=list)
+    # ReminderScheduled / ReminderCancelled events still in force at the end of the turn, in order
+    reminders: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -99,6 +104,13 @@ class _Turn:
     state: DialogueState
     events: list[dict[str, Any]] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
+    reminders: list[dict[str, Any]] = field(default_factory=list)
+    before: DialogueState | None = None  # the state before the customer's message (UserUtteranceReverted)
+    keep_latest: bool = False  # the message was reverted or the conversation restarted: it is not "latest"
+    stopped: bool = False  # Restarted or UserUtteranceReverted: no further action this turn, as in Rasa
+
+    def __post_init__(self) -> None:
+        self.before = self.state.model_copy(deep=True)
 
     def set_slot(self, name: str, value: Any) -> None:
         self.state.slots[name] = value
@@ -116,8 +128,11 @@ class _Turn:
 
 class DialogueEngine:
     def __init__(self, data: TrainingData, config: DialogueConfig, responder: Responder,
-                 runner: ActionRunner | None = None, reparse: Reparse | None = None) -> None:
+                 runner: ActionRunner | None = None, reparse: Reparse | None = None,
+                 policies: PolicyEnsemble | None = None) -> None:
         self.data = data
+        # trained from stories and rules (a Rasa project): they choose the actions; without them, rules do
+        self.policies = policies
         self.config = config
         self.responder = responder
         self.runner = runner
@@ -138,6 +153,8 @@ class DialogueEngine:
 
     async def next_turn(self, state: DialogueState, parse: dict[str, Any], channel: str, sender_id: str,
                         history: list[dict[str, Any]]) -> TurnOutcome:
+        if state.paused and parse["intent"]["name"] != RESTART_INTENT:
+            return TurnOutcome(state.model_copy(deep=True), parse)  # ConversationPaused: Rasa runs no action
         turn = _Turn(sender_id, channel, parse, history, state.model_copy(deep=True))
         turn.parse = self._accepts_offer(turn) or self._without_courtesy(turn) or self._follow_up(turn)
         turn.parse = self._in_context(turn) or turn.parse
@@ -153,11 +170,12 @@ class DialogueEngine:
         else:
             self._fill_slots(turn, requested=None)
             await self._respond(turn)
-        turn.state.latest_intent = turn.parse["intent"]["name"]
-        # what the customer meant, in full: a follow-up's rewritten question, so that the next follow-up builds on it
-        turn.state.latest_text = turn.parse.get("follow_up_of") or turn.parse.get("text")
-        turn.state.latest_entities = list(turn.parse.get("entities", []))
-        return TurnOutcome(turn.state, turn.parse, turn.events, turn.replies)
+        if not turn.keep_latest:
+            turn.state.latest_intent = turn.parse["intent"]["name"]
+            # what the customer meant, in full: a follow-up's rewritten question, so the next follow-up builds on it
+            turn.state.latest_text = turn.parse.get("follow_up_of") or turn.parse.get("text")
+            turn.state.latest_entities = list(turn.parse.get("entities", []))
+        return TurnOutcome(turn.state, turn.parse, turn.events, turn.replies, turn.reminders)
 
     # --- outside a form ------------------------------------------------------------------------------------
 
@@ -168,24 +186,53 @@ class DialogueEngine:
             return
         intent = turn.parse["intent"]
         retrieval = turn.parse.get("retrieval") or {"decision": "none", "top": None, "alternatives": []}
-        actions = self._rule_actions(intent["name"], turn.state)
+        actions = self._predicted_actions(turn) if self.policies else self._rule_actions(intent["name"], turn.state)
         if self._product_unclear(turn):
             turn.replies += self._which_product(turn)
             return
+        answer = self._calibrated_answer(turn, retrieval, actions) if self.config.calibration \
+            else self._thresholded_answer(intent, retrieval, actions)
+        if answer == "intent":
+            turn.state.fallbacks = 0
+            await self._run_actions(turn, actions)
+        elif answer is not None:
+            turn.state.fallbacks = 0
+            turn.replies.append(Reply(text=answer["answer"], source=answer["id"]))
+        else:
+            self._not_sure(turn, retrieval)
+
+    def _thresholded_answer(self, intent: dict[str, Any], retrieval: dict[str, Any],
+                            actions: list[str]) -> str | dict[str, Any] | None:
+        """Without a calibration, each source by its own threshold: "intent" (run its rule), a knowledge entry
+        (its answer), or None (not sure)."""
         confident = intent["confidence"] >= self._threshold(intent["name"])
         # a task (custom action or form) does something for the customer: it beats a similar FAQ answer
-        is_task = bool(actions) and any(not a.startswith("utter_") for a in actions)
-        if actions and confident and (is_task or not self.responder.knowledge_wins(intent, retrieval)):
-            turn.state.fallbacks = 0
-            for name in actions:
-                await self._run(turn, name)
-            return
-        if retrieval["decision"] == "answer":
-            turn.state.fallbacks = 0
-            top = retrieval["top"]
-            turn.replies.append(Reply(text=top["answer"], source=top["id"]))
-            return
-        self._not_sure(turn, retrieval)
+        if actions and confident and (_is_task(actions) or not self.responder.knowledge_wins(intent, retrieval)):
+            return "intent"
+        return retrieval["top"] if retrieval["decision"] == "answer" else None
+
+    def _calibrated_answer(self, turn: _Turn, retrieval: dict[str, Any],
+                           actions: list[str]) -> str | dict[str, Any] | None:
+        """The best of one calibrated list of intents and entries, when it is probably right; a greeting or a
+        thanks (nothing a knowledge entry answers) by its own threshold."""
+        intent = turn.parse["intent"]
+        if intent["name"] in CONVERSATIONAL_INTENTS or turn.parse.get("follow_up_of"):
+            # greetings and thanks (no entry answers them), and a follow-up read with the previous question
+            # (`_in_context` took that reading because its intent is confident): by the intent's own threshold
+            return "intent" if actions and intent["confidence"] >= self._threshold(intent["name"]) else None
+        assert self.config.calibration is not None
+        likely = [c for c in ranking.rank(turn.parse, self.config.calibration)
+                  if c.probability >= self.config.answer_probability]
+        task = next((c for c in likely if c.kind == "intent" and c.id == intent["name"]), None)
+        if task is not None and actions and _is_task(actions):
+            return "intent"  # a task does something for the customer: it beats a similar FAQ answer
+        best = likely[0] if likely else None
+        if best is None or (best.kind == "intent" and (best.id != intent["name"] or not actions)):
+            return None
+        if best.kind == "intent":
+            return "intent"
+        # an entry answers only with a clear lead over the next one (retrieval's decisive margin)
+        return retrieval["top"] if retrieval["decision"] == "answer" and retrieval["top"]["id"] == best.id else None
 
     def _product_unclear(self, turn: _Turn) -> bool:
         """"额度什么时候能提高": a limit, a due date, an approval or a rate differ between a credit card and a
@@ -240,19 +287,31 @@ class DialogueEngine:
         """The plausible meanings, best first, with their scores: intents that do something for the customer
         and knowledge entries, each above the minimum score."""
         scored: list[tuple[float, Button]] = []
-        for ranked in turn.parse.get("intent_ranking", []):
-            title = self.titles.get(ranked["name"])
-            if title and ranked["confidence"] >= self.config.menu_min_confidence and \
-                    self._rule_actions(ranked["name"], turn.state):
-                scored.append((ranked["confidence"], Button(title=title, payload=f"/{ranked['name']}")))
-        for entry in retrieval.get("alternatives") or []:
-            if entry["confidence"] >= self.config.menu_min_confidence:
-                scored.append((entry["confidence"], Button(title=entry["question"], payload=entry["question"])))
+        for kind, name, score in self._menu_candidates(turn):
+            if kind == "intent":
+                title = self.titles.get(name)
+                if title and self._rule_actions(name, turn.state):
+                    scored.append((score, Button(title=title, payload=f"/{name}")))
+            else:
+                question = next(e["question"] for e in retrieval.get("alternatives") or [] if e["id"] == name)
+                scored.append((score, Button(title=question, payload=question)))
         options: list[tuple[float, Button]] = []
         for score, button in sorted(scored, key=lambda item: -item[0]):
             if button.title not in {o.title for _, o in options}:
                 options.append((score, button))
         return options[: self.config.menu_size]
+
+    def _menu_candidates(self, turn: _Turn) -> list[tuple[str, str, float]]:
+        """(kind, id, score) of the intents and entries good enough to be menu options: by calibrated probability
+        when there is a calibration, else by each source's own confidence."""
+        if self.config.calibration:
+            return [(c.kind, c.id, c.probability) for c in ranking.rank(turn.parse, self.config.calibration)
+                    if c.probability >= self.config.menu_probability]
+        floor = self.config.menu_min_confidence
+        intents = [("intent", r["name"], r["confidence"]) for r in turn.parse.get("intent_ranking", [])]
+        entries = [("knowledge", e["id"], e["confidence"])
+                   for e in (turn.parse.get("retrieval") or {}).get("alternatives") or []]
+        return [candidate for candidate in [*intents, *entries] if candidate[2] >= floor]
 
     def _out_of_scope(self, turn: _Turn) -> bool:
         """About another institution's product (微粒贷, 借呗…): no answer of ours fits, whatever the intent."""
@@ -266,6 +325,83 @@ class DialogueEngine:
             if all(_condition_holds(c, state) for c in conditions):
                 return actions
         return []
+
+    # --- actions chosen by the trained policies (a project with stories or `policies:`) ----------------------
+
+    def _predicted_actions(self, turn: _Turn) -> list[str]:
+        """The first action the policies predict after this message; the fallback action when they would only
+        listen, so that an understood message never meets silence. A message the NLU did not understand
+        (nlu_fallback) that no rule handles is left to the answering policy."""
+        assert self.policies is not None
+        loop = turn.state.active_loop
+        if loop:  # we are here because the form did not take the message: Rasa's rejection, rules decide
+            turn.events.append({"event": "action_execution_rejected", "name": loop})
+        action = self.policies.predict(self._policy_events(turn)).action
+        if action in (ACTION_LISTEN, loop):
+            action = self._fallback_action
+        if action == self._fallback_action and turn.parse["intent"]["name"] == FALLBACK_INTENT:
+            return []  # not understood and no rule for it: the answering policy's menu, or a person
+        if action == self._fallback_action and turn.parse["intent"]["name"] == REQUEST_HUMAN:
+            return [HANDOFF_ACTION]  # the customer took our offer of a person, which no story knows of
+        return [action]
+
+    async def _run_actions(self, turn: _Turn, actions: list[str]) -> None:
+        """The rule's actions in order; with policies, Rasa's loop: run the predicted action, predict again over
+        the tracker it changed, until the policies listen (a form that starts asks, then listens)."""
+        if self.policies is None:
+            for name in actions:
+                await self._run(turn, name)
+            return
+        name = actions[0] if actions else ACTION_LISTEN
+        for _ in range(MAX_PREDICTED_ACTIONS):
+            loop = turn.state.active_loop
+            if name in (ACTION_LISTEN, loop) or turn.stopped:
+                return  # an interrupted form is asked again by _continue_form
+            await self._run_predicted(turn, name)
+            if turn.state.active_loop not in (None, loop) or name == HANDOFF_ACTION:
+                return  # a form that started asks and listens; a person takes over
+            name = self.policies.predict(self._policy_events(turn)).action
+
+    async def _run_predicted(self, turn: _Turn, name: str) -> None:
+        if name != self._fallback_action:
+            await self._run(turn, self.data.retrieval_response(name, turn.parse["intent"]["name"]))
+            return
+        # Rasa's ActionDefaultFallback: utter_default, then forget the message (UserUtteranceReverted)
+        turn.action(name)
+        turn.replies += self._utter(turn, self.config.fallback_response)
+        self._apply(turn, [{"event": "rewind"}])
+
+    @property
+    def _fallback_action(self) -> str:
+        return (self.policies.fallback[0] if self.policies else None) or DEFAULT_FALLBACK_ACTION
+
+    def _policy_events(self, turn: _Turn) -> list[dict[str, Any]]:
+        """The conversation as the policies' tracker: the stored history, this message and this turn's events,
+        with `action_listen` before each message and the names Rasa logs (a retrieval intent's base name and
+        response, the form where its validation action ran)."""
+        message = {"event": "user", "parse_data": turn.parse}
+        events: list[dict[str, Any]] = []
+        last_action = None
+        for event in [*turn.history, message, *turn.events]:
+            kind = event.get("event")
+            if kind == "user":
+                events += [] if events and events[-1] == LISTEN_EVENT else [LISTEN_EVENT]
+                events.append(_policy_user_event(event))
+                last_action = None
+            elif kind == "action":
+                name = self._logged_action(str(event.get("name")))
+                if not (name == last_action and name in self.data.forms):  # the form, then its validation
+                    events.append({"event": "action", "name": name})
+                last_action = name
+            elif kind in TRACKER_EVENTS:
+                events.append(event)
+        return events
+
+    def _logged_action(self, name: str) -> str:
+        form = name.removeprefix("validate_")
+        if form != name and form in self.data.forms:
+            return form  # Rasa runs validate_<form> inside the form; only the form is logged
+        return name.split("/", 1)[0]  # utter_faq/card_fees is logged as utter_faq
 
     def _accepts_offer(self, turn: _Turn) -> dict[str, Any] | None:
         """After "需要为您转接人工客服吗？", a plain yes (嗯/好的/可以/是的, or the affirm intent) asks for a person."""
@@ -367,12 +503,18 @@ class DialogueEngine:
 
     async def _run(self, turn: _Turn, name: str, depth: int = 0) -> None:
         """Run one action by name: a response, a form, or a custom action."""
+        if turn.stopped:  # restarted or reverted: Rasa listens for the next message
+            return
         if name.startswith("utter_"):
             turn.action(name)
             turn.replies += self._utter(turn, name)
         elif name == HANDOFF_ACTION:  # a rule hands over: the conversation service queues it for a person
             turn.action(name)
             turn.set_slot("handoff_requested", turn.parse["intent"]["name"])
+        elif name == ACTION_RESTART:  # Rasa's default action: utter_restart (if any), then Restarted
+            turn.action(name)
+            turn.replies += self._utter(turn, "utter_restart")
+            self._apply(turn, [{"event": "restart"}], _Snapshot.of(turn))
         elif name in self.data.forms:
             await self._start_form(turn, name)
         elif depth < MAX_ACTION_CHAIN:
@@ -383,19 +525,21 @@ class DialogueEngine:
         if self.runner is None:
             turn.replies += self._utter(turn, self.config.fallback_response)
             return
+        snapshot = _Snapshot.of(turn)
         try:
             result = await self.runner.run(name, self._tracker(turn), self.domain)
         except ActionError as e:
             turn.events.append({"event": "action_execution_failed", "name": name, "reason": str(e)[:300]})
             turn.replies.append(Reply(text="抱歉，系统暂时无法办理，请稍后再试或转人工客服。", source=name))
             return
-        followup = self._apply(turn, result.events)
+        # as Rasa's RemoteAction: messages are rendered with the tracker as it was, then the events apply
         turn.replies += self._responses(turn, result.responses)
+        followup = self._apply(turn, result.events, snapshot)
         if followup:
             await self._run(turn, followup, depth + 1)
 
-    def _apply(self, turn: _Turn, events: list[dict[str, Any]]) -> str | None:
-        """Apply an action's events to the state; returns a follow-up action to run, if any."""
+    def _apply(self, turn: _Turn, events: list[dict[str, Any]], snapshot: _Snapshot | None = None) -> str | None:
+        """Apply an action's events to the state, as Rasa's tracker does; returns a follow-up action to run."""
         followup = None
         for event in events:
             kind = event.get("event")
@@ -404,29 +548,64 @@ class DialogueEngine:
             elif kind == "active_loop":
                 turn.set_loop(event.get("name"))
             elif kind == "followup":
-                followup = event.get("name")
-            elif kind == "pause":
-                turn.state.paused = True
-                turn.events.append(event)
-            elif kind == "reset_slots":
-                turn.state.slots = {}
-                turn.events.append(event)
+                followup, turn.stopped = event.get("name"), False
             elif kind == "bot":
-                turn.replies.append(Reply(text=str(event.get("text") or ""), source="action"))
-            else:
+                turn.replies.append(_bot_reply(event))
+            elif kind in ("restart", "rewind", "undo"):
+                followup = None  # Rasa's tracker reset forgets a pending follow-up
+                self._revert(turn, str(kind), snapshot or _Snapshot.of(turn))
                 turn.events.append(event)
+            else:
+                self._record(turn, event)
         return followup
 
+    def _record(self, turn: _Turn, event: dict[str, Any]) -> None:
+        """Events that change the conversation without slots: pause, resume, reset slots, reminders."""
+        kind = event.get("event")
+        if kind in ("pause", "resume"):
+            turn.state.paused = kind == "pause"
+        elif kind == "reset_slots":
+            turn.state.slots = self._initial_slots()
+        elif kind == "reminder":
+            event = {**event, "name": event.get("name") or uuid.uuid4().hex}  # Rasa names an unnamed reminder
+            turn.reminders.append(event)
+        elif kind == "cancel_reminder":
+            turn.reminders.append(event)
+        turn.events.append(event)
+
+    def _revert(self, turn: _Turn, kind: str, snapshot: _Snapshot) -> None:
+        """Restarted: a fresh conversation. UserUtteranceReverted: as before the customer's last message.
+        ActionReverted: as before the action that returned it. Replies already given stay given."""
+        if kind == "undo":
+            turn.state, turn.reminders = snapshot.state.model_copy(deep=True), list(snapshot.reminders)
+            return
+        turn.keep_latest = turn.stopped = True
+        if kind == "restart":
+            turn.state = DialogueState(slots=self._initial_slots())
+            turn.reminders.append({"event": "cancel_reminder", "name": None, "intent": None, "entities": None})
+        else:
+            assert turn.before is not None
+            turn.state, turn.reminders = turn.before.model_copy(deep=True), []
+
+    def _initial_slots(self) -> dict[str, Any]:
+        return {name: spec["initial_value"] for name, spec in self.data.slots.items()
+                if spec.get("initial_value") is not None}
+
     def _responses(self, turn: _Turn, responses: list[dict[str, Any]]) -> list[Reply]:
+        """The dispatcher's messages as Rasa renders them: a `response` is filled from the message's own
+        values (`utter_message(response=..., card_tail=...)`) before the slots; text, buttons, image, custom
+        and attachment given with it are kept."""
         replies = []
         for message in responses:
             name = message.get("response") or message.get("template")
-            if name:
-                replies += self._utter(turn, name)
-            elif message.get("text"):
-                buttons = [Button(title=str(b["title"]), payload=str(b["payload"]))
-                           for b in message.get("buttons") or []]
-                replies.append(Reply(text=str(message["text"]), buttons=buttons, source="action"))
+            rendered = self._utter(turn, name, _message_values(message)) if name else []
+            if name and not rendered:
+                continue  # Rasa skips a response the domain does not have
+            reply = rendered[0] if rendered else Reply(text="", source="action")
+            extra = _message_parts(message)
+            if extra or name:
+                replies.append(reply.model_copy(update={**extra, "buttons": [*reply.buttons,
+                                                                              *extra.get("buttons", [])]}))
         return replies
 
     def _tracker(self, turn: _Turn, tail: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -434,18 +613,23 @@ class DialogueEngine:
                 "input_channel": turn.channel, "metadata": turn.parse.get("metadata") or {}}
         latest = {**turn.parse, "metadata": turn.parse.get("metadata") or {}}
         return tracker_payload(turn.sender_id, turn.state.slots, latest,
-                               [*turn.history, user, *turn.events, *(tail or [])], active_loop=turn.state.active_loop)
+                               [*turn.history, user, *turn.events, *(tail or [])], active_loop=turn.state.active_loop,
+                               paused=turn.state.paused)
 
-    def _utter(self, turn: _Turn, name: str) -> list[Reply]:
+    def _utter(self, turn: _Turn, name: str, values: dict[str, Any] | None = None) -> list[Reply]:
+        """A response filled from `values` first (an action's keyword arguments), then slots, then entities."""
         entities = {e["entity"]: e["value"] for e in turn.parse.get("entities", [])}
         slots = {**entities, **{k: v for k, v in turn.state.slots.items() if v is not None}}  # slots win
-        return self.responder.utter(name, turn.channel, slots)
+        return self.responder.utter(name, turn.channel, {**slots, **(values or {})})
 
     # --- forms ----------------------------------------------------------------------------------------------
 
     async def _start_form(self, turn: _Turn, form: str) -> None:
         turn.action(form)
         turn.set_loop(form)
+        # as Rasa's FormAction.activate: slots are extracted again with the form active (from_trigger_intent,
+        # mappings conditioned on this form)
+        self._fill_slots(turn, requested=(form, None))
         await self._validate_and_ask(turn, form)
 
     async def _continue_form(self, turn: _Turn, payload: bool) -> None:
@@ -459,8 +643,9 @@ class DialogueEngine:
                 turn.state.slots[requested] = None
                 turn.events = [e for e in turn.events if not (e.get("event") == "slot" and e["name"] == requested)]
             await self._respond(turn)  # answer the side question, then ask again
-            if turn.state.active_loop == form:
-                turn.replies += [Reply(text="我们继续刚才的业务。", source=form), *self._ask(turn, requested)]
+            if turn.state.active_loop == form and not turn.stopped:
+                turn.replies.append(Reply(text="我们继续刚才的业务。", source=form))
+                await self._ask(turn, form, requested)
             return
         turn.state.fallbacks = 0
         await self._validate_and_ask(turn, form)
@@ -475,6 +660,7 @@ class DialogueEngine:
             candidates = [{"event": "slot", "name": n, "value": turn.state.slots.get(n)} for n in names]
             tracker = self._tracker(turn, tail=candidates)
             turn.action(validator)
+            snapshot = _Snapshot.of(turn)
             try:
                 result = await self.runner.run(validator, tracker, self.domain)
             except ActionError as e:
@@ -484,21 +670,32 @@ class DialogueEngine:
                 for event in result.events:
                     if event.get("event") == "slot" and event.get("name") == "requested_slot":
                         explicit_next = (True, event.get("value"))
-                self._apply(turn, [e for e in result.events if e.get("name") != "requested_slot"])
                 turn.replies += self._responses(turn, result.responses)
+                self._apply(turn, [e for e in result.events if e.get("name") != "requested_slot"], snapshot)
+        if turn.state.active_loop != form or turn.stopped:
+            return  # the validation ended the form (or restarted the conversation)
         missing = [s for s in self.data.forms[form] if turn.state.slots.get(s) is None]
         next_slot = explicit_next[1] if explicit_next[0] else (missing[0] if missing else None)
         if next_slot is None:
             await self._complete_form(turn, form)
             return
         turn.set_slot("requested_slot", next_slot)
-        turn.replies += self._ask(turn, next_slot)
+        await self._ask(turn, form, next_slot)
 
-    def _ask(self, turn: _Turn, slot: str | None) -> list[Reply]:
+    async def _ask(self, turn: _Turn, form: str, slot: str | None) -> None:
+        """Ask for `slot` as Rasa's FormAction does, the first the domain has of: action_ask_<form>_<slot>,
+        utter_ask_<form>_<slot>, action_ask_<slot>, utter_ask_<slot>."""
         if slot is None:
-            return []
-        asked = self._utter(turn, f"utter_ask_{slot}")
-        return asked or [Reply(text=f"请提供{slot}。", source=f"utter_ask_{slot}")]
+            return
+        for name in (f"action_ask_{form}_{slot}", f"utter_ask_{form}_{slot}", f"action_ask_{slot}",
+                     f"utter_ask_{slot}"):
+            if name.startswith("action_") and name in self.data.actions:
+                await self._run(turn, name)
+                return
+            if name.startswith("utter_") and name in self.responder.responses:
+                turn.replies += self._utter(turn, name)
+                return
+        turn.replies.append(Reply(text=f"请提供{slot}。", source=f"utter_ask_{slot}"))
 
     async def _complete_form(self, turn: _Turn, form: str) -> None:
         turn.set_slot("requested_slot", None)
@@ -507,7 +704,7 @@ class DialogueEngine:
         for name in self.form_submits.get(form, []):
             await self._run(turn, name)
         pending = turn.state.slots.get("pending_action")
-        if pending:  # an action that started this form to collect what it needs (e.g. identity) resumes
+        if pending and not turn.stopped:  # an action that started this form to collect what it needs resumes
             turn.set_slot("pending_action", None)
             if not turn.state.slots.get("identity_failed"):
                 await self._run(turn, str(pending), depth=1)
@@ -544,11 +741,13 @@ class DialogueEngine:
         """Set the slots whose domain mappings match this message; returns {slot: mapping type that filled it}."""
         filled = {}
         form_slots = self.data.forms.get(requested[0], []) if requested else []
+        loop = turn.state.active_loop
+        context = _MappingContext(turn.parse, loop, requested[1] if requested else None,
+                                  self._ignored_intents(loop) if loop else [])
         for slot, spec in self.data.slots.items():
             if slot in form_slots and slot != requested[1] and turn.state.slots.get(slot) is not None:  # type: ignore[index]
                 continue  # an answer the form already collected is not overwritten by a stray entity
-            found = _mapped_value(spec.get("mappings") or [], turn.parse, turn.state.active_loop,
-                                  requested[1] if requested else None, slot)
+            found = _mapped_value(spec.get("mappings") or [], context, listed=spec.get("type") == "list")
             if found is None:
                 continue
             kind, value = found
@@ -556,6 +755,14 @@ class DialogueEngine:
             if turn.state.slots.get(slot) != value:
                 turn.set_slot(slot, value)
         return filled
+
+    def _ignored_intents(self, form: str) -> list[str]:
+        """A form's `ignored_intents` (Rasa 3), read defensively: the training data may not keep them."""
+        spec: Any = self.data.forms.get(form)
+        found = spec.get("ignored_intents") if isinstance(spec, dict) else None
+        if found is None:
+            found = (getattr(self.data, "form_ignored_intents", None) or {}).get(form)
+        return _as_list(found) if found else []
 
     def _follow_up(self, turn: _Turn) -> dict[str, Any]:
         """"那信用卡呢" after "借记卡丢了怎么挂失": the previous question with the new entity in place of the old."""
@@ -577,28 +784,125 @@ class DialogueEngine:
         return parse
 
 
-def _mapped_value(mappings: list[dict[str, Any]], parse: dict[str, Any], active_loop: str | None,
-                  requested: str | None, slot: str) -> tuple[str, Any] | None:
-    """(mapping type, value) of the first of a slot's mappings that applies to this message."""
-    intent = parse["intent"]["name"]
+RESTART_INTENT = "restart"  # Rasa's /restart: still handled while the conversation is paused
+ACTION_RESTART = "action_restart"
+# what rasa_sdk's `utter_message` puts in a message besides its keyword arguments
+SDK_MESSAGE_KEYS = frozenset({"text", "buttons", "elements", "custom", "template", "response", "image", "attachment"})
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The state before an action ran, for its ActionReverted."""
+
+    state: DialogueState
+    reminders: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, turn: _Turn) -> _Snapshot:
+        return cls(turn.state.model_copy(deep=True), list(turn.reminders))
+
+
+def _message_values(message: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `utter_message(response=..., **kwargs)`: rasa_sdk puts them in the message."""
+    return {k: v for k, v in message.items() if k not in SDK_MESSAGE_KEYS}
+
+
+def _message_parts(message: dict[str, Any]) -> dict[str, Any]:
+    """What a dispatcher message carries besides a response name, only the parts given (as Rasa merges them)."""
+    parts: dict[str, Any] = {}
+    if message.get("text"):
+        parts["text"] = str(message["text"])
+    if message.get("buttons"):
+        parts["buttons"] = [Button(title=str(b.get("title", "")), payload=str(b.get("payload", "")))
+                            for b in message["buttons"]]
+    for key in ("image", "custom", "attachment"):
+        if message.get(key):
+            parts[key] = message[key]
+    return parts
+
+
+def _bot_reply(event: dict[str, Any]) -> Reply:
+    """A BotUttered event an action returned, as a reply."""
+    data = event.get("data") or {}
+    buttons = [Button(title=str(b.get("title", "")), payload=str(b.get("payload", "")))
+               for b in data.get("buttons") or []]
+    return Reply(text=str(event.get("text") or ""), buttons=buttons, source="action", image=data.get("image"),
+                 custom=data.get("custom"), attachment=data.get("attachment"))
+
+
+@dataclass(frozen=True)
+class _MappingContext:
+    """What Rasa's slot extraction looks at: the message, the active form, its requested slot, ignored intents."""
+
+    parse: dict[str, Any]
+    active_loop: str | None
+    requested: str | None
+    ignored_intents: list[str]
+
+
+def _mapped_value(mappings: list[dict[str, Any]], context: _MappingContext,
+                  listed: bool = False) -> tuple[str, Any] | None:
+    """(mapping type, value) of the first of a slot's mappings that applies to this message, by Rasa 3's rules
+    (`ActionExtractSlots`); `custom` mappings are left to actions."""
     for mapping in mappings:
-        conditions = mapping.get("conditions") or []
-        if conditions and not any(c.get("active_loop") == active_loop and
-                                  c.get("requested_slot", requested) == requested for c in conditions):
-            continue
-        if intent in (mapping.get("not_intent") or []) or (mapping.get("intent") and intent not in
-                                                            _as_list(mapping["intent"])):
-            continue
         kind = mapping.get("type")
+        if not _intent_desired(mapping, context):
+            continue
+        if kind == "from_trigger_intent":
+            if _trigger_condition_met(mapping, context.active_loop):
+                return kind, mapping.get("value")
+            continue
+        if not _conditions_hold(mapping, context):
+            continue
         if kind == "from_entity":
-            values = [e["value"] for e in parse.get("entities", []) if e["entity"] == mapping["entity"]]
+            values = _entity_values(mapping, context.parse)
             if values:
-                return kind, values[0]
-        elif kind == "from_text" and requested == slot:
-            return kind, parse.get("text")
-        elif kind == "from_intent" and mapping.get("intent"):
+                return kind, values if listed else values[-1]
+        elif kind == "from_text":
+            return kind, context.parse.get("text")
+        elif kind == "from_intent":
             return kind, mapping.get("value")
     return None
+
+
+def _intent_desired(mapping: dict[str, Any], context: _MappingContext) -> bool:
+    """`intent` lists the intents that may fill; otherwise any intent but `not_intent` and, while a form the
+    mapping concerns is active, the form's `ignored_intents`."""
+    intent = context.parse["intent"]["name"]
+    wanted = _as_list(mapping.get("intent") or [])
+    unwanted = _as_list(mapping.get("not_intent") or [])
+    loops = [c.get("active_loop") for c in mapping.get("conditions") or []]
+    if context.active_loop and (not loops or context.active_loop in loops):
+        unwanted = [*unwanted, *context.ignored_intents]
+    return intent in wanted or (not wanted and intent not in unwanted)
+
+
+def _conditions_hold(mapping: dict[str, Any], context: _MappingContext) -> bool:
+    """Mapping `conditions` need an active form, one of theirs, and their requested slot when they name one."""
+    conditions = mapping.get("conditions") or []
+    if not conditions:
+        return True
+    if not context.active_loop:
+        return False
+    return any(c.get("active_loop") == context.active_loop and
+               (not c.get("requested_slot") or c["requested_slot"] == context.requested) for c in conditions)
+
+
+def _trigger_condition_met(mapping: dict[str, Any], active_loop: str | None) -> bool:
+    """`from_trigger_intent` fills when a form is active (it is being activated), one of its conditions' if any."""
+    loops = [c.get("active_loop") for c in mapping.get("conditions") or []]
+    return active_loop is not None and (not loops or active_loop in loops)
+
+
+def _entity_values(mapping: dict[str, Any], parse: dict[str, Any]) -> list[Any]:
+    """Values of the mapping's entity with exactly its role and group (none when it names none)."""
+    return [e["value"] for e in parse.get("entities", []) if e.get("entity") == mapping.get("entity")
+            and e.get("role") == mapping.get("role") and e.get("group") == mapping.get("group")]
+
+
+def _is_task(actions: list[str]) -> bool:
+    """A custom action or a form: it does something for the customer, more than a response."""
+    return any(not a.startswith("utter_") for a in actions)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -607,6 +911,23 @@ def _as_list(value: Any) -> list[Any]:
 
 def _button_payload(text: str) -> bool:
     return text.strip().startswith("/")
+
+
+# what the policies' tracker reads of the stored events, besides messages and actions
+TRACKER_EVENTS = frozenset({"slot", "active_loop", "action_execution_rejected", "restart", "rewind", "undo",
+                            "reset_slots", "session_started"})
+ACTION_LISTEN = "action_listen"
+LISTEN_EVENT = {"event": "action", "name": ACTION_LISTEN}
+DEFAULT_FALLBACK_ACTION = "action_default_fallback"
+MAX_PREDICTED_ACTIONS = 10  # Rasa's max_number_of_predictions
+
+
+def _policy_user_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A message as the policies see it: intent (a retrieval intent by its base name) and entities."""
+    parse = event.get("parse_data") or {}
+    intent = str((parse.get("intent") or {}).get("name") or "")
+    return {"event": "user", "parse_data": {"intent": {"name": intent.split("/", 1)[0]},
+                                            "entities": list(parse.get("entities") or [])}}
 
 
 def _intent_rules(rules: list[dict[str, Any]]) -> dict[str, list[tuple[list[dict[str, Any]], list[str]]]]:

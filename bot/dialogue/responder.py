@@ -31,6 +31,9 @@ class Reply(BaseModel):
     text: str
     buttons: list[Button] = []
     source: str = ""  # response name or knowledge entry id: why the bot said this
+    image: str | None = None  # a picture's URL (Rasa's `image`)
+    custom: dict[str, Any] | None = None  # a channel-specific payload (Rasa's `custom`, rasa_sdk's `json_message`)
+    attachment: Any = None
 
 
 class Responder:
@@ -58,8 +61,12 @@ class Responder:
         for_channel = [v for v in variants if v.get("channel") == channel]
         pool = for_channel or [v for v in variants if not v.get("channel")] or variants
         variant = self.rng.choice(_best_filled(pool, slots))
-        buttons = [Button(title=str(b["title"]), payload=str(b["payload"])) for b in variant.get("buttons", [])]
-        return [Reply(text=fill_template(str(variant.get("text", "")), slots), buttons=buttons, source=name)]
+        buttons = [Button(title=fill_template(str(b["title"]), slots), payload=str(b["payload"]))
+                   for b in variant.get("buttons", [])]
+        image = fill_template(str(variant["image"]), slots) if variant.get("image") else None
+        custom = fill_values(variant["custom"], slots) if variant.get("custom") else None
+        return [Reply(text=fill_template(str(variant.get("text", "")), slots), buttons=buttons, source=name,
+                      image=image, custom=custom)]
 
 
 def _best_filled(pool: list[dict[str, Any]], slots: dict[str, Any]) -> list[dict[str, Any]]:
@@ -79,3 +86,12 @@ def fill_template(text: str, slots: dict[str, Any]) -> str:
     return SLOT_PLACEHOLDER.sub(lambda m: str(slots.get(m.group(1), "")), text)
 
 
+def fill_values(value: Any, slots: dict[str, Any]) -> Any:
+    """`fill_template` through a response's nested `custom` payload, as Rasa fills every string in it."""
+    if isinstance(value, str):
+        return fill_template(value, slots)
+    if isinstance(value, dict):
+        return {key: fill_values(item, slots) for key, item in value.items()}
+    if isinstance(value, list):
+        return [fill_values(item, slots) for item in value]
+    return value

@@ -1,19 +1,22 @@
 """The conversation service: the one path every customer message takes, whatever the channel.
 
 clean the text → store it (claiming its message id) → understand and answer → store the answer.
-A duplicate message id gets the first answer back; turns of one customer run one at a time.
+A duplicate message id gets the first answer back; turns of one customer run one at a time. A reminder an
+action scheduled takes the same path when it is due, its intent standing for the customer's message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import re
 import threading
 import time
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bot.agent import Agent
 from bot.dialogue.engine import DialogueState, TurnOutcome
@@ -22,6 +25,7 @@ from bot.handoff.context import CHANNEL_NAMES
 from bot.handoff.handover import Handover
 from bot.security.limits import MemoryLimiter, RateLimiter, Throttled
 from bot.storage import ConversationStore, TurnStart
+from bot.storage.reminders import DueReminder, ReminderStore, entity_list
 
 MAX_MESSAGE_CHARS = 2000
 LOCK_STRIPES = 64
@@ -32,6 +36,8 @@ PLAIN_TEXT_CHANNELS = {"wechat", "wecom"}  # no buttons: options are numbered an
 BINDABLE_CHANNELS = {"wechat", "wecom", "web"}
 # who the customer is comes from the channel's verified identity, never from what a client put in metadata
 IDENTITY_KEYS = frozenset({"customer_id", "verified", "tier", "name", "identity_verified"})
+EXTERNAL_PREFIX = "EXTERNAL: "  # Rasa's text of a message the server makes from an intent (reminders, triggers)
+logger = logging.getLogger(__name__)
 
 
 class MessageRejected(ValueError):
@@ -67,6 +73,16 @@ class Inbound:
     client_ip: str | None = None  # the caller's address, for rate limits (None: a channel's server, e.g. WeChat)
 
 
+class _Done(NamedTuple):
+    """What a turn did: replies, the parse it acted on, events and state to store, reminders to (un)schedule."""
+
+    replies: list[Reply]
+    parse: dict[str, Any] | None
+    events: list[dict[str, Any]]
+    state: dict[str, Any]
+    reminders: list[dict[str, Any]] = []
+
+
 @dataclass(frozen=True)
 class TurnResult:
     conversation_id: str
@@ -82,6 +98,7 @@ class ConversationService:
         self.handoff = handoff
         self.limits = limits or Limits(MemoryLimiter())
         self.duplicate_wait = duplicate_wait
+        self.reminders = ReminderStore(store.database)
         # striped locks: turns of one customer never overlap, memory stays bounded however many customers
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
@@ -94,31 +111,92 @@ class ConversationService:
             if start.duplicate:
                 return TurnResult(start.conversation_id, self._original_replies(start), duplicate=True)
             try:
-                replies, parse, events, state = self._turn(inbound, text, start)
+                done = self._turn(inbound, text, start)
             except Exception as e:
                 self.store.fail_turn(start, f"{type(e).__name__}: {e}")
                 raise
-            stamped = [_reply_dict(r) for r in replies]
-            bot_events = [{"event": "bot", "text": r["text"], "data": {"buttons": r["buttons"], "source": r["source"]}}
-                          for r in stamped]
-            self.store.finish_turn(start, parse, [*events, *bot_events], stamped, state)
+            stamped = self._finish(inbound, start, done)
         return TurnResult(start.conversation_id, stamped)
 
+    def _finish(self, inbound: Inbound, start: TurnStart, done: _Done) -> list[dict[str, Any]]:
+        """Store the turn's events, replies and state, then the reminders it scheduled or cancelled."""
+        stamped = [_reply_dict(r) for r in done.replies]
+        bot_events = [{"event": "bot", "text": r["text"], "data": _bot_data(r)} for r in stamped]
+        self.store.finish_turn(start, done.parse, [*done.events, *bot_events], stamped, done.state)
+        self.reminders.apply(start.conversation_id, inbound.channel, inbound.sender, done.reminders)
+        return stamped
+
+    # --- reminders ------------------------------------------------------------------------------------------
+
+    def fire_due_reminders(self, now: dt.datetime | None = None) -> int:
+        """Handle every reminder whose time has come, as Rasa's scheduler does; returns how many fired."""
+        fired = 0
+        for reminder in self.reminders.due(now):
+            try:
+                fired += self._fire(reminder)
+            except Exception:  # one broken reminder must not stop the others
+                logger.exception("reminder %s of %s:%s failed", reminder.name, reminder.channel, reminder.sender)
+        return fired
+
+    def _fire(self, reminder: DueReminder) -> bool:
+        if reminder.kill_on_user_message and self.reminders.customer_wrote_since(
+                reminder.channel, reminder.sender, reminder.scheduled_at):
+            self.reminders.claim(reminder.id, "killed")
+            return False
+        conversation = self.store.find_conversation_of(reminder.channel, reminder.sender)
+        if conversation is not None and conversation.status in ("queued", "human"):
+            self.reminders.claim(reminder.id, "skipped")  # a person holds the conversation
+            return False
+        if not self.reminders.claim(reminder.id, "fired"):
+            return False
+        self.trigger_intent(reminder.channel, reminder.sender, reminder.intent, reminder.entities,
+                            message_id=f"reminder:{reminder.id}")
+        return True
+
+    def trigger_intent(self, channel: str, sender: str, intent: str, entities: Any = None,
+                       message_id: str | None = None) -> TurnResult:
+        """Handle `intent` with `entities` as if the customer had sent them (Rasa's external `trigger_intent`):
+        stored as the user message "EXTERNAL: <intent>", answered by the dialogue without NLU."""
+        inbound = Inbound(channel, sender, f"{EXTERNAL_PREFIX}{intent}", message_id or uuid.uuid4().hex,
+                          metadata={"is_external": True})
+        with self._lock(channel, sender):
+            start = self.store.begin_turn(channel, sender, inbound.text, str(inbound.message_id), inbound.metadata)
+            if start.duplicate:
+                return TurnResult(start.conversation_id, self._original_replies(start), duplicate=True)
+            try:
+                done = self._external_turn(inbound, intent, entity_list(entities), start)
+            except Exception as e:
+                self.store.fail_turn(start, f"{type(e).__name__}: {e}")
+                raise
+            stamped = self._finish(inbound, start, done)
+        return TurnResult(start.conversation_id, stamped)
+
+    def _external_turn(self, inbound: Inbound, intent: str, entities: list[dict[str, Any]],
+                       start: TurnStart) -> _Done:
+        history = [e for e in self.store.events(start.conversation_id) if e.get("message_id") != start.message_id]
+        dialogue = DialogueState.model_validate(start.state.get("dialogue") or {})
+        parse = {"text": inbound.text, "intent": {"name": intent, "confidence": 1.0},
+                 "intent_ranking": [{"name": intent, "confidence": 1.0}], "entities": entities,
+                 "metadata": {"is_external": True}}
+        outcome = self.agent.engine.turn(dialogue, parse, _reply_channel(inbound.channel), inbound.sender, history)
+        state = {**start.state, "dialogue": outcome.state.model_dump()}
+        return _Done(list(outcome.replies), outcome.parse, outcome.events, state, outcome.reminders)
+
     def _turn(self, inbound: Inbound, text: str,
-              start: TurnStart) -> tuple[list[Reply], dict[str, Any] | None, list[dict[str, Any]], dict[str, Any]]:
-        """(replies, parse, events, new state) of one turn: with a person, a rating, or the bot."""
+              start: TurnStart) -> _Done:
+        """What one turn did: with a person, a rating, or the bot."""
         if start.conversation_status in ("queued", "human") and self.handoff is not None:
-            return self.handoff.while_with_people(start, text), None, [], start.state
+            return _Done(self.handoff.while_with_people(start, text), None, [], start.state)
         state = dict(start.state)
         code = binding_code(text)
         if code is not None and inbound.channel in BINDABLE_CHANNELS:  # the app is where codes come from
-            return self._bind(inbound, code, state), None, [], state
+            return _Done(self._bind(inbound, code, state), None, [], state)
         options = state.pop("numbered_options", None)
         survey = state.pop("survey_handoff", None)
         if survey is not None and self.handoff is not None:
             thanks = self.handoff.take_rating(int(survey), text)
             if thanks:
-                return thanks, None, [], state
+                return _Done(thanks, None, [], state)
         text = chosen_option(text, options) or text
         parse, outcome = self._respond(inbound, text, start)
         replies = list(outcome.replies)
@@ -134,7 +212,7 @@ class ConversationService:
         state = {**state, "dialogue": outcome.state.model_dump()}
         if inbound.channel in PLAIN_TEXT_CHANNELS:
             replies, state["numbered_options"] = numbered(replies)
-        return replies, parse, events, state
+        return _Done(replies, parse, events, state, outcome.reminders)
 
     def _leave_task(self, dialogue: DialogueState) -> list[dict[str, Any]]:
         """A person takes over: the form in progress and the failure that brought them are over, so that what the
@@ -293,5 +371,22 @@ def _reply_channel(channel: str) -> str:
 
 def _reply_dict(reply: Reply) -> dict[str, Any]:
     buttons = [b.model_dump() for b in reply.buttons] or None
+    extra = {key: value for key in ("image", "custom", "attachment") if (value := getattr(reply, key))}
     return {"text": reply.text, "buttons": buttons, "source": reply.source,
-            "timestamp": dt.datetime.now(dt.UTC).isoformat()}
+            "timestamp": dt.datetime.now(dt.UTC).isoformat(), **extra}
+
+
+def _bot_data(reply: dict[str, Any]) -> dict[str, Any]:
+    """A BotUttered event's `data`: buttons and why, plus image, custom and attachment when there are any."""
+    return {"buttons": reply["buttons"], "source": reply["source"],
+            **{key: reply[key] for key in ("image", "custom", "attachment") if key in reply}}
+
+
+async def run_reminders(service: ConversationService, every: float = 1.0) -> None:
+    """Fire due reminders every `every` seconds until cancelled (the web app runs it for its lifetime)."""
+    while True:
+        try:
+            await asyncio.to_thread(service.fire_due_reminders)
+        except Exception:  # the database may be away for a moment: try again on the next tick
+            logger.exception("firing reminders failed")
+        await asyncio.sleep(every)

@@ -180,3 +180,24 @@ class BindingCode(Base):
     expires_at: Mapped[dt.datetime] = mapped_column()
     used_at: Mapped[dt.datetime | None] = mapped_column()
     used_by: Mapped[str | None] = mapped_column(String(160))  # channel:external id that sent it
+
+
+class Reminder(Base):
+    """A Rasa `ReminderScheduled` waiting for its time: the server then handles its intent and entities as if the
+    customer had sent them (an external trigger). Stored, so that it survives a restart and fires once."""
+
+    __tablename__ = "reminders"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    sender: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(128))
+    intent: Mapped[str] = mapped_column(String(128))
+    entities: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    kill_on_user_message: Mapped[bool] = mapped_column(default=True)
+    scheduled_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    due_at: Mapped[dt.datetime] = mapped_column(index=True)
+    # pending | fired | cancelled (by ReminderCancelled, a restart, or a reminder of the same name) | killed
+    # (the customer wrote after it was scheduled) | skipped (a person holds the conversation)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    fired_at: Mapped[dt.datetime | None] = mapped_column()

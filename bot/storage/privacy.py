@@ -14,7 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.security.masking import mask_text, mask_value
-from bot.storage.models import AuditEntry, Conversation, Event, Handoff, InboundMessage
+from bot.storage.models import AuditEntry, Conversation, Event, Handoff, InboundMessage, Reminder
 
 ORIGINAL_KEY = "text_encrypted"  # the user event's original text, Fernet-encrypted, when the bank keeps it
 # top-level keys of Event.data stored as given: a message id must match its retry (it is no personal data of
@@ -26,6 +26,7 @@ MASKED_COLUMNS: dict[type, tuple[str, ...]] = {
     InboundMessage: ("replies",),
     Handoff: ("detail", "comment"),
     AuditEntry: ("details", "note"),
+    Reminder: ("entities",),
 }
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import hmac
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
@@ -14,7 +17,14 @@ from bot.channels.notify import notify_router
 from bot.channels.wechat import wechat_router
 from bot.channels.wecom import wecom_router
 from bot.config import BotConfig
-from bot.dialogue.service import ConversationService, Inbound, Limits, MessageRejected, TooManyMessages
+from bot.dialogue.service import (
+    ConversationService,
+    Inbound,
+    Limits,
+    MessageRejected,
+    TooManyMessages,
+    run_reminders,
+)
 from bot.handoff.desk import AgentDesk
 from bot.handoff.handover import Handover
 from bot.security.credentials import VisitorCredentials, server_key
@@ -37,7 +47,8 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     docs = config.server.docs  # /docs and /openapi.json; off in production
     app = FastAPI(title="示例银行智能客服 API", version="0.1.0",
                   description="Rasa-compatible NLU and REST channel of the bank's self-service bot.",
-                  docs_url=None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json" if docs else None,
+                  lifespan=_lifespan)
     if docs:
         app.include_router(docs_router())  # Swagger UI from a package: nothing is fetched from a CDN
     install_log_masking()
@@ -67,6 +78,18 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     app.include_router(wecom_router())  # WeCom customer service (微信客服): callback, then sync_msg
     app.include_router(notify_router())  # proactive notifications from the bank's systems
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While the app serves, due reminders fire (every worker looks; each reminder is claimed once)."""
+    task = asyncio.create_task(run_reminders(app.state.conversations))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 REST_CHANNEL = "rest"
