@@ -21,7 +21,6 @@ app.add_typer(data_app, name="data")
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to config.yml")]
 ProjectOption = Annotated[Path | None, typer.Option(
     "--project", "-p", help="A Rasa 3 project directory (config.yml, domain.yml or domain/, data/, actions/)")]
-PROJECT_FINGERPRINT = "project_fingerprint"  # written beside a project's model: what it was trained from
 
 
 def _config(path: Path, project: Path | None = None, report: bool = False) -> Any:
@@ -64,7 +63,7 @@ def _train_with_progress(config: Any) -> Path:
 
     from bot.model import train
     from bot.retrieval.knowledge import KnowledgeError
-    from bot.training_data import TrainingDataError, is_rasa_project
+    from bot.training_data import TrainingDataError
 
     steps = 5
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -78,24 +77,13 @@ def _train_with_progress(config: Any) -> Path:
             directory = train(config, advance)
         except (TrainingDataError, KnowledgeError) as e:
             _fail(str(e))
-    if is_rasa_project(config.path(config.nlu_data)):
-        from bot.project import project_fingerprint
-
-        (directory / PROJECT_FINGERPRINT).write_text(project_fingerprint(config.root), "utf-8")
     return directory
 
 
 def _is_stale(directory: Path, config: Any) -> bool:
-    """model.is_stale, except for a Rasa project, whose root (models/ included) is the training data folder."""
     from bot.model import is_stale
-    from bot.training_data import is_rasa_project
 
-    if not is_rasa_project(config.path(config.nlu_data)):
-        return is_stale(directory, config)
-    from bot.project import project_fingerprint
-
-    stored = directory / PROJECT_FINGERPRINT
-    return not stored.exists() or stored.read_text("utf-8") != project_fingerprint(config.root)
+    return is_stale(directory, config)
 
 
 def _stderr_console() -> Any:
@@ -188,15 +176,69 @@ def _report(problems: list[str], warnings: list[str], fail_on_warnings: bool = F
     typer.echo(f"ok ({len(warnings)} warnings)")
 
 
-@app.command("test")
-def test_command(config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
+test_app = typer.Typer(help="Test the bot: k-fold cross-validation of the NLU, or Rasa test stories end to end.",
+                       invoke_without_command=True)
+app.add_typer(test_app, name="test")
+
+
+@test_app.callback()
+def test_command(ctx: typer.Context, config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
                  folds: Annotated[int, typer.Option(help="Number of cross-validation folds")] = 5,
                  out: Annotated[Path, typer.Option(help="Directory for the report files")] = Path("results")) -> None:
     """k-fold cross-validation of the training data: per-intent report, confusion matrix, errors."""
+    if ctx.invoked_subcommand is not None:
+        return
     from bot.crossval import cross_validate
 
     summary = cross_validate(_config(config, project), folds=folds, out=out)
     typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+
+
+@test_app.command("stories")
+def test_stories(config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
+                 stories: Annotated[Path | None, typer.Option("--stories", help="A test stories file or folder "
+                                                              "(default: the project's tests/)")] = None,
+                 as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False) -> None:
+    """Rasa test stories end to end through NLU and dialogue (`rasa test core`): the failed ones annotated."""
+    from bot.eval.stories import evaluate_test_stories
+    from bot.training_data import TrainingDataError, load_training_data
+
+    settings = _config(config, project)
+    try:
+        tests = load_training_data(stories) if stories else _project_test_stories(settings)
+    except TrainingDataError as e:
+        _fail(str(e))
+    found = [*tests.test_stories, *tests.stories] if stories else tests.test_stories
+    if not found:
+        _fail(f"no test stories found in {stories or settings.path(settings.nlu_data) / 'tests'}")
+    result = evaluate_test_stories(settings, _ready_agent(settings), found)
+    failed = result.pop("failed_stories")
+    if as_json:
+        typer.echo(json.dumps({**result, "failed_stories": failed}, ensure_ascii=False))
+        return
+    typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+    for story in failed:
+        typer.echo(story)
+    if result["failed"]:
+        raise typer.Exit(1)
+
+
+def _project_test_stories(settings: Any) -> Any:
+    from bot.training_data import load_training_data
+
+    return load_training_data(settings.path(settings.nlu_data))
+
+
+def _ready_agent(settings: Any) -> Any:
+    """The newest model, trained first when there is none or the training data changed (as `bot run` does)."""
+    from bot.agent import Agent
+    from bot.model import latest_model_dir
+
+    latest = latest_model_dir(settings)
+    if latest is None or _is_stale(latest, settings):
+        typer.echo("no model of the current training data: training the bot first", err=True)
+        latest = _train_with_progress(settings)
+    return Agent.load(settings, latest)
 
 
 @eval_app.command("intents")
@@ -264,6 +306,47 @@ def eval_replay(file: Annotated[Path, typer.Option("--file", help="Labels TSV (f
     if per_message:
         for result in results:
             sys.stdout.write(json.dumps(result.as_json(), ensure_ascii=False) + "\n")
+
+
+@eval_app.command("calibrate")
+def eval_calibrate(file: Annotated[Path, typer.Option("--file", help="Labels TSV (file, line, column, label, half) "
+                                                      "or a text file with one message a line")],
+                   labels: Annotated[Path | None, typer.Option("--labels", help="Labels of a text --file")] = None,
+                   half: Annotated[str | None, typer.Option("--half", help="Only this half: fit on tune, never "
+                                                            "on the half you report")] = None,
+                   data_root: Annotated[Path | None, typer.Option("--data-root")] = None,
+                   config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
+                   as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False) -> None:
+    """Fit the calibrated ranking of intents and knowledge entries on labelled real messages; prints the
+    `dialogue.calibration` block for config.yml and how calibrated it is on those messages."""
+    from bot.eval.calibration import fit_ranking
+    from bot.eval.datasets import DatasetError
+    from bot.eval.replay import default_data_root, read_items
+
+    settings = _config(config, project)
+    try:
+        items = read_items(file, data_root or default_data_root(settings), labels, half)
+    except DatasetError as e:
+        _fail(str(e))
+    unlabelled = [i.ref for i in items if i.label is None]
+    if unlabelled:
+        _fail(f"calibration needs a label on every message; {len(unlabelled)} have none, e.g. {unlabelled[0]}")
+    agent = _ready_agent(settings)
+    try:
+        result = fit_ranking(items, lambda text: dict(agent.parse(text, channel="rest")),
+                             settings.dialogue.out_of_scope_entities)
+    except ValueError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+        return
+    sources = result["calibration"]
+    typer.echo("dialogue:\n  calibration:")
+    for kind in ("intent", "knowledge"):
+        values = ", ".join(f"{key}: {value}" for key, value in sources[kind].items())
+        typer.echo(f"    {kind}: {{{values}}}")
+    reliability = result["reliability"]
+    typer.echo(f"# fitted on {result['n']} messages; ECE {reliability['ece']} on them", err=True)
 
 
 @agents_app.command("add")

@@ -147,6 +147,9 @@ def train_policies(config: BotConfig, data: TrainingData) -> PolicyEnsemble:
         raise TrainingDataError(str(e)) from e
 
 
+GENERATED_FOLDERS = frozenset({"__pycache__", "results", "models"})
+
+
 def data_fingerprint(config: BotConfig) -> str:
     """SHA-256 over everything a model is trained from: nlu_data/, knowledge/ and the config's NLU settings."""
     digest = hashlib.sha256()
@@ -155,12 +158,20 @@ def data_fingerprint(config: BotConfig) -> str:
                               # only when set, so that models trained without policies stay current
                               **({"policies": config.policies} if config.policies else {})},
                              sort_keys=True, default=str).encode())
+    generated = config.path(config.models_dir).resolve()
     for folder in (config.path(config.nlu_data), config.path(config.retrieval.knowledge)):
         for file in sorted(folder.rglob("*")) if folder.exists() else []:
-            if file.is_file():
+            if file.is_file() and not _generated(file.relative_to(folder), file, generated):
                 digest.update(str(file.relative_to(folder)).encode())
                 digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+def _generated(relative: Path, file: Path, models_dir: Path) -> bool:
+    """Written by the bot, not by its trainers: models, databases and caches. A Rasa project's data folder is the
+    project root, which holds them too."""
+    return any(part.startswith(".") or part in GENERATED_FOLDERS for part in relative.parts[:-1]) \
+        or file.resolve().is_relative_to(models_dir)
 
 
 def is_stale(directory: Path, config: BotConfig) -> bool:

@@ -107,3 +107,40 @@ def test_agents_add_creates_an_account_with_a_hashed_password(minibot: Path, tmp
 
     account = authenticate(Database(env["DATABASE_URL"]), "wang", "correct horse battery")
     assert account is not None and account.password_hash.startswith("$argon2")
+
+
+def test_eval_calibrate_prints_a_calibration_block_fitted_on_labelled_messages(minibot: Path) -> None:
+    messages = ["我的卡丢了", "银行卡不见了", "查一下余额", "卡里还有多少钱", "补办银行卡多少钱", "换美元每天限额",
+                "信用卡年费", "我想投诉你们", "你们几点下班", "房贷利率多少", "股票怎么买", "帮我订机票"]
+    labels = ["answer:report_card_loss", "answer:report_card_loss", "answer:check_balance", "answer:check_balance",
+              "answer:kb-0001", "answer:kb-0002", "answer:kb-0003", "handoff", "clarify", "handoff",
+              "out_of_scope", "out_of_scope"]
+    (minibot / "messages.txt").write_text("\n".join(messages) + "\n", encoding="utf-8")
+    rows = "".join(f"{n}\t{label}\n" for n, label in enumerate(labels, 1))
+    (minibot / "labels.tsv").write_text("line\tlabel\n" + rows, "utf-8")
+    result = run(["eval", "calibrate", "--file", "messages.txt", "--labels", "labels.tsv"], minibot)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("dialogue:\n  calibration:\n    intent: {weight: ")
+    assert "knowledge: {weight: " in result.stdout and "fitted on 12 messages" in result.stderr
+    fitted = json.loads(run(["eval", "calibrate", "--file", "messages.txt", "--labels", "labels.tsv", "--json"],
+                            minibot).stdout)
+    assert fitted["calibration"]["intent"]["weight"] > 0 and fitted["reliability"]["n"] == 12
+    unlabelled = run(["eval", "calibrate", "--file", "messages.txt"], minibot)
+    assert unlabelled.returncode == 1 and "needs a label on every message" in unlabelled.stderr
+
+
+def test_test_stories_runs_a_projects_test_stories_and_annotates_the_failed_ones(tmp_path: Path) -> None:
+    import shutil
+
+    project = shutil.copytree(Path(__file__).parent / "fixtures" / "rasa_moodbot", tmp_path / "moodbot")
+    passed = run(["test", "stories", "--project", str(project), "--json"], tmp_path)
+    assert passed.returncode == 0, passed.stderr
+    result = json.loads(passed.stdout)
+    assert result["failed"] == 0 and result["passed"] == result["stories"] >= 1 and result["action_accuracy"] == 1.0
+    wrong = tmp_path / "wrong_stories.yml"
+    wrong.write_text('version: "3.1"\nstories:\n- story: a greeting answered with cheer\n  steps:\n'
+                     '  - user: |\n      hello there\n    intent: greet\n  - action: utter_cheer_up\n', "utf-8")
+    failed = run(["test", "stories", "--project", str(project), "--stories", str(wrong)], tmp_path)
+    assert failed.returncode == 1
+    assert "- action: utter_cheer_up  # predicted: utter_greet" in failed.stdout
+    assert '"failed": 1' in failed.stdout

@@ -325,12 +325,16 @@ def test_train_and_shell_a_project_through_the_cli(tmp_path: Path) -> None:
     assert shell.returncode == 0, shell.stderr
     assert "Harbour Bank assistant" in shell.stdout and "Harbour>" in shell.stdout
     assert "Your card ending 4821 is frozen" in shell.stdout  # form, in-process validation and action
-    from bot.project import project_fingerprint
+    from bot.model import is_stale, latest_model_dir
+    from bot.project import load_project
 
-    stored = next((root / "models").glob("*/project_fingerprint")).read_text("utf-8")
-    assert stored == project_fingerprint(root)  # `bot run` serves this model without training again...
+    config = load_project(root).config
+    latest = latest_model_dir(config)
+    assert latest is not None
+    write(root / ".bot" / "bot.db", "written by a running bot")  # the project's database lives beside its data
+    assert not is_stale(latest, config)  # `bot run` serves this model without training again...
     write(root / "data" / "rules.yml", (root / "data" / "rules.yml").read_text("utf-8") + "\n")
-    assert stored != project_fingerprint(root)  # ...until the data changes
+    assert is_stale(latest, config)  # ...until the data changes
 
 
 def test_validate_and_data_validate_through_the_cli(tmp_path: Path) -> None:

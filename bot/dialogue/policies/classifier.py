@@ -35,6 +35,9 @@ def state_features(states: list[State], max_history: int) -> dict[str, float]:
                     features[f"{ago}:slot={slot}:{index}"] = float(value)
         if "active_loop" in state:
             features[f"{ago}:loop={state['active_loop']['name']}"] = 1.0
+        if ago == 0 and "intent" in user and "prev_action" in state:
+            # the answer to what the bot just did ("no" after "anything else?"): what generalises most
+            features[f"0:intent={user['intent']}&prev={state['prev_action']['action_name']}"] = 1.0
     return features
 
 
