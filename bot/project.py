@@ -45,6 +45,12 @@ DEFAULT_POLICIES: list[dict[str, Any]] = [
     {"name": "TEDPolicy", "max_history": 5, "epochs": 100, "constrain_similarities": True},
 ]
 KEPT_POLICIES = {"MemoizationPolicy", "AugmentedMemoizationPolicy", "RulePolicy", "TEDPolicy"}
+# Rasa 1/2 names Rasa 3 dropped: what stands in for each (forms, mappings and fallbacks are RulePolicy's in 3)
+RENAMED_POLICIES = {"FormPolicy": "RulePolicy", "MappingPolicy": "RulePolicy", "FallbackPolicy": "RulePolicy",
+                    "TwoStageFallbackPolicy": "RulePolicy", "EmbeddingPolicy": "TEDPolicy",
+                    "KerasPolicy": "TEDPolicy"}
+RENAMED_COMPONENTS = {"DucklingHTTPExtractor": "DucklingEntityExtractor",
+                      "EmbeddingIntentClassifier": "DIETClassifier"}
 
 # why each Rasa component we do not run is not needed, or what stands in for it
 NOT_USED = {
@@ -92,7 +98,7 @@ WHITESPACE_NOTES = {
     "other": "jieba's default segmentation splits Latin text at spaces and punctuation as it did "
              "(bot/nlu/tokenise.py has no separate whitespace step)",
 }
-DUCKLING_DIMENSIONS = {"amount-of-money": "amount", "phone-number": "phone", "time": "date", "number": "amount"}
+DUCKLING_DIMENSIONS = {"amount-of-money": "amount", "phone-number": "phone", "time": "date", "number": "number"}
 
 # settings in the project's language where ours are Chinese
 LANGUAGE_SETTINGS: dict[str, dict[str, Any]] = {
@@ -207,7 +213,7 @@ def _translate_pipeline(path: Path, components: Any, language: str
     """Rasa components -> our pipeline steps, dialogue thresholds and notes."""
     if not isinstance(components, list) or not all(isinstance(c, dict) and c.get("name") for c in components):
         raise ProjectError(f"{path}: pipeline must be a list of components, each with a 'name'")
-    names = {str(c["name"]) for c in components}
+    names = {RENAMED_COMPONENTS.get(str(c["name"]), str(c["name"])) for c in components}
     notes: list[str] = []
     classifier: dict[str, Any] = {"name": "intent_classifier", "word_features": False, "fallback_threshold": 0.0}
     rules = {"name": "rule_entities", "use_lookups": bool(names & ENTITY_LEARNERS), "use_regexes": False,
@@ -217,6 +223,9 @@ def _translate_pipeline(path: Path, components: Any, language: str
     builtin: dict[str, Any] | None = {"name": "builtin_entities"} if language == "zh" else None
     for component in components:
         name = str(component["name"])
+        if RENAMED_COMPONENTS.get(name, name) != name:
+            notes.append(f"{name}: the Rasa 1/2 name of {RENAMED_COMPONENTS[name]}, read as that")
+            name = RENAMED_COMPONENTS[name]
         options = {k: v for k, v in component.items() if k != "name"}
         if name == "CountVectorsFeaturizer":
             _count_vectors(options, classifier)
@@ -241,6 +250,9 @@ def _translate_pipeline(path: Path, components: Any, language: str
                          "components run inside Rasa's graph, which is not installed here)")
             continue
         notes += _component_notes(name, options, language)
+    if "FallbackClassifier" not in names:
+        # without it Rasa acts on the top intent however unsure, so our answering thresholds must not hold back
+        dialogue["conversational_threshold"] = dialogue["intent_answer_threshold"] = 0.0
     notes = list(dict.fromkeys(notes))  # a component listed twice is reported once
     if not names & CLASSIFIERS:
         notes.append("pipeline: no intent classifier in config.yml; intent_classifier is used anyway")
@@ -296,10 +308,17 @@ def _component_notes(name: str, options: dict[str, Any], language: str) -> list[
 def _translate_policies(path: Path, policies: Any) -> tuple[list[dict[str, Any]], list[str]]:
     if not isinstance(policies, list) or not all(isinstance(p, dict) and p.get("name") for p in policies):
         raise ProjectError(f"{path}: policies must be a list of policies, each with a 'name'")
-    kept, notes = [], []
+    kept: list[dict[str, Any]] = []
+    notes: list[str] = []
     for policy in policies:
         name = str(policy["name"])
-        if name in KEPT_POLICIES:
+        if name in RENAMED_POLICIES:
+            name = RENAMED_POLICIES[name]
+            notes.append(f"{policy['name']}: a Rasa 2 policy, read as {name} (Rasa 3 has only that); its options "
+                         "are not used")
+            if all(p["name"] != name for p in kept) and all(p["name"] != name for p in policies):
+                kept.append({"name": name})
+        elif name in KEPT_POLICIES:
             kept.append(dict(policy))
         else:
             why = NOT_USED.get(name, "it is not a policy this bot knows (custom policies run inside Rasa)")
@@ -311,20 +330,21 @@ def _translate_policies(path: Path, policies: Any) -> tuple[list[dict[str, Any]]
 
 
 def _session_settings(domain: list[Path], raw: dict[str, Any]) -> list[str]:
-    """session_config's expiration -> storage.session_expiry_minutes."""
-    session = None
+    """session_config's expiration -> storage.session_expiry_minutes; the notes of reading the domain."""
+    session, notes = None, []
     for file in domain:
         try:
-            session = parse_file(file).session_config or session
+            parsed = parse_file(file)
         except TrainingDataError as e:
             raise ProjectError(str(e)) from e
+        session, notes = parsed.session_config or session, notes + parsed.notes
     if session is None:
-        return []
+        return notes
     if session.session_expiration_time <= 0:
-        return ["session_config session_expiration_time 0 (never expire): not used, because conversations end "
-                "after storage.session_expiry_minutes of silence (60 unless bot.yml says otherwise)"]
+        return [*notes, "session_config session_expiration_time 0 (never expire): not used, because conversations "
+                "end after storage.session_expiry_minutes of silence (60 unless bot.yml says otherwise)"]
     raw["storage"]["session_expiry_minutes"] = max(1, round(session.session_expiration_time))
-    return []
+    return notes
 
 
 def _endpoints(root: Path, raw: dict[str, Any], env: Any) -> list[str]:

@@ -25,6 +25,8 @@ SLOT_TYPES = ("text", "bool", "categorical", "float", "list", "any")
 SLOT_MAPPINGS = {"from_entity", "from_text", "from_intent", "from_trigger_intent", "custom"}
 STEP_KEYS = {"intent", "user", "action", "bot", "slot_was_set", "active_loop", "checkpoint", "or"}
 DOMAIN_NAMES = ("domain.yml", "domain.yaml")
+RENAMED_ACTIONS = {"action_deactivate_form": "action_deactivate_loop"}  # Rasa 2.0's name -> Rasa 3's
+RULE_SNIPPET = "..."  # Rasa's RULE_SNIPPET_ACTION_NAME: "any events may come here"
 YAML_SUFFIXES = {".yml", ".yaml"}
 
 
@@ -95,6 +97,7 @@ class TrainingData:
     stories: list[dict[str, Any]] = field(default_factory=list)
     test_stories: list[dict[str, Any]] = field(default_factory=list)  # tests/ files, stories with `user:`
     builtin_responses: set[str] = field(default_factory=set)  # responses added from the built-in defaults
+    notes: list[str] = field(default_factory=list)  # "file: what was read differently, and why", one line each
 
     @property
     def intents(self) -> list[str]:
@@ -130,6 +133,7 @@ class TrainingData:
         self.session_config = other.session_config or self.session_config
         self.stories += other.stories
         self.test_stories += other.test_stories
+        self.notes += other.notes
 
     def as_rasa_domain(self) -> dict[str, Any]:
         """The domain as Rasa serialises it (plain data), for policies and action servers."""
@@ -264,10 +268,13 @@ def parse_file(file: Path) -> TrainingData:
     data.stories = [s for s in stories if not (tests or _is_test_story(s))]
     data.test_stories = [s for s in stories if tests or _is_test_story(s)]
     data.slots = _parse_slots(file, document.get("slots") or {})
-    data.forms, data.form_ignored_intents = _parse_forms(file, document.get("forms") or {})
+    data.entities = _parse_entities(file, document.get("entities") or [])
+    forms = document.get("forms") or {}
+    if _is_rasa2_domain(document):
+        forms, data.notes = _migrate_rasa2_domain(file, forms, data.slots, list(data.entities))
+    data.forms, data.form_ignored_intents = _parse_forms(file, forms)
     data.actions = _parse_actions(file, document)
     data.domain_intents = _parse_intents(file, document.get("intents") or [])
-    data.entities = _parse_entities(file, document.get("entities") or [])
     if "session_config" in document:
         data.session_config = _parse_session(file, document)
     return data
@@ -402,13 +409,33 @@ def _parse_stories(file: Path, items: Any, kind: str) -> list[dict[str, Any]]:
         line = item_line(items, index)
         if not isinstance(item, dict) or kind not in item or not isinstance(item.get("steps"), list):
             raise TrainingDataError(f"{file}:{line}: each {kind} needs '{kind}:' and 'steps:'")
-        _check_steps(file, f"{kind} '{item[kind]}'", item["steps"])
-        result.append({**plain(item), "source": f"{file}:{line}"})
+        steps, trailing = _without_snippets(item["steps"]) if kind == "rule" else (item["steps"], False)
+        for index, step in enumerate(steps):
+            if isinstance(step, dict) and step.get("action") in RENAMED_ACTIONS:
+                steps[index] = {**step, "action": RENAMED_ACTIONS[step["action"]]}
+        _check_steps(file, f"{kind} '{item[kind]}'", steps)
+        extra = {"wait_for_user_input": False} if trailing else {}
+        result.append({**plain(item), "steps": plain(steps), **extra, "source": f"{file}:{line}"})
     return result
+
+
+def _without_snippets(steps: Any) -> tuple[Any, bool]:
+    """A rule's steps without Rasa's `- ...` at its start (any history before: what a rule is anyway, unless
+    `conversation_start: true`) and at its end (no `action_listen` after: `wait_for_user_input: false`); True
+    when it ended with one."""
+    start, end = 0, len(steps)
+    while start < end and steps[start] == RULE_SNIPPET:
+        start += 1
+    while end > start and steps[end - 1] == RULE_SNIPPET:
+        end -= 1
+    return (steps[start:end] if (start, end) != (0, len(steps)) else steps), end < len(steps)
 
 
 def _check_steps(file: Path, owner: str, steps: list[Any]) -> None:
     for index, step in enumerate(steps):
+        if step == RULE_SNIPPET:
+            raise TrainingDataError(f"{file}:{item_line(steps, index)}: {owner}: '...' (any events) is only read "
+                                    "at the start of a rule, where it changes nothing; remove it here")
         if not isinstance(step, dict) or not STEP_KEYS & set(step):
             raise TrainingDataError(f"{file}:{item_line(steps, index)}: {owner}: a step needs one of "
                                     f"{', '.join(sorted(STEP_KEYS))}")
@@ -482,6 +509,55 @@ def _parse_forms(file: Path, forms: Any) -> tuple[dict[str, list[str]], dict[str
         if ignored_intents:
             ignored[str(name)] = [str(i) for i in ignored_intents]
     return required_slots, ignored
+
+
+def _is_rasa2_domain(document: Any) -> bool:
+    """Rasa 2 slots (`auto_fill`) or forms whose slot mappings sit in the form (2.0: under its name, 2.x: under
+    `required_slots`)."""
+    slots = document.get("slots") or {}
+    forms = document.get("forms") or {}
+    return (isinstance(slots, dict) and any(isinstance(s, dict) and "auto_fill" in s for s in slots.values())) \
+        or (isinstance(forms, dict) and any(isinstance(f, dict) and f and not isinstance(f.get("required_slots"),
+                                                                                           list)
+                                            for f in forms.values()))
+
+
+def _migrate_rasa2_domain(file: Path, forms: Any, slots: dict[str, dict[str, Any]], entities: list[str]
+                          ) -> tuple[dict[str, Any], list[str]]:
+    """What `rasa data migrate` does to a Rasa 2 domain (Rasa itself does not install here to run it): a slot
+    with auto_fill (Rasa 2's default) gets a from_entity mapping of its namesake entity, if there is one, and a
+    form's slot mappings move to the slots with the form as condition. As in Rasa 2, a from_entity mapping fills its
+    slot whenever the form is active (Rasa 2 filled "other slots" from entities); the others only when asked."""
+    for name, spec in slots.items():
+        if spec.pop("auto_fill", True) and not spec.get("mappings") and name in entities:
+            spec["mappings"] = [{"type": "from_entity", "entity": name}]
+    migrated: dict[str, Any] = {}
+    for form, spec in (forms.items() if isinstance(forms, dict) else []):
+        spec = plain(spec) or {}
+        required = spec.pop("required_slots", None) if isinstance(spec.get("required_slots"), dict) else None
+        if required is None and "required_slots" in spec:
+            migrated[str(form)] = spec  # already Rasa 3
+            continue
+        options = {k: spec.pop(k) for k in ("ignored_intents",) if k in spec}
+        kind = "required_slots is a mapping" if required is not None else "slot mappings under the form's name"
+        required = required if required is not None else spec
+        for slot, mappings in required.items():
+            where = f"{file}:{key_line(forms, form)}: form '{form}': {kind} (Rasa 2)"
+            if slot not in slots:
+                raise TrainingDataError(f"{where}; read as Rasa 3 needs it, slot '{slot}' is not declared under "
+                                        "'slots' in this file")
+            slots[slot]["mappings"] = [*slots[slot].get("mappings", []),
+                                       *(_form_condition(where, m, str(form), str(slot)) for m in mappings or [])]
+        migrated[str(form)] = {"required_slots": [str(s) for s in required], **options}
+    return migrated, [f"{file}: a Rasa 2 domain (auto_fill, form slot mappings): read as `rasa data migrate` "
+                      "would write it for Rasa 3"]
+
+
+def _form_condition(where: str, mapping: Any, form: str, slot: str) -> dict[str, Any]:
+    _check_mapping(where, mapping)
+    condition = {"active_loop": form} if mapping["type"] == "from_entity" else \
+        {"active_loop": form, "requested_slot": slot}
+    return {**mapping, "conditions": [condition]}
 
 
 def _parse_actions(file: Path, document: Any) -> list[str]:

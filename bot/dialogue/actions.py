@@ -76,6 +76,21 @@ class InProcessActionRunner:
             self.executor.register_package(package)
         except SystemExit as exc:  # rasa_sdk exits the process when the package fails to import
             raise ActionError(f"cannot import the actions package {package!r}") from exc
+        self._keep_own_actions()
+
+    def _keep_own_actions(self) -> None:
+        """rasa_sdk registers every Action subclass imported in the process, so two projects' packages in one
+        process (tests, or the bundled bot beside a Rasa project) would lend each other same-named actions:
+        keep only the classes of this package."""
+        import inspect
+
+        from rasa_sdk import Action, utils
+
+        own = [cls for cls in utils.all_subclasses(Action) if not inspect.isabstract(cls)
+               and (cls.__module__ == self.package or cls.__module__.startswith(f"{self.package}."))]
+        self.executor.actions = {}
+        for cls in own:
+            self.executor.register_action(cls)
 
     async def run(self, action_name: str, tracker: dict[str, Any], domain: dict[str, Any]) -> ActionResult:
         from rasa_sdk.interfaces import ActionExecutionRejection, ActionMissingDomainException, ActionNotFoundException

@@ -1,4 +1,5 @@
-"""Built-in entity extractors: amounts, card tails, phone and ID numbers, dates and currencies.
+"""Built-in entity extractors: amounts, card tails, phone and ID numbers, dates, currencies and plain numbers
+(Duckling's `number`, for Rasa projects that ask for it).
 
 They read `fold(text)`, which has the length of the text, so offsets are valid on what the customer typed.
 """
@@ -39,7 +40,7 @@ def extract(
     unknown = [name for name in wanted if name not in _EXTRACTORS]
     if unknown:
         names = ", ".join(map(repr, unknown))
-        raise ValueError(f"unknown dimension(s) {names}; valid: {', '.join(DIMENSIONS)}")
+        raise ValueError(f"unknown dimension(s) {names}; valid: {', '.join(_EXTRACTORS)}")
     folded, today = fold(text), today or datetime.date.today()
     entities = _resolve([entity for name in wanted for entity in _EXTRACTORS[name](folded, today)])
     for entity in entities:
@@ -51,7 +52,7 @@ def _entity(dimension: str, value: str | float | dict[str, str], start: int, end
     return {"entity": dimension, "value": value, "start": start, "end": end, "extractor": EXTRACTOR}
 
 
-_TIE_BREAK = ("id_number", "phone", "card_tail", "date", "amount", "currency")  # for spans of equal length
+_TIE_BREAK = ("id_number", "phone", "card_tail", "date", "amount", "currency", "number")  # for spans of equal length
 _PRIORITY = {name: rank for rank, name in enumerate(_TIE_BREAK)}
 
 
@@ -330,6 +331,36 @@ def _add_months(day: datetime.date, months: int) -> datetime.date:
     return day.replace(year=year, month=month + 1, day=min(day.day, calendar.monthrange(year, month + 1)[1]))
 
 
+# --- plain numbers (Duckling's `number`): digits, Chinese numerals, English number words --------------------
+
+_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+          "seventeen eighteen nineteen").split()
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+         "ninety": 90}
+_WORD_VALUES = {**{word: value for value, word in enumerate(_UNITS)}, **_TENS, "hundred": 100, "dozen": 12}
+_NUMBER_RE = re.compile(
+    r"(?<![\w.])(?P<digits>\d+(?:\.\d+)?)(?![\w.])"
+    rf"|\b(?P<tens>{_alternation(_TENS)})(?:[\s-](?P<unit>{_alternation(_UNITS[1:10])}))?\b"
+    rf"|\b(?P<word>{_alternation([*_UNITS, 'hundred', 'dozen'])})\b"
+    r"|(?P<chinese>[零一二两三四五六七八九十百千万]+)",
+    re.IGNORECASE,
+)
+
+
+def _numbers(text: str, today: datetime.date) -> Iterator[Entity]:
+    for match in _NUMBER_RE.finditer(text):
+        if match["digits"]:
+            value: float | None = float(match["digits"])
+        elif match["tens"]:
+            value = _TENS[match["tens"].lower()] + (_WORD_VALUES[match["unit"].lower()] if match["unit"] else 0)
+        elif match["word"]:
+            value = _WORD_VALUES[match["word"].lower()]
+        else:
+            value = parse_number(match["chinese"])
+        if value is not None:
+            yield _entity("number", int(value) if float(value).is_integer() else value, match.start(), match.end())
+
+
 _EXTRACTORS: dict[str, Callable[[str, datetime.date], Iterator[Entity]]] = {
     "amount": _amounts,
     "card_tail": _card_tails,
@@ -337,4 +368,5 @@ _EXTRACTORS: dict[str, Callable[[str, datetime.date], Iterator[Entity]]] = {
     "id_number": _id_numbers,
     "date": _dates,
     "currency": _currencies,
+    "number": _numbers,
 }
