@@ -4,23 +4,21 @@ A project's own responses always win: `with_defaults` only adds the names it doe
 are the bundled bank bot's wording (so a Chinese project sounds like it); English is neutral. Other languages
 get English until they have texts of their own.
 
-Text the engine (bot/dialogue/engine.py, responder.py) still writes itself, and the response that replaces it:
+What the engine (bot/dialogue/engine.py, responder.py) says on its own, by name; `Responder.say` takes the
+project's response, else the one here (the bundled bot's data lacks several: it gets the Chinese ones):
 
-| engine text today                                      | response                      |
+| when                                                   | response                      |
 |--------------------------------------------------------|-------------------------------|
-| 抱歉，我还没能理解您的问题。需要为您转接人工客服吗？   | utter_offer_human              |
-| (wechat) …回复“转人工”即可。                           | utter_offer_human (wechat)     |
-| button 转人工 → /request_human                         | utter_offer_human buttons      |
-| 抱歉，系统暂时无法办理，请稍后再试或转人工客服。       | utter_action_failed            |
-| 我们继续刚才的业务。                                   | utter_continue_form            |
-| 请提供{slot}。 (a form slot without utter_ask_<slot>)  | utter_ask_slot                 |
-| 好的，已为您取消本次办理。还有其他可以帮您的吗？       | utter_form_cancelled           |
-| 您还提到“{text}”，办完这一项后再告诉我…                | utter_mention_later_question   |
-| 请问您问的是信用卡还是贷款？                           | utter_clarify_product          |
-| 您是不是想问： (responder, clarification menu intro)    | utter_clarify                  |
-| 都不是，转人工 (responder, the menu's way out)         | utter_none_of_these            |
+| not understood twice, or a problem a person must see   | utter_offer_human(_problem, _unmatched) |
+| a custom action failed                                 | utter_action_failed            |
+| a form resumes after a side question                   | utter_continue_form            |
+| a form slot without any utter_ask_… or action_ask_…    | utter_ask_slot                 |
+| a form cancelled by a cancel word                      | utter_form_cancelled           |
+| a second task in one message, left for later           | utter_mention_later_question   |
+| credit card or loan? (only a project with both intents)| utter_clarify_product          |
+| the clarification menu's intro and its way out         | utter_clarify, utter_none_of_these |
 
-`{slot}`, `{text}` in these templates are filled by the engine the way it fills slots today.
+`{slot}` (the slot's name) and `{text}` (the later question) are filled by the engine, before slots.
 """
 
 from __future__ import annotations

@@ -142,6 +142,8 @@ class DialogueEngine:
         self.titles = {e.intent: e.text for e in reversed(data.examples)
                        if e.intent not in CONVERSATIONAL_INTENTS and e.intent not in OOS_INTENTS}
         self.form_submits = _form_submits(data.rules)
+        # the bank's credit card or loan question, only for a project with both kinds of intents (the bundled bot)
+        self.asks_product = all(any(i.startswith(kind) for i in data.intents) for kind in PRODUCT_INTENTS[:2])
         self.domain = domain_payload(intents=data.intents, entities=sorted({*data.lookups, *data.regexes}),
                                      slots=data.slots, responses=data.responses, actions=data.actions,
                                      forms=data.forms)
@@ -239,13 +241,15 @@ class DialogueEngine:
         loan, and the message names neither."""
         text = turn.parse.get("text", "")
         intent = turn.parse["intent"]["name"]
-        return len(text) <= 16 and intent.startswith(PRODUCT_INTENTS) and PRODUCT_TOPIC.search(text) is not None \
-            and PRODUCT_NAMED.search(text) is None and PROBLEM_REPORT.search(text) is None
+        return self.asks_product and len(text) <= 16 and intent.startswith(PRODUCT_INTENTS) \
+            and PRODUCT_TOPIC.search(text) is not None and PRODUCT_NAMED.search(text) is None \
+            and PROBLEM_REPORT.search(text) is None
 
     def _which_product(self, turn: _Turn) -> list[Reply]:
         text = turn.parse.get("text", "").rstrip("？?。.!！ ")
         buttons = [Button(title=product, payload=f"{product}{text}") for product in ("信用卡", "贷款")]
-        return [Reply(text="请问您问的是信用卡还是贷款？", buttons=buttons, source="clarify_product")]
+        return [reply.model_copy(update={"buttons": [*reply.buttons, *buttons]})
+                for reply in self._say(turn, "utter_clarify_product", source="clarify_product")]
 
     def _threshold(self, intent: str) -> float:
         """How confident an intent must be to answer: a greeting or a thanks risks little, a bank answer a lot."""
@@ -290,7 +294,7 @@ class DialogueEngine:
         for kind, name, score in self._menu_candidates(turn):
             if kind == "intent":
                 title = self.titles.get(name)
-                if title and self._rule_actions(name, turn.state):
+                if title and self._handles(turn, name):
                     scored.append((score, Button(title=title, payload=f"/{name}")))
             else:
                 question = next(e["question"] for e in retrieval.get("alternatives") or [] if e["id"] == name)
@@ -300,6 +304,17 @@ class DialogueEngine:
             if button.title not in {o.title for _, o in options}:
                 options.append((score, button))
         return options[: self.config.menu_size]
+
+    def _handles(self, turn: _Turn, intent: str) -> bool:
+        """Whether the bot does something with `intent` here: a rule for it, or (a project with policies) an
+        action they predict after it, from a story, other than listening or the fallback."""
+        if self._rule_actions(intent, turn.state):
+            return True
+        if self.policies is None:
+            return False
+        chosen = {**turn.parse, "intent": {"name": intent, "confidence": 1.0}}
+        action = self.policies.predict(self._policy_events(turn, chosen)).action
+        return action not in (ACTION_LISTEN, self._fallback_action, turn.state.active_loop)
 
     def _menu_candidates(self, turn: _Turn) -> list[tuple[str, str, float]]:
         """(kind, id, score) of the intents and entries good enough to be menu options: by calibrated probability
@@ -375,11 +390,11 @@ class DialogueEngine:
     def _fallback_action(self) -> str:
         return (self.policies.fallback[0] if self.policies else None) or DEFAULT_FALLBACK_ACTION
 
-    def _policy_events(self, turn: _Turn) -> list[dict[str, Any]]:
-        """The conversation as the policies' tracker: the stored history, this message and this turn's events,
-        with `action_listen` before each message and the names Rasa logs (a retrieval intent's base name and
-        response, the form where its validation action ran)."""
-        message = {"event": "user", "parse_data": turn.parse}
+    def _policy_events(self, turn: _Turn, parse: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The conversation as the policies' tracker: the stored history, this message (or `parse` in its
+        place) and this turn's events, with `action_listen` before each message and the names Rasa logs (a
+        retrieval intent's base name and response, the form where its validation action ran)."""
+        message = {"event": "user", "parse_data": parse or turn.parse}
         events: list[dict[str, Any]] = []
         last_action = None
         for event in [*turn.history, message, *turn.events]:
@@ -464,8 +479,8 @@ class DialogueEngine:
             self._fill_slots(turn, requested=None)
             await self._respond(turn)
         for later in tasks[1:]:
-            turn.replies.append(Reply(text=f"您还提到“{later['text']}”，办完这一项后再告诉我，我接着为您办理。",
-                                      source="several_questions"))
+            turn.replies += self._say(turn, "utter_mention_later_question", source="several_questions",
+                                      values={"text": later["text"]})
         turn.parse = {**whole, "parts": [p.get("text") for p in parts]}
 
     def _in_context(self, turn: _Turn) -> dict[str, Any] | None:
@@ -490,14 +505,8 @@ class DialogueEngine:
 
     def _offer_human(self, turn: _Turn, response: str = "utter_offer_human") -> list[Reply]:
         turn.state.human_offered = True
-        channel = turn.channel
-        offer = self.responder.utter(response, channel, {}) or self.responder.utter("utter_offer_human", channel, {})
-        if offer:
-            return offer
-        text = "抱歉，我还没能理解您的问题。需要为您转接人工客服吗？"
-        if channel == "wechat":
-            return [Reply(text=f"{text}回复“转人工”即可。", source="offer_human")]
-        return [Reply(text=text, buttons=[Button(title="转人工", payload="/request_human")], source="offer_human")]
+        return self.responder.utter(response, turn.channel, {}) or self.responder.say("utter_offer_human",
+                                                                                      turn.channel, {})
 
     # --- actions --------------------------------------------------------------------------------------------
 
@@ -530,7 +539,7 @@ class DialogueEngine:
             result = await self.runner.run(name, self._tracker(turn), self.domain)
         except ActionError as e:
             turn.events.append({"event": "action_execution_failed", "name": name, "reason": str(e)[:300]})
-            turn.replies.append(Reply(text="抱歉，系统暂时无法办理，请稍后再试或转人工客服。", source=name))
+            turn.replies += self._say(turn, "utter_action_failed", source=name)
             return
         # as Rasa's RemoteAction: messages are rendered with the tracker as it was, then the events apply
         turn.replies += self._responses(turn, result.responses)
@@ -618,9 +627,14 @@ class DialogueEngine:
 
     def _utter(self, turn: _Turn, name: str, values: dict[str, Any] | None = None) -> list[Reply]:
         """A response filled from `values` first (an action's keyword arguments), then slots, then entities."""
-        entities = {e["entity"]: e["value"] for e in turn.parse.get("entities", [])}
-        slots = {**entities, **{k: v for k, v in turn.state.slots.items() if v is not None}}  # slots win
-        return self.responder.utter(name, turn.channel, {**slots, **(values or {})})
+        return self.responder.utter(name, turn.channel, {**_known_values(turn), **(values or {})})
+
+    def _say(self, turn: _Turn, name: str, source: str | None = None,
+             values: dict[str, Any] | None = None) -> list[Reply]:
+        """What the engine says on its own: the project's response `name`, else the built-in one in the
+        project's language; `source` keeps the name replay and the agent's context know the reply by."""
+        replies = self.responder.say(name, turn.channel, {**_known_values(turn), **(values or {})})
+        return [r.model_copy(update={"source": source}) for r in replies] if source else replies
 
     # --- forms ----------------------------------------------------------------------------------------------
 
@@ -644,11 +658,15 @@ class DialogueEngine:
                 turn.events = [e for e in turn.events if not (e.get("event") == "slot" and e["name"] == requested)]
             await self._respond(turn)  # answer the side question, then ask again
             if turn.state.active_loop == form and not turn.stopped:
-                turn.replies.append(Reply(text="我们继续刚才的业务。", source=form))
+                turn.replies += self._say(turn, "utter_continue_form", source=form)
                 await self._ask(turn, form, requested)
             return
         turn.state.fallbacks = 0
+        turn.action(form)  # as Rasa's tracker logs it each turn, validation action or not: the policies read it
         await self._validate_and_ask(turn, form)
+        if self.policies and turn.state.active_loop is None and not turn.stopped:
+            # the form is done (`active_loop: null`): what follows is predicted, from rules or stories
+            await self._run_actions(turn, [self.policies.predict(self._policy_events(turn)).action])
 
     async def _validate_and_ask(self, turn: _Turn, form: str) -> None:
         explicit_next: tuple[bool, Any] = (False, None)
@@ -695,13 +713,13 @@ class DialogueEngine:
             if name.startswith("utter_") and name in self.responder.responses:
                 turn.replies += self._utter(turn, name)
                 return
-        turn.replies.append(Reply(text=f"请提供{slot}。", source=f"utter_ask_{slot}"))
+        turn.replies += self._say(turn, "utter_ask_slot", source=f"utter_ask_{slot}", values={"slot": slot})
 
     async def _complete_form(self, turn: _Turn, form: str) -> None:
         turn.set_slot("requested_slot", None)
         turn.set_loop(None)
         turn.state.loop_slots = []  # done: what it collected stays for its submit action to use (or clear)
-        for name in self.form_submits.get(form, []):
+        for name in [] if self.policies else self.form_submits.get(form, []):  # with policies: predicted
             await self._run(turn, name)
         pending = turn.state.slots.get("pending_action")
         if pending and not turn.stopped:  # an action that started this form to collect what it needs resumes
@@ -716,8 +734,7 @@ class DialogueEngine:
         for slot in turn.state.leave_loop():
             turn.events.append({"event": "slot", "name": slot, "value": None})
         turn.events.append({"event": "active_loop", "name": None})
-        turn.replies += self._utter(turn, "utter_form_cancelled") or [
-            Reply(text="好的，已为您取消本次办理。还有其他可以帮您的吗？", source="utter_form_cancelled")]
+        turn.replies += self._say(turn, "utter_form_cancelled")
 
     def _cancels(self, turn: _Turn) -> bool:
         text = turn.parse.get("text", "")
@@ -800,6 +817,12 @@ class _Snapshot:
     @classmethod
     def of(cls, turn: _Turn) -> _Snapshot:
         return cls(turn.state.model_copy(deep=True), list(turn.reminders))
+
+
+def _known_values(turn: _Turn) -> dict[str, Any]:
+    """What a response can be filled with: the message's entities and the slots set (slots win)."""
+    entities = {e["entity"]: e["value"] for e in turn.parse.get("entities", [])}
+    return {**entities, **{k: v for k, v in turn.state.slots.items() if v is not None}}
 
 
 def _message_values(message: dict[str, Any]) -> dict[str, Any]:

@@ -14,11 +14,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from bot.config import DialogueConfig
+from bot.dialogue.default_responses import Variants, default_responses
 from bot.training_data import TrainingData
 
 # Social intents always answer from their rule: a knowledge hit on "谢谢" is never what the customer wants.
 SLOT_PLACEHOLDER = re.compile(r"\{(\w+)\}")
-NONE_OF_THESE = "都不是，转人工"
+NONE_OF_THESE = "utter_none_of_these"  # the clarification menu's way out: none of these, a person
 CONVERSATIONAL_INTENTS = {"greet", "thanks", "goodbye", "affirm", "deny", "request_human", "complaint", "bot_identity"}
 
 
@@ -37,8 +38,14 @@ class Reply(BaseModel):
 
 
 class Responder:
-    def __init__(self, data: TrainingData, config: DialogueConfig, rng: random.Random | None = None) -> None:
+    """Renders responses by name. `utter` knows only the project's responses (as Rasa's domain); `say`, for
+    what the engine says on its own, falls back to the built-in one in `language` (a Rasa project has them
+    merged into its responses already; the bundled bot's data does not)."""
+
+    def __init__(self, data: TrainingData, config: DialogueConfig, rng: random.Random | None = None,
+                 language: str = "zh") -> None:
         self.responses = data.responses
+        self.defaults = default_responses(language)
         self.config = config
         self.rng = rng or random.Random()
 
@@ -49,13 +56,21 @@ class Responder:
 
     def clarify(self, options: list[Button], channel: str) -> list[Reply]:
         """"您是不是想问：" with `options`, and always a way out: none of these, a person."""
-        intro = self.utter(self.config.clarify_response, channel, {})
-        text = intro[0].text if intro else "您是不是想问："
-        buttons = [*options, Button(title=NONE_OF_THESE, payload="/request_human")]
-        return [Reply(text=text, buttons=buttons, source="clarify")]  # plain-text channels number them
+        intro = self.utter(self.config.clarify_response, channel, {}) or self.say("utter_clarify", channel, {})
+        way_out = self.say(NONE_OF_THESE, channel, {})[0].text
+        buttons = [*options, Button(title=way_out, payload="/request_human")]
+        return [Reply(text=intro[0].text, buttons=buttons, source="clarify")]  # plain-text channels number them
 
     def utter(self, name: str, channel: str, slots: dict[str, Any]) -> list[Reply]:
-        variants = self.responses.get(name)
+        """The project's response `name`, rendered for `channel`; nothing when the project has none."""
+        return self._render(name, self.responses.get(name), channel, slots)
+
+    def say(self, name: str, channel: str, slots: dict[str, Any]) -> list[Reply]:
+        """A response the engine says on its own: the project's, else the built-in one (nothing for a name
+        that is neither, e.g. a renamed fallback response the project forgot)."""
+        return self.utter(name, channel, slots) or self._render(name, self.defaults.get(name), channel, slots)
+
+    def _render(self, name: str, variants: Variants | None, channel: str, slots: dict[str, Any]) -> list[Reply]:
         if not variants:
             return []
         for_channel = [v for v in variants if v.get("channel") == channel]
