@@ -44,7 +44,19 @@ def cross_validate(config: BotConfig, folds: int = 5, out: Path = Path("results"
     answered = [i for i in range(len(texts)) if predicted[i] != FALLBACK_INTENT]  # abstentions are not claims
     calibration = reliability([float(confidence[i]) for i in answered], [predicted[i] == labels[i] for i in answered])
     (out / "calibration.json").write_text(json.dumps(calibration, indent=2), "utf-8")
-    return {**summary, "ece": calibration["ece"]}
+    return {**summary, "ece": calibration["ece"], **_held_out_stories(config, data, out)}
+
+
+def _held_out_stories(config: BotConfig, data: Any, out: Path) -> dict[str, Any]:
+    """Next-action accuracy of the policies on stories left out of their training, one at a time (projects with
+    stories only): `results/story_errors.json` lists the wrong predictions."""
+    if not data.stories:
+        return {}
+    from bot.dialogue.policies import evaluate_held_out
+
+    report = evaluate_held_out(data.stories, data.rules, data.as_rasa_domain(), config.policies or None)
+    (out / "story_errors.json").write_text(json.dumps(report.mistakes, ensure_ascii=False, indent=2), "utf-8")
+    return {"held_out_action_accuracy": round(report.accuracy, 4), "held_out_actions": report.total}
 
 
 def write_report(out: Path, texts: list[str], gold: list[str], predicted: list[str],

@@ -144,3 +144,15 @@ def test_test_stories_runs_a_projects_test_stories_and_annotates_the_failed_ones
     assert failed.returncode == 1
     assert "- action: utter_cheer_up  # predicted: utter_greet" in failed.stdout
     assert '"failed": 1' in failed.stdout
+
+
+def test_cross_validation_of_a_project_with_stories_reports_the_policies_held_out_accuracy(tmp_path: Path) -> None:
+    import shutil
+
+    project = shutil.copytree(Path(__file__).parent / "fixtures" / "rasa_moodbot", tmp_path / "moodbot")
+    result = run(["test", "--project", str(project), "--folds", "2", "--out", str(tmp_path / "cv")], tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["held_out_actions"] > 0 and 0.5 <= summary["held_out_action_accuracy"] <= 1.0
+    mistakes = json.loads((tmp_path / "cv" / "story_errors.json").read_text("utf-8"))
+    assert len(mistakes) == round(summary["held_out_actions"] * (1 - summary["held_out_action_accuracy"]))
