@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.storage.database import Database
 from bot.storage.models import AgentAccount, AgentSessionRecord, Handoff, utcnow
 
-ROLES = ("agent", "supervisor", "admin")
+ROLES = ("agent", "supervisor", "admin", "trainer")  # trainer: the workbench, not the desk
 SUPERVISING_ROLES = ("supervisor", "admin")  # reach every hand-over
 MIN_PASSWORD_CHARS = 10
 DISABLED_MARK = "!"

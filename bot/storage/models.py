@@ -201,3 +201,35 @@ class Reminder(Base):
     # (the customer wrote after it was scheduled) | skipped (a person holds the conversation)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     fired_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class ReviewMark(Base):
+    """A trainer's decision on an inbox message (all messages with the same key: the same normalised text), so
+    that it does not come back: dismissed, fixed (added to an intent or an entry), or out of scope."""
+
+    __tablename__ = "review_marks"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_key: Mapped[str] = mapped_column(String(64), unique=True, index=True)  # SHA-256 of the normalised text
+    status: Mapped[str] = mapped_column(String(16))  # dismissed | fixed | out_of_scope
+    action: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what was done: {"kind", "target", ...}
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """A trained model (its directory under models_dir is named `version`): what it was trained from, how it
+    scored, who trained and who activated it. One row is `active`; a candidate may get an experiment share."""
+
+    __tablename__ = "model_versions"
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # training | ready | failed | active | retired
+    data_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"step", "done", "total"}
+    error: Mapped[str | None] = mapped_column(Text)
+    trained_by: Mapped[str] = mapped_column(String(128))
+    trained_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    activated_by: Mapped[str | None] = mapped_column(String(128))
+    activated_at: Mapped[dt.datetime | None] = mapped_column()
+    experiment_share: Mapped[float] = mapped_column(default=0.0)  # of new conversations, while a candidate
