@@ -27,8 +27,11 @@ from bot.web.app import create_app
 
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 APP_SECRET = "routes-test-secret-of-the-app-backend-0123"
-PASSWORDS = {"agent": "agent-pass-0001", "supervisor": "super-pass-0001", "admin": "admin-pass-0001"}
-WEAKER = {"agent": [], "supervisor": ["agent"], "admin": ["agent", "supervisor"], "api": ["agent"]}
+PASSWORDS = {"agent": "agent-pass-0001", "supervisor": "super-pass-0001", "admin": "admin-pass-0001",
+             "trainer": "train-pass-0001"}
+# roles that must be refused (403): a trainer does not serve customers, agents and supervisors do not train
+WEAKER = {"agent": ["trainer"], "supervisor": ["agent", "trainer"], "admin": ["agent", "supervisor", "trainer"],
+          "api": ["agent", "trainer"], "trainer": ["agent", "supervisor"], "trainer_or_api": ["agent", "supervisor"]}
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +138,10 @@ def test_the_widget_socket_gives_a_caller_without_a_credential_a_new_empty_visit
 def test_every_socket_route_is_covered_here() -> None:
     sockets = {p for (m, p) in ROUTES if m == "WS"}
     assert sockets == {"/api/agent/ws", "/channels/app/ws", "/ws/chat"}
+
+
+def test_a_trainer_signs_in_at_the_desk_login_but_serves_no_customer(client: TestClient) -> None:
+    token = login(client, "trainer")
+    refused = call(client, "GET", "/api/agent/queue", token)
+    assert refused.status_code == 403 and "训练工作台" in refused.json()["detail"]
+    assert call(client, "POST", "/api/agent/logout", token).status_code == 200

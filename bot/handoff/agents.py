@@ -19,6 +19,8 @@ from bot.storage.models import AgentAccount, AgentSessionRecord, Handoff, utcnow
 
 ROLES = ("agent", "supervisor", "admin", "trainer")  # trainer: the workbench, not the desk
 SUPERVISING_ROLES = ("supervisor", "admin")  # reach every hand-over
+DESK_ROLES = ("agent", "supervisor", "admin")  # serve customers at the desk
+TRAINING_ROLES = ("trainer", "admin")  # the trainer's workbench
 MIN_PASSWORD_CHARS = 10
 DISABLED_MARK = "!"
 _hasher = PasswordHasher()

@@ -3,9 +3,12 @@ real routes (HTTP and WebSocket), so a new route without an entry fails the test
 
     public     anyone (pages, health, Rasa's parse and REST webhook: rate-limited per sender and per IP)
     api        `Authorization: Bearer <security.api_token>`, or a supervisor's/admin's session
-    agent      an agent desk session (`Authorization: Bearer`, or the socket's first frame)
+    session    any session of the desk's login, trainers' included (logout)
+    agent      an agent desk session (`Authorization: Bearer`, or the socket's first frame); not a trainer's
     supervisor a supervisor's or admin's session
     admin      an admin's session
+    trainer    a trainer's or an admin's session (the trainer's workbench)
+    trainer_or_api  a trainer's or an admin's session, or `security.api_token` (Rasa's model API)
     customer   the app's signed customer token (`Authorization: Bearer`, or the socket's first frame)
     visitor    the widget's visitor credential, issued by the server in the socket's first answer
     wechat     WeChat's signature of the request (token, timestamp, nonce)
@@ -17,8 +20,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-Access = Literal["public", "api", "agent", "supervisor", "admin", "customer", "visitor", "wechat", "wecom",
-                 "system"]
+Access = Literal["public", "api", "session", "agent", "supervisor", "admin", "trainer", "trainer_or_api", "customer", "visitor",
+                 "wechat", "wecom", "system"]
 
 ROUTES: dict[tuple[str, str], Access] = {
     # operations and Rasa's HTTP API
@@ -42,7 +45,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/agent.js"): "public",
     ("GET", "/agent.css"): "public",
     ("POST", "/api/agent/login"): "public",  # limited per account and per IP
-    ("POST", "/api/agent/logout"): "agent",
+    ("POST", "/api/agent/logout"): "session",
     ("POST", "/api/agent/presence"): "agent",
     ("GET", "/api/agent/queue"): "agent",
     ("POST", "/api/agent/handoffs/{handoff_id}/accept"): "agent",

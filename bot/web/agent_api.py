@@ -28,7 +28,7 @@ from bot.channels import wecom
 from bot.channels.chat_socket import receive_frame
 from bot.channels.handshake import first_frame
 from bot.channels.outbound import push_to_customer
-from bot.handoff.agents import SUPERVISING_ROLES, AccountError, authenticate, create_agent, may_reach
+from bot.handoff.agents import DESK_ROLES, SUPERVISING_ROLES, AccountError, authenticate, create_agent, may_reach
 from bot.handoff.context import build_context, summary_of
 from bot.handoff.desk import AgentDesk, DeskError
 from bot.security.json_guard import is_valid_text, scrub
@@ -84,7 +84,7 @@ class NewAgent(BaseModel):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     display_name: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=10, max_length=256)
-    role: str = Field("agent", pattern=r"^(agent|supervisor|admin)$")
+    role: str = Field("agent", pattern=r"^(agent|supervisor|admin|trainer)$")
     groups: list[str] = Field(min_length=1)
     max_chats: int = Field(3, ge=1, le=20)
 
@@ -93,12 +93,20 @@ def _sessions(connection: HTTPConnection) -> Sessions:
     return connection.app.state.sessions
 
 
-def _session(request: Request, authorization: Annotated[str | None, Header()] = None) -> AgentSession:
+def signed_in(request: Request, authorization: Annotated[str | None, Header()] = None) -> AgentSession:
+    """Any live session of the desk's login (agents, supervisors, admins, trainers)."""
     scheme, _, token = (authorization or "").partition(" ")
     found = _sessions(request).get(token.strip()) if scheme.lower() == "bearer" else None
     if found is None:
         raise HTTPException(status_code=401, detail="请先登录坐席工作台。", headers={"WWW-Authenticate": "Bearer"})
     return found
+
+
+def _session(session: Annotated[AgentSession, Depends(signed_in)]) -> AgentSession:
+    """A desk session: trainers work on the training data, they do not serve customers."""
+    if session.role not in DESK_ROLES:
+        raise HTTPException(status_code=403, detail="训练师账号不接待客户，请使用训练工作台（/trainer）。")
+    return session
 
 
 def _supervisor(session: Annotated[AgentSession, Depends(_session)]) -> AgentSession:
@@ -166,7 +174,8 @@ def agent_router() -> APIRouter:
         return {"token": token, "agent": _agent_json(account)}
 
     @router.post("/api/agent/logout")
-    def logout(session: SessionDep, request: Request, desk: DeskDep) -> dict[str, str]:
+    def logout(session: Annotated[AgentSession, Depends(signed_in)], request: Request,
+               desk: DeskDep) -> dict[str, str]:
         desk.set_presence(session.agent_id, "offline")
         _sessions(request).revoke(session.id)
         return {"status": "logged out"}
@@ -355,7 +364,7 @@ async def _socket_session(websocket: WebSocket) -> tuple[str, AgentSession | Non
         return "", None
     token = frame.get("token")
     session = await run_in_threadpool(_sessions(websocket).get, token) if isinstance(token, str) else None
-    if session is None:
+    if session is None or session.role not in DESK_ROLES:
         await websocket.send_json({"type": "error", "message": "登录已失效，请重新登录。"})
         await websocket.close(code=4401, reason="unauthorized")
         return "", None
