@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-Access = Literal["public", "api", "session", "agent", "supervisor", "admin", "trainer", "trainer_or_api", "customer", "visitor",
-                 "wechat", "wecom", "system"]
+Access = Literal["public", "api", "session", "agent", "supervisor", "admin", "trainer", "trainer_or_api",
+                 "customer", "visitor", "wechat", "wecom", "system"]
 
 ROUTES: dict[tuple[str, str], Access] = {
     # operations and Rasa's HTTP API
