@@ -14,9 +14,13 @@ from bot.dialogue.actions import ActionRunner, InProcessActionRunner, RemoteActi
 from bot.dialogue.engine import DialogueEngine, DialogueState, TurnOutcome
 from bot.model import TrainedModel, latest_model_dir, load
 from bot.nlu.pipeline import ParseResult
+from bot.training_data import is_rasa_project
 
 # a button's payload names its intent and may carry entities, as in Rasa: /check_balance{"card_tail": "1234"}
 INTENT_PAYLOAD = re.compile(r"/(\w+)(\{.*\})?", re.S)
+# intents every Rasa domain has, whether the project lists them or not: /restart, /back, and the "no" of the
+# two-stage fallback's question
+DEFAULT_INTENTS = frozenset({"restart", "back", "session_start", "out_of_scope"})
 
 
 class NoModelError(RuntimeError):
@@ -27,9 +31,10 @@ class Agent:
     def __init__(self, model: TrainedModel, config: BotConfig) -> None:
         self.model = model
         self.config = config
-        self.responder = Responder(model.data, config.dialogue)
+        self.responder = Responder(model.data, config.dialogue, language=config.language)
         self.engine = DialogueEngine(model.data, config.dialogue, self.responder, action_runner(config),
-                                     reparse=lambda text: dict(self.parse(text)), policies=model.policies)
+                                     reparse=lambda text: dict(self.parse(text)), policies=model.policies,
+                                     language=config.language, carry_over_slots=carry_over_slots(config, model))
 
     @classmethod
     def load(cls, config: BotConfig, model_dir: Path | None = None) -> Agent:
@@ -44,7 +49,7 @@ class Agent:
 
     def parse(self, text: str, channel: str | None = None, today: dt.date | None = None) -> ParseResult:
         payload = INTENT_PAYLOAD.fullmatch(text.strip())
-        if payload and payload.group(1) in self.model.nlu.classifier.labels:
+        if payload and self._payload_intent(payload.group(1)):
             intent = {"name": payload.group(1), "confidence": 1.0}
             return {"text": text, "normalized_text": text.strip(), "tokens": [], "intent": intent,
                     "intent_ranking": [intent], "entities": _payload_entities(payload.group(2))}
@@ -56,6 +61,10 @@ class Agent:
             result["retrieval"] = self.model.retriever.search(
                 normalised, tokens, vector, channel=channel or self.config.retrieval.channel, today=today)
         return result
+
+    def _payload_intent(self, name: str) -> bool:
+        """A button's intent: one the classifier knows, or (a project with Rasa's policies) a default one."""
+        return name in self.model.nlu.classifier.labels or (self.model.policies is not None and name in DEFAULT_INTENTS)
 
     def respond(self, text: str, channel: str = "web", state: DialogueState | None = None,
                 sender_id: str = "default", history: list[dict[str, Any]] | None = None,
@@ -79,6 +88,15 @@ def action_runner(config: BotConfig) -> ActionRunner | None:
     if not config.actions_package:
         return None
     return InProcessActionRunner(config.actions_package)
+
+
+def carry_over_slots(config: BotConfig, model: TrainedModel) -> bool:
+    """The domain's `session_config: carry_over_slots_to_new_session`; without one, Rasa's default (yes) for a
+    Rasa project, and no for our own format (the bundled bank bot starts each session afresh, for security)."""
+    session = model.data.session_config
+    if session is not None:
+        return session.carry_over_slots_to_new_session
+    return is_rasa_project(config.path(config.nlu_data))
 
 
 def _payload_entities(raw: str | None) -> list[dict[str, Any]]:

@@ -190,8 +190,6 @@ def test_a_form_without_a_validation_action_is_logged_each_turn_and_the_policies
     assert (result["passed"], result["failed"]) == (2, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="the policies' tracker keeps the customer's answers inside a form, which "
-                   "Rasa's applied_events drops (_undo_till_previous_loop_execution): no story matches after it")
 def test_a_story_says_what_follows_a_form_done_on_a_later_turn(tmp_path: Path) -> None:
     """No rule says what follows the form: the story does, as in Rasa (the engine asks the policies once the
     form is done, instead of running only rules' submit actions)."""

@@ -24,6 +24,7 @@ from bot.config import DialogueConfig
 from bot.dialogue import ranking
 from bot.dialogue.actions import ActionError, ActionRunner, domain_payload, tracker_payload
 from bot.dialogue.policies import PolicyEnsemble
+from bot.dialogue.policies.tracker import applied_events
 from bot.dialogue.responder import CONVERSATIONAL_INTENTS, Button, Reply, Responder
 from bot.handoff.triggers import REQUEST_INTENT as REQUEST_HUMAN
 from bot.nlu.classifier import FALLBACK_INTENT, OOS_INTENTS
@@ -129,8 +130,11 @@ class _Turn:
 class DialogueEngine:
     def __init__(self, data: TrainingData, config: DialogueConfig, responder: Responder,
                  runner: ActionRunner | None = None, reparse: Reparse | None = None,
-                 policies: PolicyEnsemble | None = None) -> None:
+                 policies: PolicyEnsemble | None = None, language: str = "zh",
+                 carry_over_slots: bool = False) -> None:
         self.data = data
+        self.language = language
+        self.carry_over_slots = carry_over_slots  # a new session keeps the previous one's slots (Rasa's default)
         # trained from stories and rules (a Rasa project): they choose the actions; without them, rules do
         self.policies = policies
         self.config = config
@@ -153,6 +157,44 @@ class DialogueEngine:
         """Blocking wrapper of `next_turn`, for callers outside an event loop (the service runs in threads)."""
         return asyncio.run(self.next_turn(state, parse, channel, sender_id, history or []))
 
+    @property
+    def starts_sessions(self) -> bool:
+        """Whether a new session does anything: slots carried over, or the project's own action_session_start."""
+        return self.carry_over_slots or (SESSION_START in self.data.actions and self.runner is not None)
+
+    def session_start(self, state: DialogueState, previous_slots: dict[str, Any], channel: str,
+                      sender_id: str) -> TurnOutcome:
+        """Blocking wrapper of `start_session`."""
+        return asyncio.run(self.start_session(state, previous_slots, channel, sender_id))
+
+    async def start_session(self, state: DialogueState, previous_slots: dict[str, Any], channel: str,
+                            sender_id: str) -> TurnOutcome:
+        """Rasa's action_session_start, for the first message of a new session (the store has logged
+        `session_started`): the project's own action, which sees the previous session's slots and returns those
+        to keep, else the default one, which carries every slot over when `carry_over_slots`."""
+        parse: dict[str, Any] = {"intent": {"name": "session_start", "confidence": 1.0}, "entities": [], "text": ""}
+        turn = _Turn(sender_id, channel, parse, [], state.model_copy(deep=True))
+        if SESSION_START in self.data.actions and self.runner is not None:
+            await self._custom_session_start(turn, previous_slots)
+        elif self.carry_over_slots:
+            turn.action(SESSION_START)
+            for name, value in previous_slots.items():
+                if value is not None and name in self.data.slots:
+                    turn.set_slot(name, value)
+        return TurnOutcome(turn.state, parse, turn.events, turn.replies, turn.reminders)
+
+    async def _custom_session_start(self, turn: _Turn, previous_slots: dict[str, Any]) -> None:
+        turn.action(SESSION_START)
+        tracker = tracker_payload(turn.sender_id, previous_slots, {}, [], paused=False)
+        try:
+            result = await self.runner.run(SESSION_START, tracker, self.domain)  # type: ignore[union-attr]
+        except ActionError as e:
+            turn.events.append({"event": "action_execution_failed", "name": SESSION_START, "reason": str(e)[:300]})
+            return
+        turn.replies += self._responses(turn, result.responses)
+        # SessionStarted is logged already; the listen that ends the action is the message that came
+        self._apply(turn, [e for e in result.events if e.get("event") not in ("session_started", "action")])
+
     async def next_turn(self, state: DialogueState, parse: dict[str, Any], channel: str, sender_id: str,
                         history: list[dict[str, Any]]) -> TurnOutcome:
         if state.paused and parse["intent"]["name"] != RESTART_INTENT:
@@ -163,7 +205,9 @@ class DialogueEngine:
         turn.state.human_offered = False
         turn.state.handed_over_task = None
         payload = _button_payload(parse.get("text", ""))
-        if turn.state.active_loop and self._cancels(turn):
+        if turn.state.active_loop == TWO_STAGE_FALLBACK:
+            await self._continue_two_stage(turn)
+        elif turn.state.active_loop and self._cancels(turn):
             await self._cancel_form(turn)
         elif turn.state.active_loop:
             await self._continue_form(turn, payload)
@@ -191,6 +235,9 @@ class DialogueEngine:
         actions = self._predicted_actions(turn) if self.policies else self._rule_actions(intent["name"], turn.state)
         if self._product_unclear(turn):
             turn.replies += self._which_product(turn)
+            return
+        if actions[:1] == [TWO_STAGE_FALLBACK] and intent["name"] == FALLBACK_INTENT:  # ask, never guess
+            await self._run_actions(turn, actions)
             return
         answer = self._calibrated_answer(turn, retrieval, actions) if self.config.calibration \
             else self._thresholded_answer(intent, retrieval, actions)
@@ -355,7 +402,9 @@ class DialogueEngine:
         if action in (ACTION_LISTEN, loop):
             action = self._fallback_action
         if action == self._fallback_action and turn.parse["intent"]["name"] == FALLBACK_INTENT:
-            return []  # not understood and no rule for it: the answering policy's menu, or a person
+            # not understood and no rule for it: the two-stage fallback when configured as the core fallback,
+            # else the answering policy's menu, or a person
+            return [action] if action == TWO_STAGE_FALLBACK else []
         if action == self._fallback_action and turn.parse["intent"]["name"] == REQUEST_HUMAN:
             return [HANDOFF_ACTION]  # the customer took our offer of a person, which no story knows of
         return [action]
@@ -378,7 +427,8 @@ class DialogueEngine:
             name = self.policies.predict(self._policy_events(turn)).action
 
     async def _run_predicted(self, turn: _Turn, name: str) -> None:
-        if name != self._fallback_action:
+        understood = turn.parse["intent"]["name"] not in (FALLBACK_INTENT, OUT_OF_SCOPE_INTENT)
+        if name != self._fallback_action or (name == TWO_STAGE_FALLBACK and not understood):
             await self._run(turn, self.data.retrieval_response(name, turn.parse["intent"]["name"]))
             return
         # Rasa's ActionDefaultFallback: utter_default, then forget the message (UserUtteranceReverted)
@@ -399,7 +449,7 @@ class DialogueEngine:
         last_action = None
         for event in [*turn.history, message, *turn.events]:
             kind = event.get("event")
-            if kind == "user":
+            if kind in ("user", CLARIFIED_MESSAGE):
                 events += [] if events and events[-1] == LISTEN_EVENT else [LISTEN_EVENT]
                 events.append(_policy_user_event(event))
                 last_action = None
@@ -520,14 +570,107 @@ class DialogueEngine:
         elif name == HANDOFF_ACTION:  # a rule hands over: the conversation service queues it for a person
             turn.action(name)
             turn.set_slot("handoff_requested", turn.parse["intent"]["name"])
-        elif name == ACTION_RESTART:  # Rasa's default action: utter_restart (if any), then Restarted
-            turn.action(name)
-            turn.replies += self._utter(turn, "utter_restart")
-            self._apply(turn, [{"event": "restart"}], _Snapshot.of(turn))
+        elif name in DEFAULT_ACTIONS and name not in self.data.actions:  # a project's own action overrides
+            await self._default_action(turn, name)
         elif name in self.data.forms:
             await self._start_form(turn, name)
         elif depth < MAX_ACTION_CHAIN:
             await self._custom_action(turn, name, depth)
+
+    async def _default_action(self, turn: _Turn, name: str) -> None:
+        """Rasa's default actions that change the conversation itself."""
+        turn.action(name)
+        if name == ACTION_RESTART:  # utter_restart (if any), then Restarted
+            turn.replies += self._utter(turn, "utter_restart")
+            self._apply(turn, [{"event": "restart"}], _Snapshot.of(turn))
+        elif name == ACTION_DEACTIVATE_LOOP:  # the form stops; what it collected stays
+            turn.set_loop(None)
+            turn.state.loop_slots = []
+            turn.set_slot("requested_slot", None)
+        elif name == ACTION_BACK:  # utter_back (if any); the customer's last message and its answer no longer count
+            turn.replies += self._utter(turn, "utter_back")
+            turn.events += [{"event": "rewind"}, {"event": "rewind"}]
+            turn.state = self._replayed_state(turn)
+            turn.keep_latest = turn.stopped = True
+        elif name == TWO_STAGE_FALLBACK:
+            turn.set_loop(TWO_STAGE_FALLBACK)
+            await self._ask_affirmation(turn)
+
+    def _replayed_state(self, turn: _Turn) -> DialogueState:
+        """The state the conversation's events still in force leave (after reverts, as the policies see them)."""
+        state = turn.state.model_copy(deep=True)
+        state.slots, state.active_loop = self._initial_slots(), None
+        for event in applied_events(self._policy_events(turn)):
+            kind = event.get("event")
+            if kind == "slot":
+                state.slots[str(event["name"])] = event.get("value")
+            elif kind == "reset_slots":
+                state.slots = self._initial_slots()
+            elif kind == "active_loop":
+                state.active_loop = event.get("name")
+        state.loop_slots = state.loop_slots if state.active_loop == turn.state.active_loop else []
+        return state
+
+    # --- Rasa's TwoStageFallbackAction: a loop that asks "did you mean…?", then to rephrase, then gives up -----
+
+    async def _continue_two_stage(self, turn: _Turn) -> None:
+        latest = self._latest_intents(turn, 3)
+        turn.action(TWO_STAGE_FALLBACK)
+        if latest[0] not in (FALLBACK_INTENT, OUT_OF_SCOPE_INTENT):
+            await self._clarified(turn)
+        elif latest[:2] == [FALLBACK_INTENT] * 2 or latest == [OUT_OF_SCOPE_INTENT, FALLBACK_INTENT,
+                                                                 OUT_OF_SCOPE_INTENT]:
+            # two messages not understood in a row, or the second suggestion denied too: Rasa gives up
+            turn.set_loop(None)
+            turn.action(DEFAULT_FALLBACK_ACTION)
+            turn.replies += self._utter(turn, self.config.fallback_response)
+            turn.events.append({"event": "rewind"})
+            turn.keep_latest = True
+        elif latest[0] == FALLBACK_INTENT:
+            await self._ask_affirmation(turn)
+        else:  # denied: "please say it another way"
+            turn.replies += self._say(turn, "utter_ask_rephrase")
+
+    async def _clarified(self, turn: _Turn) -> None:
+        """The customer affirmed or rephrased: the exchange about the unclear message is forgotten and the
+        conversation goes on as if they had said this in the first place (Rasa: UserUtteranceReverted, then
+        the message again)."""
+        turn.set_loop(None)
+        parse = {**turn.parse, "intent": {**turn.parse["intent"], "confidence": 1.0}}
+        turn.events += [{"event": "rewind"}, {"event": CLARIFIED_MESSAGE, "parse_data": parse}]
+        turn.parse = parse
+        await self._respond(turn)
+
+    async def _ask_affirmation(self, turn: _Turn) -> None:
+        """Rasa's action_default_ask_affirmation (the project's own if it has one): "Did you mean …?" with the
+        likeliest intents and a way to say no (/out_of_scope)."""
+        if ASK_AFFIRMATION in self.data.actions:
+            await self._run(turn, ASK_AFFIRMATION, depth=1)
+            return
+        ranked = [r["name"] for r in turn.parse.get("intent_ranking", []) if r["name"] not in OOS_INTENTS]
+        buttons = [Button(title=self.titles.get(name, name), payload=f"/{name}")
+                   for name in ranked[: self.config.menu_size]]
+        texts = self._say(turn, "utter_ask_affirmation") or [self._builtin(turn, "utter_ask_affirmation")]
+        no = Button(title=self._builtin(turn, "utter_affirmation_none").text, payload=f"/{OUT_OF_SCOPE_INTENT}")
+        turn.replies.append(texts[0].model_copy(update={"buttons": [*texts[0].buttons, *buttons, no]}))
+
+    def _builtin(self, turn: _Turn, name: str) -> Reply:
+        language = "zh" if self.language.lower().startswith("zh") else "en"
+        return Reply(text=ENGINE_TEXTS[language][name], source=name)
+
+    def _latest_intents(self, turn: _Turn, count: int) -> list[str | None]:
+        """The intents of the latest `count` messages of this session, newest first; a reverted message ends
+        the list with None (Rasa's `_last_n_intent_names`)."""
+        found: list[str | None] = []
+        for event in reversed([*turn.history, {"event": "user", "parse_data": turn.parse}]):
+            kind = event.get("event")
+            if kind in ("restart", "session_started") or len(found) == count:
+                break
+            if kind in ("user", CLARIFIED_MESSAGE):
+                found.append(str(((event.get("parse_data") or {}).get("intent") or {}).get("name")))
+            elif kind == "rewind":
+                found.append(None)
+        return found
 
     async def _custom_action(self, turn: _Turn, name: str, depth: int) -> None:
         turn.action(name)
@@ -803,6 +946,20 @@ class DialogueEngine:
 
 RESTART_INTENT = "restart"  # Rasa's /restart: still handled while the conversation is paused
 ACTION_RESTART = "action_restart"
+ACTION_BACK = "action_back"
+SESSION_START = "action_session_start"
+ACTION_DEACTIVATE_LOOP = "action_deactivate_loop"
+TWO_STAGE_FALLBACK = "action_two_stage_fallback"
+ASK_AFFIRMATION = "action_default_ask_affirmation"
+DEFAULT_ACTIONS = frozenset({ACTION_RESTART, ACTION_BACK, ACTION_DEACTIVATE_LOOP, TWO_STAGE_FALLBACK})
+# the message as the customer clarified it (Rasa's second UserUttered): the policies read it as the message, the
+# store keeps it apart from what the customer wrote
+CLARIFIED_MESSAGE = "user_clarified"
+# what the engine's own loops say when the project has no response for it
+ENGINE_TEXTS = {
+    "zh": {"utter_ask_affirmation": "您是想问下面的哪一项吗？", "utter_affirmation_none": "都不是"},
+    "en": {"utter_ask_affirmation": "Did you mean one of these?", "utter_affirmation_none": "No"},
+}
 # what rasa_sdk's `utter_message` puts in a message besides its keyword arguments
 SDK_MESSAGE_KEYS = frozenset({"text", "buttons", "elements", "custom", "template", "response", "image", "attachment"})
 
@@ -938,7 +1095,7 @@ def _button_payload(text: str) -> bool:
 
 # what the policies' tracker reads of the stored events, besides messages and actions
 TRACKER_EVENTS = frozenset({"slot", "active_loop", "action_execution_rejected", "restart", "rewind", "undo",
-                            "reset_slots", "session_started"})
+                            "reset_slots", "session_started"})  # and CLARIFIED_MESSAGE, read as a message
 ACTION_LISTEN = "action_listen"
 LISTEN_EVENT = {"event": "action", "name": ACTION_LISTEN}
 DEFAULT_FALLBACK_ACTION = "action_default_fallback"

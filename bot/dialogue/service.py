@@ -178,7 +178,11 @@ class ConversationService:
         parse = {"text": inbound.text, "intent": {"name": intent, "confidence": 1.0},
                  "intent_ranking": [{"name": intent, "confidence": 1.0}], "entities": entities,
                  "metadata": {"is_external": True}}
+        session = self._session_start(start, _reply_channel(inbound.channel), inbound.sender, dialogue)
+        if session is not None:
+            dialogue, history = session.state, [*history, *session.events]
         outcome = self.agent.engine.turn(dialogue, parse, _reply_channel(inbound.channel), inbound.sender, history)
+        _after_session_start(session, outcome)
         state = {**start.state, "dialogue": outcome.state.model_dump()}
         return _Done(list(outcome.replies), outcome.parse, outcome.events, state, outcome.reminders)
 
@@ -279,9 +283,23 @@ class ConversationService:
         if start.customer_id:  # linked by a verified source: the app's token, a binding code, a signed-in page
             metadata.update(customer_id=start.customer_id, verified=start.customer_verified,
                             tier=start.customer_tier)
+        session = self._session_start(start, _reply_channel(inbound.channel), inbound.sender, state)
+        if session is not None:
+            state, history = session.state, [*history, *session.events]
         parse, outcome = self.agent.respond(text, _reply_channel(inbound.channel), state, sender_id=inbound.sender,
                                             history=history, metadata=metadata)
+        _after_session_start(session, outcome)
         return dict(parse), outcome
+
+    def _session_start(self, start: TurnStart, channel: str, sender: str,
+                       state: DialogueState) -> TurnOutcome | None:
+        """Rasa's action_session_start when this message opened a new conversation and the bot does something
+        then (slots carried over from the expired one, or the project's own action); None otherwise."""
+        engine = getattr(self.agent, "engine", None)  # stand-ins of the agent may have none
+        if not start.new_session or engine is None or not engine.starts_sessions:
+            return None
+        previous = self.store.dialogue_slots(start.previous_conversation) if start.previous_conversation else {}
+        return engine.session_start(state, previous, channel, sender)
 
     def history(self, channel: str, sender: str) -> list[dict[str, Any]]:
         """The customer's messages and the bot's replies on this channel, oldest first."""
@@ -360,6 +378,13 @@ def continuation(continued_from: dict[str, Any]) -> Reply:
     said = said if len(said) <= 20 else said[:20] + "…"
     topic = f"聊到“{said}”" if said else "聊到一半"
     return Reply(text=f"我们在{where}里{topic}，您可以直接在这里接着办。", source="continuation")
+
+
+def _after_session_start(session: TurnOutcome | None, outcome: TurnOutcome) -> None:
+    """The session start's events and replies come first in the turn's."""
+    if session is not None:
+        outcome.events[:0] = session.events
+        outcome.replies[:0] = session.replies
 
 
 def _reply_channel(channel: str) -> str:

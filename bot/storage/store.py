@@ -17,7 +17,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
@@ -62,6 +62,8 @@ class TurnStart:
     customer_verified: bool = False
     replies: list[dict[str, Any]] = field(default_factory=list)
     continued_from: dict[str, Any] | None = None  # {"channel", "conversation_id", "last_text"}: state taken over
+    new_session: bool = False  # this message opened the conversation: the dialogue's session starts
+    previous_conversation: str | None = None  # the one whose silence ended it, for slots carried over
 
 
 def originals_cipher(security: SecurityConfig | None, environ: dict[str, str] | None = None) -> Fernet | None:
@@ -79,6 +81,12 @@ def originals_cipher(security: SecurityConfig | None, environ: dict[str, str] | 
     except ValueError as e:
         raise OriginalsKeyError(f"the environment variable {name} is not a Fernet key (32 url-safe base64 "
                                 f"bytes); {KEY_HELP}") from e
+
+
+class _Opened(NamedTuple):
+    conversation: Conversation
+    new: bool  # opened by this message: a new session
+    expired: str | None  # the conversation whose silence ended (its slots may carry over)
 
 
 class ConversationStore:
@@ -108,7 +116,7 @@ class ConversationStore:
                                                                InboundMessage.message_id == message_id))
             if seen is not None:
                 return self._seen(session, seen)
-            conversation = self._open_conversation(session, identity)
+            conversation, opened, previous = self._open_conversation(session, identity)
             continued = self._follow_customer(session, conversation) if self.state_follows_customer else None
             user_event = self._append(session, conversation, "user", self._user_event(text, message_id, channel,
                                                                                     metadata))
@@ -120,7 +128,8 @@ class ConversationStore:
             return TurnStart(conversation.id, inbound.id, user_event.id, message_id, scrub(conversation.state or {}),
                              conversation_status=conversation.status, customer_id=conversation.customer_id,
                              customer_tier=customer.tier if customer else None,
-                             customer_verified=bool(customer and customer.verified), continued_from=continued)
+                             customer_verified=bool(customer and customer.verified), continued_from=continued,
+                             new_session=opened, previous_conversation=previous)
 
     def _user_event(self, text: str, message_id: str, channel: str, metadata: dict[str, Any]) -> dict[str, Any]:
         data = {"text": text, "message_id": message_id, "input_channel": channel, "metadata": metadata,
@@ -278,7 +287,7 @@ class ConversationStore:
                                                                     ChannelIdentity.external_id == sender))
             if identity is None:
                 raise KeyError(f"{channel}:{sender}")
-            conversation = self._open_conversation(session, identity)
+            conversation = self._open_conversation(session, identity).conversation
             dialogue = dict((conversation.state or {}).get("dialogue") or {})
             dialogue["slots"] = {**(dialogue.get("slots") or {}), **slots}
             conversation.state = {**(conversation.state or {}), "dialogue": dialogue}
@@ -389,13 +398,13 @@ class ConversationStore:
             identity.last_seen_at = utcnow()
         return identity
 
-    def _open_conversation(self, session: Session, identity: ChannelIdentity) -> Conversation:
+    def _open_conversation(self, session: Session, identity: ChannelIdentity) -> _Opened:
         """The identity's current conversation, locked; a new one after `session_expiry` of silence or a close."""
         current = session.scalar(select(Conversation).where(Conversation.identity_id == identity.id,
                                                             Conversation.status != "closed")
                                  .order_by(Conversation.started_at.desc()).limit(1).with_for_update())
         if current is not None and utcnow() - _aware(current.updated_at) < self.session_expiry:
-            return current
+            return _Opened(current, False, None)
         if current is not None and current.status == "bot":
             current.status = "closed"
         conversation = Conversation(identity_id=identity.id, customer_id=identity.customer_id,
@@ -403,7 +412,14 @@ class ConversationStore:
         session.add(conversation)
         session.flush()
         self._append(session, conversation, "session_started", {})
-        return conversation
+        return _Opened(conversation, True, current.id if current is not None else None)
+
+    def dialogue_slots(self, conversation_id: str) -> dict[str, Any]:
+        """The slots a conversation's dialogue ended with (for those a new session carries over)."""
+        with self.database.session() as session:
+            conversation = session.get(Conversation, conversation_id)
+            state = scrub(conversation.state or {}) if conversation is not None else {}
+        return dict((state.get("dialogue") or {}).get("slots") or {})
 
     def _follow_customer(self, session: Session, conversation: Conversation) -> dict[str, Any] | None:
         """Take over the dialogue state of the customer's conversation on another channel when that one is

@@ -2,7 +2,8 @@
 message (intent, entity names), the previous action, the slots that influence the conversation (Rasa's
 features) and the active loop. Events are applied with Rasa's semantics: `restart` and `session_started` clear
 everything, `rewind` (UserUtteranceReverted) drops the last user message and what followed it, `undo`
-(ActionReverted) drops the last action, `reset_slots` clears the slots."""
+(ActionReverted) drops the last action, `reset_slots` clears the slots, and a form's later runs drop the
+messages and actions since its previous run (Rasa's `_undo_till_previous_loop_execution`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ SESSION_START_ACTION = "action_session_start"  # re-sets carried-over slots; not
 
 
 def applied_events(events: list[Event]) -> list[Event]:
+    """The events still in force, as Rasa's `DialogueStateTracker.applied_events`: restarts and new sessions
+    clear, reverts undo, and a loop (form) running again drops what happened since its previous run but slots
+    and loop events, so the customer's answers inside a form are not dialogue turns of their own."""
+    loops = {str(e["name"]) for e in events if e.get("event") == "active_loop" and e.get("name")}
     applied: list[Event] = []
     for event in events:
         kind = event.get("event")
@@ -28,6 +33,8 @@ def applied_events(events: list[Event]) -> list[Event]:
         elif kind == "rewind":
             _undo_till(applied, "user")
             _undo_till(applied, "action")  # the action_listen that took the reverted message
+        elif kind == "action" and event.get("name") in loops and _loop_ran_before(applied, str(event["name"])):
+            _undo_till_previous_loop_execution(applied, str(event["name"]))
         else:
             applied.append(event)
     return applied
@@ -37,6 +44,38 @@ def _undo_till(events: list[Event], kind: str) -> None:
     while events:
         if events.pop().get("event") == kind:
             return
+
+
+def _loop_ran_before(applied: list[Event], loop: str) -> bool:
+    """The loop ran earlier in this activation, on its happy path (Rasa's negation of
+    `_first_loop_execution_or_unhappy_path`): no deactivation, rejection or other action answering the customer
+    in between."""
+    next_action: str | None = None
+    for event in reversed(applied):
+        kind = event.get("event")
+        if kind == "active_loop" and event.get("name") is None:
+            return False
+        if kind == "action_execution_rejected" and event.get("name") == loop:
+            return False
+        if kind == "user" and next_action is not None and next_action != loop:
+            return False  # in training there are no rejections: another action answered the customer
+        if kind == "action":
+            if event.get("name") == loop:
+                return True
+            next_action = str(event.get("name"))
+    return False
+
+
+def _undo_till_previous_loop_execution(applied: list[Event], loop: str) -> None:
+    """Drop the actions and messages since the loop's previous run; slots and loop events stay."""
+    index = len(applied) - 1
+    while index >= 0:
+        event = applied[index]
+        if event.get("event") == "action" and event.get("name") == loop:
+            return
+        if event.get("event") in ("action", "user"):
+            del applied[index]
+        index -= 1
 
 
 @dataclass
