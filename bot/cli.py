@@ -223,6 +223,35 @@ def test_stories(config: ConfigOption = Path("config.yml"), project: ProjectOpti
         raise typer.Exit(1)
 
 
+@test_app.command("conversations")
+def test_conversations(config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
+                       directory: Annotated[Path | None, typer.Option(
+                           "--dir", help="Folder of conversation tests (default: the project's tests/conversations)")]
+                       = None,
+                       as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False) -> None:
+    """Conversation tests (tests/conversations/*.yml, Rasa's test stories with slots and responses) on the
+    current model; the failed ones annotated; exit 1 on a failure."""
+    from bot.trainer.conversation_tests import ConversationTestError, load_tests, run_tests, tests_dir
+
+    settings = _config(config, project)
+    folder = tests_dir(settings, directory)
+    try:
+        stories = load_tests(folder) if folder.is_dir() else []
+    except ConversationTestError as e:
+        _fail(str(e))
+    if not stories:
+        _fail(f"no conversation tests found in {folder} (*.yml with a `stories:` list)")
+    result = run_tests(settings, _ready_agent(settings), stories)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        typer.echo(json.dumps({k: v for k, v in result.items() if k != "failures"}, ensure_ascii=False, indent=2))
+        for failure in result["failures"]:
+            typer.echo(failure)
+    if result["failed"]:
+        raise typer.Exit(1)
+
+
 def _project_test_stories(settings: Any) -> Any:
     from bot.training_data import load_training_data
 
@@ -353,7 +382,8 @@ def eval_calibrate(file: Annotated[Path, typer.Option("--file", help="Labels TSV
 def agents_add(username: Annotated[str, typer.Argument(help="Login name")],
                name: Annotated[str, typer.Option("--name", help="Name the customer sees, e.g. 小王")],
                groups: Annotated[list[str], typer.Option("--group", help="Skill group it serves; repeatable")],
-               role: Annotated[str, typer.Option(help="agent, supervisor or admin")] = "agent",
+               role: Annotated[str, typer.Option(
+                   help="agent, supervisor, admin or trainer (the trainer's workbench at /trainer)")] = "agent",
                max_chats: Annotated[int, typer.Option(help="Chats at once")] = 3,
                config: ConfigOption = Path("config.yml"), project: ProjectOption = None) -> None:
     """Create an agent account; the password is asked for (or read from BOT_AGENT_PASSWORD) and stored hashed."""
@@ -401,6 +431,48 @@ def _set_disabled(username: str, disabled: bool, config: Path, project: Path | N
     except AccountError as e:
         _fail(str(e))
     typer.echo(f"agent {username} {'disabled' if disabled else 'enabled'}")
+
+
+@app.command()
+def review(since: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD (UTC; default 30 days ago)")] = None,
+           until: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD (UTC; default today)")] = None,
+           channel: Annotated[str | None, typer.Option(help="web, app, wechat, wecom or rest")] = None,
+           intent: Annotated[str | None, typer.Option(help="Only messages parsed as this intent")] = None,
+           outcome: Annotated[str | None, typer.Option(
+               help="answer, clarify, out_of_scope, handoff or fallback")] = None,
+           band: Annotated[str | None, typer.Option(help="Confidence band: low, medium or high")] = None,
+           status: Annotated[str, typer.Option(
+               help="open (not reviewed), dismissed, fixed, out_of_scope or all")] = "open",
+           limit: Annotated[int, typer.Option(help="Groups to show (1-100)")] = 20,
+           config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Print the inbox page as one JSON object")] = False
+           ) -> None:
+    """The review inbox: customer messages that need a trainer, near-identical ones grouped, most important first."""
+    from pydantic import ValidationError
+
+    from bot.storage import Database
+    from bot.trainer.inbox import InboxContext, InboxFilters, build_inbox
+
+    try:
+        filters = InboxFilters(since=since, until=until, channel=channel, intent=intent, outcome=outcome,
+                               band=band, status=status, page_size=limit)
+    except ValidationError as e:
+        _fail("; ".join(f"--{'.'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors()))
+    settings = _config(config, project)
+    page = build_inbox(Database(settings.storage.url, root=settings.root), InboxContext.from_agent(_agent(settings)),
+                       filters)
+    if as_json:
+        sys.stdout.write(page.model_dump_json() + "\n")
+        return
+    typer.echo(f"待审核 review inbox {page.since} – {page.until}: {page.total_groups} 组 groups, "
+               f"{page.total_messages} 条 messages")
+    typer.echo("  #  得分score  条数count  渠道channels      最近last     原因reasons / 意图intent / 示例sample")
+    for rank, group in enumerate(page.groups, start=1):
+        channels = ",".join(f"{name}:{n}" for name, n in group.channels.items())
+        reasons = ",".join(group.reasons)
+        top = group.intents[0].name if group.intents else "-"
+        typer.echo(f"{rank:>3}  {group.score:>9}  {group.count:>9}  {channels:<16}  {group.last_at:%Y-%m-%d}  "
+                   f"{reasons} / {top} / {' | '.join(group.samples)}")
 
 
 def _evaluate(evaluate: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:

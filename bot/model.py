@@ -98,8 +98,11 @@ def build_retriever(config: BotConfig, nlu: NLUPipeline, entries: list[Knowledge
         decisive_margin=r.decisive_margin, candidates=r.candidates)
 
 
-def train(config: BotConfig, progress: Progress = lambda step: None) -> Path:
-    """Train on the config's nlu_data and knowledge, write models/<timestamp>/ and return its path."""
+def train(config: BotConfig, progress: Progress = lambda step: None, *, version: str | None = None,
+          trained_by: str | None = None) -> Path:
+    """Train on the config's nlu_data and knowledge, write models/<version>/ and return its path. `version`
+    (default: a new timestamp) is chosen by the caller when it records the version before training ends (the
+    model registry); `trained_by` is kept in metadata.json."""
     started = time.perf_counter()
     progress("读取训练数据 loading training data")
     data = load_training_data(config.path(config.nlu_data))
@@ -117,7 +120,7 @@ def train(config: BotConfig, progress: Progress = lambda step: None) -> Path:
         progress(f"训练对话策略 training dialogue policies ({len(data.stories)} stories, {len(data.rules)} rules)")
         policies = train_policies(config, data)
     metadata = {
-        "version": dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f"),
+        "version": version or new_version(),
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "encoder": config.retrieval.encoder,
         "intents": data.intents,
@@ -125,12 +128,18 @@ def train(config: BotConfig, progress: Progress = lambda step: None) -> Path:
         "n_knowledge_entries": len(entries),
         "train_seconds": round(time.perf_counter() - started, 2),
         "data_fingerprint": data_fingerprint(config),
+        **({"trained_by": trained_by} if trained_by else {}),
     }
     if policies is not None:
         metadata.update(n_stories=len(data.stories), policies=[p.name for p in policies.policies],
                         policy_notes=policies.notes)
     progress("保存模型 saving model")
     return save(TrainedModel(nlu, retriever, data, metadata, policies), config.path(config.models_dir))
+
+
+def new_version() -> str:
+    """A model directory's name: its local training time, sortable."""
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
 
 
 def uses_policies(config: BotConfig, data: TrainingData) -> bool:

@@ -34,16 +34,20 @@ from bot.security.limits import RateLimiter, client_ip, make_limiter, too_many_r
 from bot.security.masking import install_log_masking, mask_value
 from bot.security.sessions import Sessions
 from bot.storage import ConversationStore, Database
+from bot.trainer.swap import LiveModel, startup_agent
 from bot.web.agent_api import agent_router
 from bot.web.docs import docs_router
 from bot.web.hub import LiveHub
-from bot.web.schemas import ParseRequest, RestButton, RestMessage, RestReply, Status, Tracker
+from bot.web.model_api import RasaStatus, model_router, rasa_status
+from bot.web.schemas import ParseRequest, RestButton, RestMessage, RestReply, Tracker
+from bot.web.trainer_api import trainer_router
+from bot.web.trainer_edit_api import trainer_edit_router
 from bot.web.widget import widget_router
 
 
 def create_app(config: BotConfig, agent: Agent | None = None, database: Database | None = None) -> FastAPI:
-    """The app for `config`: the newest model unless `agent` is given, the configured database (migrated to the
-    current schema) unless `database` is given."""
+    """The app for `config`: the database's active model version (bot/trainer/swap.py `startup_agent`) unless
+    `agent` is given, the configured database (migrated to the current schema) unless `database` is given."""
     docs = config.server.docs  # /docs and /openapi.json; off in production
     app = FastAPI(title="示例银行智能客服 API", version="0.1.0",
                   description="Rasa-compatible NLU and REST channel of the bank's self-service bot.",
@@ -52,9 +56,9 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     if docs:
         app.include_router(docs_router())  # Swagger UI from a package: nothing is fetched from a CDN
     install_log_masking()
-    app.state.agent = agent or Agent.load(config)
     app.state.config = config
     app.state.database = database or Database(config.storage.url, root=config.root)
+    app.state.agent = agent or startup_agent(config, app.state.database)  # the active version in the database
     store = ConversationStore(app.state.database,
                               session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes),
                               state_follows_customer=config.channels.state_follows == "customer",
@@ -67,6 +71,7 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     app.state.handover = Handover(app.state.desk, config.handoff, app.state.hub)
     app.state.conversations = ConversationService(app.state.agent, store, handoff=app.state.handover,
                                                   limits=_limits(config, app.state.limiter))
+    app.state.live_model = LiveModel(app.state, config, app.state.database)  # swaps app.state.agent when told
     _routes(app)
     app.add_middleware(JsonBodyMiddleware, paths=RASA_JSON_PATHS)
     install_edge(app, config, json_paths=RASA_JSON_PATHS)  # body limit, JSON guard, headers, CORS: outermost
@@ -77,19 +82,25 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     app.include_router(wechat_router())  # the WeChat official account's server URL
     app.include_router(wecom_router())  # WeCom customer service (微信客服): callback, then sync_msg
     app.include_router(notify_router())  # proactive notifications from the bank's systems
+    app.include_router(trainer_router())  # the trainer's review inbox: /api/trainer/inbox
+    app.include_router(trainer_edit_router())  # the trainer's edits: /api/trainer/data, fixes, findings
+    app.include_router(model_router())  # model versions: /api/trainer/models, Rasa's /model/train and PUT /model
     return app
 
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """While the app serves, due reminders fire (every worker looks; each reminder is claimed once)."""
-    task = asyncio.create_task(run_reminders(app.state.conversations))
+    """While the app serves, due reminders fire (every worker looks; each reminder is claimed once) and the
+    active model version is polled (every worker swaps to it)."""
+    tasks = [asyncio.create_task(run_reminders(app.state.conversations)),
+             asyncio.create_task(app.state.live_model.run())]
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 REST_CHANNEL = "rest"
@@ -158,13 +169,10 @@ def _routes(app: FastAPI) -> None:
     def ready(agent: AgentDep) -> dict[str, str]:
         return {"status": "ready", "model": agent.version}
 
-    @app.get("/status", response_model=Status, tags=["rasa"])
-    def status(agent: AgentDep) -> Status:
-        metadata = agent.model.metadata
-        return Status(model_version=agent.version, model_file=f"models/{agent.version}",
-                      intents=len(metadata.get("intents", [])),
-                      knowledge_entries=int(metadata.get("n_knowledge_entries", 0)),
-                      encoder=str(metadata.get("encoder")), metadata=metadata)
+    @app.get("/status", response_model=RasaStatus, tags=["rasa"])
+    def status(request: Request) -> RasaStatus:
+        """Rasa's status: `model_file`, `model_id`, `num_active_training_jobs`, `fingerprint`, and ours."""
+        return rasa_status(request)
 
     @app.post("/model/parse", tags=["rasa"])
     def parse(body: ParseRequest, agent: AgentDep, request: Request) -> dict[str, Any]:
