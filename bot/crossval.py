@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,14 @@ from bot.retrieval.encoders import load_encoder
 from bot.training_data import load_training_data
 
 
-def cross_validate(config: BotConfig, folds: int = 5, out: Path = Path("results"), seed: int = 0) -> dict[str, Any]:
+def cross_validate(config: BotConfig, folds: int = 5, out: Path = Path("results"), seed: int = 0,
+                   leave_out: Collection[str] = ()) -> dict[str, Any]:
+    """Stratified `folds`-fold cross-validation of the intent classifier; the intents in `leave_out` take no part
+    (neither trained on nor tested)."""
     data = load_training_data(config.path(config.nlu_data))
-    texts = [e.text for e in data.examples]
-    labels = np.array([e.intent for e in data.examples])
+    examples = [e for e in data.examples if e.intent not in leave_out]
+    texts = [e.text for e in examples]
+    labels = np.array([e.intent for e in examples])
     smallest = min(np.unique(labels, return_counts=True)[1])
     if smallest < folds:
         raise ValueError(f"an intent has only {smallest} examples; {folds}-fold cross-validation needs {folds}")
@@ -40,7 +45,7 @@ def cross_validate(config: BotConfig, folds: int = 5, out: Path = Path("results"
         for i in test_index:
             intent = nlu.parse(texts[i])["intent"]
             predicted[i], confidence[i] = intent["name"], intent["confidence"]
-    summary = write_report(out, texts, list(labels), list(predicted), [e.source for e in data.examples])
+    summary = write_report(out, texts, list(labels), list(predicted), [e.source for e in examples])
     answered = [i for i in range(len(texts)) if predicted[i] != FALLBACK_INTENT]  # abstentions are not claims
     calibration = reliability([float(confidence[i]) for i in answered], [predicted[i] == labels[i] for i in answered])
     (out / "calibration.json").write_text(json.dumps(calibration, indent=2), "utf-8")

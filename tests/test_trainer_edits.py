@@ -75,6 +75,22 @@ def test_out_of_scope_messages_become_examples_of_the_out_of_scope_intent_commen
     assert any(e.text == "帮我买一张彩票" and e.intent == "out_of_scope" for e in data.examples)
 
 
+def test_out_of_scope_in_a_project_without_its_rule_gets_the_rule_and_a_response(tmp_path: Path) -> None:
+    """Without a rule for `out_of_scope` the bot would answer a message marked out of scope with its fallback."""
+    shutil.copytree(MINIBOT / "nlu_data", tmp_path / "nlu_data")
+    editor = DataEditor(tmp_path / "nlu_data", tmp_path / "knowledge", lambda *a: None)
+    editor.mark_out_of_scope(["帮我买一张彩票"], actor="agent:7")
+    data = load_training_data(tmp_path / "nlu_data")
+    rule = next(r for r in data.rules if {"intent": "out_of_scope"} in r["steps"])
+    assert rule["steps"] == [{"intent": "out_of_scope"}, {"action": "utter_out_of_scope"}]
+    assert rule["source"].startswith(str(tmp_path / "nlu_data" / "domain.yml"))  # where the rules live
+    assert "不在我们的服务范围内" in data.responses["utter_out_of_scope"][0]["text"]
+    assert unknown_rule_actions(data) == [] and "out_of_scope" not in intents_without_responses(data)
+    domain = (tmp_path / "nlu_data" / "domain.yml").read_text(encoding="utf-8")
+    editor.mark_out_of_scope(["帮我订机票"], actor="agent:7")  # the second time: only the example
+    assert (tmp_path / "nlu_data" / "domain.yml").read_text(encoding="utf-8") == domain
+
+
 def test_create_intent_writes_examples_response_and_rule_where_each_lives(bundled) -> None:
     editor, _ = bundled
     responses, rules = editor.nlu_dir / "responses.yml", editor.nlu_dir / "rules.yml"
@@ -269,9 +285,36 @@ def test_example_findings_name_the_other_intent(minibot_data, minibot_agent) -> 
     assert "更接近意图 check_balance" in findings[1]["message"]
     assert "与意图 report_card_loss 的例句「帮我挂失一下银行卡」几乎相同" in findings[2]["message"]
     assert "更接近意图 report_card_loss" in findings[3]["message"]  # "你好呀" is a fine greeting: nothing
-    own = example_findings(minibot_data, "report_card_loss", ["我要挂失"], minibot_agent)
-    source = MINIBOT / "nlu_data" / "nlu.yml"
-    assert [f["message"] for f in own] == [f"「我要挂失」已在意图 report_card_loss 中（{source}:15）。"]
+    own = example_findings(minibot_data, "report_card_loss", ["我要挂失"], minibot_agent, root=MINIBOT)
+    assert [f["message"] for f in own] == ["「我要挂失」已在意图 report_card_loss 中（nlu_data/nlu.yml:15）。"]
+
+
+class FallingBack:
+    """A live model that fell back (or called it out of scope) on every message, quite sure of it."""
+
+    def __init__(self, intent: str) -> None:
+        self.intent = intent
+
+    def parse(self, text: str) -> dict:
+        return {"intent": {"name": self.intent, "confidence": 0.9}}
+
+
+@pytest.mark.parametrize("fallback", ["nlu_fallback", "out_of_scope"])
+def test_falling_back_is_not_a_closer_intent(minibot_data, fallback: str) -> None:
+    assert example_findings(minibot_data, "check_balance", ["我的卡里面还剩几块钱"], FallingBack(fallback)) == []
+    rival = example_findings(minibot_data, "check_balance", ["我的卡里面还剩几块钱"], FallingBack("greet"))
+    assert "更接近意图 greet" in rival[0]["message"]
+
+
+def test_findings_name_files_relative_to_the_project(tmp_path: Path) -> None:
+    shutil.copytree(MINIBOT / "nlu_data", tmp_path / "nlu_data")
+    (tmp_path / "nlu_data" / "more.yml").write_text(
+        "rules:\n- rule: thanks\n  steps:\n  - intent: greet\n  - action: utter_thanks\n", encoding="utf-8")
+    data = load_training_data(tmp_path / "nlu_data")
+    same = example_findings(data, "greet", ["我要挂失"], None, root=tmp_path)
+    rule = rule_findings(data, root=tmp_path)
+    assert "（nlu_data/nlu.yml:15）" in same[0]["message"] and "（nlu_data/more.yml:2）" in rule[0]["message"]
+    assert str(tmp_path) not in same[0]["message"] + rule[0]["message"]
 
 
 def test_question_findings_find_another_entrys_question() -> None:
@@ -456,6 +499,7 @@ def test_findings_endpoint_checks_without_writing(api) -> None:
     response = client.post("/api/trainer/findings", headers=headers,
                            json={"kind": "response", "name": "utter_greet", "variants": [{"text": "您好"}]}).json()
     assert [f["level"] for f in examples] == ["error"] and "check_balance" in examples[0]["message"]
+    assert "（nlu_data/nlu.yml:" in examples[0]["message"] and str(root) not in examples[0]["message"]
     assert [f["level"] for f in questions] == ["error"] and "kb-0003" in questions[0]["message"]
     assert response == {"findings": []}
     assert (root / "nlu_data" / "nlu.yml").read_bytes() == before
@@ -469,6 +513,7 @@ def test_suggestions_for_a_group_of_messages(api) -> None:
     body = group.json()
     assert body["intents"][0]["name"] == "check_balance" and body["intents"][0]["score"] > 0.5
     assert body["examples"][0] == {**body["examples"][0], "text": "我卡里还有多少钱", "intent": "check_balance"}
+    assert body["examples"][0]["source"].startswith("nlu_data/nlu.yml:")
     fee = client.post("/api/trainer/suggestions", headers=headers, json={"texts": ["补办银行卡要多少钱"]}).json()
     assert fee["entries"][0]["id"] == "kb-0001"
 

@@ -38,6 +38,9 @@ from bot.yaml_io import plain
 
 AuditFn = Callable[[str, str, str, dict[str, Any]], None]  # (actor, action, target, details)
 TRAINER_FILE = "trainer.yml"  # where new things go when no file holds their kind yet
+OUT_OF_SCOPE_RESPONSE = "utter_out_of_scope"
+OUT_OF_SCOPE_TEXT = ("抱歉，这不在我们的服务范围内，我帮不上忙。"
+                     "账户、银行卡、信用卡、贷款、转账和理财方面的问题都可以问我；如需人工服务，请回复“转人工”。")
 NLU_KINDS = ("intent", "synonym", "lookup", "regex")
 ENTRY_FIELDS = {"category", "question", "similar", "answer", "answers", "tags", "valid_from", "valid_to"}
 NUMBERED_ID = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)$")
@@ -284,6 +287,30 @@ def _entries(document: _Document) -> list[Any]:
     return entries if isinstance(entries, list) else []
 
 
+def _answer_out_of_scope(edit: _Edit) -> None:
+    """The rule out_of_scope → utter_out_of_scope when no rule or story handles the intent, and the response
+    when a rule names it and no file has it."""
+    flows = [f for d in edit.all() for f in _rules(d) + _stories(d) if isinstance(f, dict)]
+    steps = [s for f in flows for s in f.get("steps") or [] if isinstance(s, dict)]
+    if not any(s.get("intent") == "out_of_scope" for s in steps):
+        home = _home(edit, lambda d: len(_rules(d)))
+        home.data.setdefault("rules", CommentedSeq()).append(CommentedMap(
+            {"rule": "answer out of scope", "steps": [{"intent": "out_of_scope"}, {"action": OUT_OF_SCOPE_RESPONSE}]}))
+        edit.change(home)
+    elif not any(s.get("action") == OUT_OF_SCOPE_RESPONSE for s in steps):
+        return
+    if not any(OUT_OF_SCOPE_RESPONSE in _responses(d) for d in edit.all()):
+        home = _home(edit, lambda d: len(_responses(d)))
+        home.data.setdefault("responses", CommentedMap())[OUT_OF_SCOPE_RESPONSE] = _variants(
+            [{"text": OUT_OF_SCOPE_TEXT}])
+        edit.change(home)
+
+
+def _stories(document: _Document) -> list[Any]:
+    stories = document.data.get("stories") if isinstance(document.data, dict) else None
+    return stories if isinstance(stories, list) else []
+
+
 # --- the editor -----------------------------------------------------------------------------------------------
 
 Versions = Mapping[str, str] | None  # file name -> the version an edit was based on (checked when given)
@@ -306,11 +333,14 @@ class DataEditor:
         return self._append_examples(intent, texts, actor, versions, "add_examples")
 
     def mark_out_of_scope(self, texts: list[str], *, actor: str, versions: Versions = None) -> dict[str, str]:
-        """Examples of Rasa's `out_of_scope` intent (its block is created when there is none)."""
-        return self._append_examples("out_of_scope", texts, actor, versions, "mark_out_of_scope")
+        """Examples of Rasa's `out_of_scope` intent (its block is created when there is none). A project that
+        does not answer the intent yet also gets the rule out_of_scope → utter_out_of_scope and a default
+        response (as the bundled bot's out_of_scope.yml has them): else these messages get the fallback."""
+        return self._append_examples("out_of_scope", texts, actor, versions, "mark_out_of_scope",
+                                     then=_answer_out_of_scope)
 
-    def _append_examples(self, intent: str, texts: list[str], actor: str, versions: Versions, action: str
-                         ) -> dict[str, str]:
+    def _append_examples(self, intent: str, texts: list[str], actor: str, versions: Versions, action: str,
+                         then: Callable[[_Edit], None] | None = None) -> dict[str, str]:
         texts = clean_texts(texts)
         with self._nlu() as edit:
             found = _find_block(edit, "intent", intent)
@@ -320,6 +350,8 @@ class DataEditor:
             have = {normalised(t) for t in block_texts(item)}
             _write_block(item, block_texts(item) + [t for t in texts if normalised(t) not in have])
             edit.change(document)
+            if then is not None:
+                then(edit)
             return self._done(edit, versions, parse_file, actor, action, intent, {"texts": texts})
 
     def create_intent(self, name: str, examples: list[str], response_text: str, *, actor: str,

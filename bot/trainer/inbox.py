@@ -332,6 +332,14 @@ def review_marks(database: Database, keys: Iterable[str]) -> dict[str, str]:
     return marks
 
 
+def reviewed_since(database: Database, since: dt.datetime, statuses: Iterable[str] = ("fixed", "out_of_scope")
+                   ) -> set[str]:
+    """The message keys a trainer gave one of `statuses` at `since` or later."""
+    with database.session() as session:
+        return set(session.scalars(select(ReviewMark.message_key).where(
+            ReviewMark.status.in_(tuple(statuses)), ReviewMark.at >= since)))
+
+
 # --- the page -----------------------------------------------------------------------------------------------
 
 

@@ -12,6 +12,8 @@ import hashlib
 import json
 import logging
 import threading
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +24,18 @@ from sqlalchemy.exc import IntegrityError
 from bot.agent import Agent
 from bot.config import BotConfig
 from bot.model import METADATA_FILE, MODEL_FILE, new_version, train
+from bot.nlu.classifier import FALLBACK_INTENT
 from bot.storage import Database
-from bot.storage.models import Event, ModelVersion, utcnow
+from bot.storage.models import AgentAccount, Event, ModelVersion, utcnow
 from bot.trainer import conversation_tests
 
 ABANDONED_AFTER = dt.timedelta(hours=6)
 TRAINING_STEPS = 8  # train()'s five (six with policies), cross-validation, conversation tests, done
 INBOX_DAYS = 30
+CV_FOLDS = 5  # fewer when the smallest intent has fewer examples
+MIN_FOLDS = 2  # intents with fewer examples are left out of cross-validation
 MAX_INBOX_MESSAGES = 500
+INBOX_MESSAGES = f"审核收件箱：最近 {INBOX_DAYS} 天待处理的消息，以及启用当前版本以来已修正或标记为超出范围的消息"
 REPLAY_LABELS = Path("bench/replay/labels.tsv")
 CONFIG_KEYS = {"language", "pipeline", "retrieval", "dialogue", "policies"}
 logger = logging.getLogger(__name__)
@@ -86,6 +92,17 @@ def versions(database: Database, config: BotConfig) -> list[ModelVersion]:
             record_directory(database, directory, activate=False, actor=None, config=config)
     with database.session() as session:
         return list(session.scalars(select(ModelVersion).order_by(ModelVersion.version.desc())))
+
+
+def actor_names(database: Database, actors: Iterable[str | None]) -> dict[str, str]:
+    """`agent:<id>` (how a trainer's session is recorded as trained_by / activated_by) → the account's display
+    name, for the actors that name an existing account."""
+    ids = {int(a.removeprefix("agent:")) for a in actors if a and a.startswith("agent:") and a[6:].isdigit()}
+    if not ids:
+        return {}
+    with database.session() as session:
+        rows = session.execute(select(AgentAccount.id, AgentAccount.display_name).where(AgentAccount.id.in_(ids)))
+        return {f"agent:{account_id}": name for account_id, name in rows}
 
 
 def record_directory(database: Database, directory: Path, *, activate: bool, actor: str | None,
@@ -158,17 +175,33 @@ def run_training(database: Database, config: BotConfig, version: str, trained_by
 
 
 def cross_validation(config: BotConfig, out: Path) -> dict[str, Any]:
-    """5-fold cross-validation of the data the candidate was trained on: accuracy, macro-F1, F1 per intent."""
+    """Cross-validation of the data the candidate was trained on: accuracy, macro-F1, F1 per intent. Five folds,
+    fewer when an intent has fewer examples (a new intent from the inbox often has two or three); intents with
+    a single example are left out. `note` (Chinese, for the page) says what was done differently."""
     from bot.crossval import cross_validate
+    from bot.training_data import TrainingDataError, load_training_data
 
     try:
-        summary = cross_validate(config, folds=5, out=out)
+        counts = Counter(e.intent for e in load_training_data(config.path(config.nlu_data)).examples)
+    except TrainingDataError as e:
+        return {"skipped": f"训练数据无法读取，未做交叉验证：{e}"}
+    few = sorted(name for name, n in counts.items() if n < MIN_FOLDS)
+    kept = [n for name, n in counts.items() if name not in few]
+    if len(kept) < 2:
+        return {"skipped": f"至少要有两个意图各有 {MIN_FOLDS} 条以上例句，才能做交叉验证"}
+    folds = min(CV_FOLDS, *kept)
+    try:
+        summary = cross_validate(config, folds=folds, out=out, leave_out=few)
     except ValueError as e:
-        return {"skipped": str(e)}
+        return {"skipped": f"交叉验证未能完成：{e}"}
     report = json.loads((out / "intent_report.json").read_text("utf-8"))
     per_intent = {name: round(values["f1-score"], 4) for name, values in report.items()
-                  if isinstance(values, dict) and name not in ("macro avg", "weighted avg")}
-    return {"accuracy": summary["accuracy"], "macro_f1": summary["macro_f1"], "per_intent_f1": per_intent}
+                  if isinstance(values, dict) and name not in ("macro avg", "weighted avg", FALLBACK_INTENT)}
+    notes = [f"有意图只有 {min(kept)} 条例句，改做 {folds} 折交叉验证"] if folds < CV_FOLDS else []
+    if few:
+        notes.append(f"只有 1 条例句的意图未参加交叉验证：{'、'.join(few)}")
+    return {"accuracy": summary["accuracy"], "macro_f1": summary["macro_f1"], "per_intent_f1": per_intent,
+            "folds": folds, "left_out": few, "note": "；".join(notes) or None}
 
 
 def _set(database: Database, version: str, **values: Any) -> None:
@@ -263,21 +296,28 @@ def _experiment_turns(database: Database, since: dt.datetime,
 # --- comparison ---------------------------------------------------------------------------------------------
 
 
-def compare(database: Database, config: BotConfig, *, candidate: Agent, active: Agent,
-            messages: list[str] | None = None) -> dict[str, Any]:
-    """The candidate against the active model on the same data (see `bot/web/model_api.py` for the shape)."""
-    texts = messages if messages is not None else inbox_messages(database, active)
+def compare(database: Database, config: BotConfig, *, candidate: Agent, active: Agent, messages: list[str],
+            messages_from: str) -> dict[str, Any]:
+    """The candidate against the active model on the same data (see `bot/web/model_api.py` for the shape);
+    `messages` (from `comparison_messages`) are replayed on both."""
     candidate_row, active_row = get(database, candidate.version), _row_or_none(database, active.version)
     return {
         "candidate": candidate.version, "active": active.version,
         "cross_validation": _cross_validation(candidate_row, active_row),
         "conversation_tests": _conversation_tests(config, candidate, active),
         "replay": _replay(config, candidate, active),
-        "outcome_changes": outcome_changes(config, texts, before=active, after=candidate),
-        "messages_compared": len(texts),
-        "messages_from": "request" if messages is not None else f"待审核收件箱（最近 {INBOX_DAYS} 天，未处理）",
+        "outcome_changes": outcome_changes(config, messages, before=active, after=candidate),
+        "messages_compared": len(messages),
+        "messages_from": messages_from,
         "experiment": experiment_outcomes(database, config, candidate.version),
     }
+
+
+def comparison_messages(database: Database, active: Agent, messages: list[str] | None) -> tuple[list[str], str]:
+    """The messages a comparison replays and where they came from: the request's, or the review inbox's."""
+    if messages is not None:
+        return messages, "request"
+    return inbox_messages(database, active), INBOX_MESSAGES
 
 
 def _row_or_none(database: Database, version: str) -> ModelVersion | None:
@@ -290,7 +330,7 @@ def _row_or_none(database: Database, version: str) -> ModelVersion | None:
 def _cross_validation(candidate: ModelVersion, active: ModelVersion | None) -> dict[str, Any]:
     new = candidate.metrics.get("cross_validation") or {}
     old = (active.metrics.get("cross_validation") or {}) if active is not None else {}
-    intents = sorted(set(new.get("per_intent_f1", {})) | set(old.get("per_intent_f1", {})))
+    intents = sorted((set(new.get("per_intent_f1", {})) | set(old.get("per_intent_f1", {}))) - {FALLBACK_INTENT})
     per_intent = [{"intent": name, "active_f1": old.get("per_intent_f1", {}).get(name),
                    "candidate_f1": new.get("per_intent_f1", {}).get(name)} for name in intents]
     for item in per_intent:
@@ -298,8 +338,9 @@ def _cross_validation(candidate: ModelVersion, active: ModelVersion | None) -> d
             round(item["candidate_f1"] - item["active_f1"], 4)
     per_intent.sort(key=lambda i: -abs(i["change"] or 0))
     note = None if old.get("accuracy") is not None else "启用中的版本没有记录交叉验证结果（在训练台外训练）"
-    return {"candidate": {k: new.get(k) for k in ("accuracy", "macro_f1")},
-            "active": {k: old.get(k) for k in ("accuracy", "macro_f1")}, "per_intent": per_intent, "note": note}
+    return {"candidate": {k: new.get(k) for k in ("accuracy", "macro_f1", "folds", "note", "skipped")},
+            "active": {k: old.get(k) for k in ("accuracy", "macro_f1", "folds", "note", "skipped")},
+            "per_intent": per_intent, "note": note}
 
 
 def _conversation_tests(config: BotConfig, candidate: Agent, active: Agent) -> dict[str, Any]:
@@ -346,15 +387,22 @@ def _observed(observation: Any) -> dict[str, Any]:
 
 
 def inbox_messages(database: Database, active: Agent, days: int = INBOX_DAYS) -> list[str]:
-    """The distinct texts of the review inbox's open messages (masked, as stored) of the last `days` days."""
-    from bot.trainer.inbox import InboxContext, inbox_items
+    """The distinct texts (masked, as stored) of the review inbox's messages of the last `days` days that a
+    candidate may answer differently: first those fixed or marked out of scope since the active version was
+    activated (or within `days` when that is not known), the trainer's own work, then the open ones."""
+    from bot.trainer.inbox import InboxContext, inbox_items, reviewed_since
 
-    today = utcnow().date()
-    items = inbox_items(database, InboxContext.from_agent(active), today - dt.timedelta(days=days), today)
-    return list(dict.fromkeys(i.text for i in items if i.status == "open"))[:MAX_INBOX_MESSAGES]
+    now = utcnow()
+    items = inbox_items(database, InboxContext.from_agent(active), (now - dt.timedelta(days=days)).date(), now.date())
+    row = _row_or_none(database, active.version)
+    since = row.activated_at if row is not None and row.activated_at else now - dt.timedelta(days=days)
+    recent = reviewed_since(database, since)
+    reviewed = [i.text for i in items if i.status != "open" and i.key in recent]
+    return list(dict.fromkeys(reviewed + [i.text for i in items if i.status == "open"]))[:MAX_INBOX_MESSAGES]
 
 
-def comparison_key(active: str, messages: list[str] | None) -> str:
+def comparison_key(active: str, messages: list[str]) -> str:
+    """A cached comparison holds while the active version and the messages replayed are the same."""
     digest = hashlib.sha256(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()[:16]
     return f"{active}:{digest}"
 

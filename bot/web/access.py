@@ -83,6 +83,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/trainer/models"): "trainer",
     ("GET", "/api/trainer/models"): "trainer",
     ("GET", "/api/trainer/models/{version}/comparison"): "trainer",
+    ("POST", "/api/trainer/models/{version}/comparison"): "trainer",
     ("PUT", "/api/trainer/models/active"): "trainer",
     ("PUT", "/api/trainer/models/{version}/experiment"): "trainer",
     ("POST", "/api/trainer/conversations/{conversation_id}/test"): "trainer",

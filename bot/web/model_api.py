@@ -34,7 +34,9 @@ class ModelVersionPublic(BaseModel):
     config: dict[str, Any]
     trained_by: str
     trained_at: dt.datetime
+    trained_by_name: str | None = None  # the account's display name when trained_by is `agent:<id>`
     activated_by: str | None
+    activated_by_name: str | None = None
     activated_at: dt.datetime | None
     experiment_share: float
 
@@ -54,6 +56,13 @@ class TrainStarted(BaseModel):
 class ActivateRequest(BaseModel):
     version: str = Field(max_length=64)
     force: bool = False  # activate although the version's conversation tests failed
+
+
+class ComparisonRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    messages: list[Annotated[str, Field(min_length=1, max_length=500)]] | None = Field(
+        default=None, max_length=registry.MAX_INBOX_MESSAGES)  # None: the review inbox's (as the GET's default)
+    refresh: bool = False
 
 
 class ExperimentRequest(BaseModel):
@@ -105,27 +114,25 @@ def model_router() -> APIRouter:
     def list_versions(request: Request, trainer: TrainerDep) -> ModelVersions:
         wanted = registry.desired(_database(request))
         rows = registry.versions(_database(request), _config(request))
+        names = registry.actor_names(_database(request), [a for r in rows for a in (r.trained_by, r.activated_by)])
         return ModelVersions(active=wanted.active, serving=_live(request).active.version,
                              experiment={"candidate": wanted.candidate, "share": wanted.share}
-                             if wanted.candidate else None, versions=[_public(r) for r in rows])
+                             if wanted.candidate else None, versions=[_public(r, names) for r in rows])
 
     @router.get("/api/trainer/models/{version}/comparison", tags=["trainer"])
     def comparison(version: str, request: Request, trainer: TrainerDep,
                    message: Annotated[list[str] | None, Query()] = None,
                    refresh: bool = False) -> dict[str, Any]:
         """The candidate against the active model (see registry.compare); cached per active version and
-        messages, `refresh=true` computes it again. `message` (repeatable) replaces the recent messages."""
-        database, live = _database(request), _live(request)
-        row = _row(request, version)
-        if row.status in ("training", "failed"):
-            raise HTTPException(status_code=409, detail=f"模型版本 {version} 的状态是 {row.status}，无法比较。")
-        key = registry.comparison_key(live.active.version, message)
-        result = None if refresh else registry.cached_comparison(database, version, key)
-        if result is None:
-            result = registry.compare(database, _config(request), candidate=_candidate(live, version),
-                                      active=live.active, messages=message)
-            registry.store_comparison(database, version, key, result)
-        return {**result, "experiment": registry.experiment_outcomes(database, _config(request), version)}
+        messages replayed, `refresh=true` computes it again. `message` (repeatable) replaces the review inbox's
+        messages (see registry.inbox_messages)."""
+        return _comparison(request, version, message, refresh)
+
+    @router.post("/api/trainer/models/{version}/comparison", tags=["trainer"])
+    def comparison_of(version: str, request: Request, trainer: TrainerDep,
+                      body: ComparisonRequest) -> dict[str, Any]:
+        """The same comparison with the messages in the body (as many as a URL could not carry)."""
+        return _comparison(request, version, body.messages, body.refresh)
 
     @router.put("/api/trainer/models/active", response_model=ModelVersionPublic, tags=["trainer"])
     def activate(body: ActivateRequest, request: Request, trainer: TrainerDep) -> ModelVersionPublic:
@@ -134,8 +141,10 @@ def model_router() -> APIRouter:
         failed = _failed_tests(request, body.version)
         if failed and not body.force:
             raise HTTPException(status_code=409, detail=f"模型版本 {body.version} 有 {len(failed)} 个对话测试未通过："
-                                f"{'；'.join(failed[:5])}。确认仍要启用请加上 \"force\": true。")
-        return _public(_activate(request, body.version, _who(trainer)))
+                                f"{'；'.join(failed[:5])}。启用后，这些对话的回答将与测试的预期不同。"
+                                "确认这些变化符合预期，仍要启用吗？")  # the API's caller sends "force": true
+        row = _activate(request, body.version, _who(trainer))
+        return _public(row, registry.actor_names(_database(request), [row.trained_by, row.activated_by]))
 
     @router.put("/api/trainer/models/{version}/experiment", response_model=ModelVersionPublic, tags=["trainer"])
     def experiment(version: str, body: ExperimentRequest, request: Request,
@@ -146,7 +155,7 @@ def model_router() -> APIRouter:
         except VersionError as e:
             raise HTTPException(status_code=e.status, detail=str(e)) from e
         _live(request).sync()
-        return _public(row)
+        return _public(row, registry.actor_names(_database(request), [row.trained_by, row.activated_by]))
 
     @router.post("/api/trainer/conversations/{conversation_id}/test", status_code=201,
                  response_model=ConversationTestCreated, tags=["trainer"])
@@ -210,6 +219,21 @@ def rasa_status(request: Request) -> RasaStatus:
                       experiment={"candidate": wanted.candidate, "share": wanted.share} if wanted.candidate else None)
 
 
+def _comparison(request: Request, version: str, messages: list[str] | None, refresh: bool) -> dict[str, Any]:
+    database, live = _database(request), _live(request)
+    row = _row(request, version)
+    if row.status in ("training", "failed"):
+        raise HTTPException(status_code=409, detail=f"模型版本 {version} 的状态是 {row.status}，无法比较。")
+    texts, source = registry.comparison_messages(database, live.active, messages)
+    key = registry.comparison_key(live.active.version, texts)
+    result = None if refresh else registry.cached_comparison(database, version, key)
+    if result is None:
+        result = registry.compare(database, _config(request), candidate=_candidate(live, version),
+                                  active=live.active, messages=texts, messages_from=source)
+        registry.store_comparison(database, version, key, result)
+    return {**result, "experiment": registry.experiment_outcomes(database, _config(request), version)}
+
+
 def _activate(request: Request, version: str, actor: str) -> ModelVersion:
     try:
         if registry.is_known(_database(request), version) is False:
@@ -257,9 +281,12 @@ def _row(request: Request, version: str) -> ModelVersion:
         raise HTTPException(status_code=e.status, detail=str(e)) from e
 
 
-def _public(row: ModelVersion) -> ModelVersionPublic:
+def _public(row: ModelVersion, names: dict[str, str] | None = None) -> ModelVersionPublic:
     public = ModelVersionPublic.model_validate(row)
-    return public.model_copy(update={"metrics": _visible_metrics(row.metrics)})
+    names = names or {}
+    return public.model_copy(update={"metrics": _visible_metrics(row.metrics),
+                                     "trained_by_name": names.get(row.trained_by),
+                                     "activated_by_name": names.get(row.activated_by or "")})
 
 
 def _visible_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

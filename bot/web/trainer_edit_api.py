@@ -6,11 +6,13 @@ Routes stay thin: the edits are `bot.trainer.edits`, the checks `bot.trainer.fin
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bot.config import BotConfig
 from bot.retrieval.knowledge import KnowledgeError, load_knowledge
 from bot.trainer.edits import DataEditor, EditConflict, EditError, EditNotFound, mark_messages
 from bot.trainer.findings import Finding, example_findings, question_findings, response_findings, suggestions
@@ -148,7 +150,7 @@ def trainer_edit_router() -> APIRouter:
             data = load_training_data(config.path(config.nlu_data))
         except TrainingDataError as e:
             raise HTTPException(status_code=422, detail=f"训练数据无法读取：{e}") from e
-        return suggestions(data, body.texts, request.app.state.agent)
+        return suggestions(data, body.texts, request.app.state.agent, root=_shown_root(config))
 
     @router.put("/intents/{name}")
     def put_intent(name: str, body: LinesUpdate, trainer: TrainerDep, editor: EditorDep) -> dict[str, Any]:
@@ -225,6 +227,14 @@ def _findings(request: Request, body: ExamplesProposal | QuestionsProposal | Res
         data = load_training_data(config.path(config.nlu_data))
     except (TrainingDataError, KnowledgeError) as e:
         return [{"level": "error", "message": f"数据文件无法读取：{e}", "where": "data"}]
+    root = _shown_root(config)
     if isinstance(body, ExamplesProposal):
-        return example_findings(data, body.intent, body.texts, request.app.state.agent)
-    return response_findings(data, body.name, [v.model_dump(exclude_none=True) for v in body.variants])
+        return example_findings(data, body.intent, body.texts, request.app.state.agent, root=root)
+    return response_findings(data, body.name, [v.model_dump(exclude_none=True) for v in body.variants], root=root)
+
+
+def _shown_root(config: BotConfig) -> Path:
+    """What findings name files relative to: the project's folder, or the data's when it lies elsewhere."""
+    data = config.path(config.nlu_data).resolve()
+    root = config.root.resolve()
+    return root if data.is_relative_to(root) else data.parent

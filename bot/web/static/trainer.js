@@ -34,7 +34,6 @@
   const ANSWER_CHANNELS = [["wechat", "微信（纯文本）"], ["web", "网页（Markdown）"], ["app", "App（Markdown）"]];
   const FINDINGS_DELAY_MS = 400;
   const POLL_MS = 1000;
-  const MESSAGES_URL_BUDGET = 6000;  // bytes of `message=` parameters: a request line stays well under 16 kB
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -831,17 +830,19 @@
     $("versions").tBodies[0].replaceChildren(...models.versions.map((v) => versionRow(v, active)));
   }
 
-  /** The reason cross-validation was skipped; the registry words the usual one in English. */
+  /** The reason cross-validation was skipped: the registry words it in Chinese; versions recorded before it did
+      carry the English one. */
   function skippedReason(text) {
     const m = /an intent has only (\d+) examples?; (\d+)-fold cross-validation needs (\d+)/.exec(text || "");
     return m ? `有意图只有 ${m[1]} 条例句，${m[2]} 折交叉验证要求每个意图至少 ${m[3]} 条` : text;
   }
 
-  /** `agent:<id>` (the API's name for a session's account) as a person reads it. */
-  function who(actor) {
+  /** Who trained or activated a version: the account's display name the API joins in, else what was recorded. */
+  function who(actor, name) {
+    if (name) return name;
     const match = /^agent:(\d+)$/.exec(actor || "");
     if (!match) return actor === "startup" ? "服务启动" : (actor || "-");
-    return state.me && String(state.me.id) === match[1] ? (state.me.display_name || state.me.username) : `账号 #${match[1]}`;
+    return `账号 #${match[1]}`;  // an account deleted since
   }
 
   function labelled(label, value) {
@@ -868,8 +869,8 @@
     }
     if (v.status === "ready") actions.append(button("启用", "primary", () => activate(v.version, false)));
     if (v.status === "retired") actions.append(button("回滚到此版本", null, () => activate(v.version, true)));
-    row.append(version, status, labelled("训练", `${who(v.trained_by)} · ${when(v.trained_at)}`),
-               labelled("启用", v.activated_by ? `${who(v.activated_by)} · ${when(v.activated_at)}` : "-"),
+    row.append(version, status, labelled("训练", `${who(v.trained_by, v.trained_by_name)} · ${when(v.trained_at)}`),
+               labelled("启用", v.activated_by ? `${who(v.activated_by, v.activated_by_name)} · ${when(v.activated_at)}` : "-"),
                labelled("交叉验证", cv.accuracy !== undefined ? `准确率 ${pct(cv.accuracy)} · F1 ${pct(cv.macro_f1)}`
                  : (cv.skipped ? `未做：${skippedReason(cv.skipped)}` : "-")),
                labelled("实验比例", v.experiment_share ? `${Math.round(v.experiment_share * 100)}%` : "-"), cell);
@@ -886,11 +887,9 @@
       try {
         await api("PUT", "/api/trainer/models/active", { version });
       } catch (e) {
-        // the release gate: the version failed conversation tests when it was trained
+        // the release gate: the version failed conversation tests when it was trained; the server asks the question
         if (!(e instanceof ApiError && e.status === 409 && e.message.includes("对话测试未通过"))) throw e;
-        const reason = e.message.replace(/确认仍要启用.*$/, "").trim();
-        const force = await confirmDialog("对话测试未通过", `${reason} 仍要${rollback ? "回滚到" : "启用"}这个版本吗？`,
-                                          "仍要启用");
+        const force = await confirmDialog("对话测试未通过", e.message, "仍要启用");
         if (!force) return;
         await api("PUT", "/api/trainer/models/active", { version, force: true });
       }
@@ -916,21 +915,6 @@
     } catch (e) { failed(e); }
   }
 
-  /** The inbox messages a comparison replays: the ones already fixed or marked out of scope first (the trainer
-      wants to see those change), then the open ones; dismissed ones are left out. */
-  async function comparisonMessages() {
-    const inbox = await api("GET", "/api/trainer/inbox?status=all&page_size=100");
-    const all = inbox.groups.flatMap((g) => g.messages).filter((m) => m.status !== "dismissed");
-    const params = new URLSearchParams();
-    let size = 0;
-    for (const m of [...all.filter((x) => x.status !== "open"), ...all.filter((x) => x.status === "open")]) {
-      size += encodeURIComponent(m.text).length + 9;
-      if (size > MESSAGES_URL_BUDGET) break;
-      params.append("message", m.text);
-    }
-    return params;
-  }
-
   async function compare(version, refresh) {
     state.comparing = version;
     $("comparison").hidden = false;
@@ -939,9 +923,8 @@
     $("cmp-sub").textContent = `候选版本 ${version}`;
     $("comparison").scrollIntoView({ block: "start" });
     try {
-      const params = await comparisonMessages();
-      if (refresh) params.set("refresh", "true");
-      const result = await api("GET", `/api/trainer/models/${encodeURIComponent(version)}/comparison?${params}`);
+      // the server replays the review inbox: what was just fixed or marked out of scope, and what is still open
+      const result = await api("GET", `/api/trainer/models/${encodeURIComponent(version)}/comparison${refresh ? "?refresh=true" : ""}`);
       if (state.comparing !== version) return;
       renderComparison(result);
     } finally {
@@ -961,10 +944,9 @@
     $("cmp-cv").tBodies[0].replaceChildren(
       cells(el("tr"), ["准确率", pct(a.accuracy), pct(n.accuracy), delta(a.accuracy, n.accuracy)]),
       cells(el("tr"), ["宏平均 F1", pct(a.macro_f1), pct(n.macro_f1), delta(a.macro_f1, n.macro_f1)]));
-    const row = (state.models?.versions || []).find((v) => v.version === c.candidate);
-    const skipped = row && (row.metrics.cross_validation || {}).skipped;
-    $("cmp-cv-note").textContent = [skipped ? `候选版本未做交叉验证：${skippedReason(skipped)}` : "", cv.note || "",
-                                     "5 折交叉验证；变化以百分点计。"].filter(Boolean).join("；");
+    $("cmp-cv-note").textContent = [n.skipped ? `候选版本未做交叉验证：${skippedReason(n.skipped)}` : "",
+                                     n.note || "", cv.note || "", `${n.folds || 5} 折交叉验证；变化以百分点计。`]
+      .filter(Boolean).join("；");
     $("cmp-intents").tBodies[0].replaceChildren(...(cv.per_intent || []).map((i) => {
       const isNew = i.active_f1 === null && typeof a.accuracy === "number";  // the active model has results
       const change = i.change === null ? (isNew ? "新增" : "-") : `${i.change >= 0 ? "+" : ""}${i.change.toFixed(3)}`;
@@ -1014,7 +996,7 @@
 
     const changes = c.outcome_changes || [];
     $("cmp-changes-count").textContent = String(changes.length);
-    $("cmp-changes-from").textContent = `比较了 ${c.messages_compared} 条消息（${c.messages_from === "request" ? "审核收件箱中已修正、超出范围和待处理的消息" : c.messages_from}）`;
+    $("cmp-changes-from").textContent = `比较了 ${c.messages_compared} 条消息（${c.messages_from === "request" ? "指定的消息" : c.messages_from}）`;
     const outcome = (o) => `${OUTCOME[o.outcome] || o.outcome}${o.answer ? ` · ${o.answer}` : ""}${typeof o.confidence === "number" ? ` (${o.confidence.toFixed(2)})` : ""}`;
     $("cmp-changes").tBodies[0].replaceChildren(...changes.map((ch) => {
       const row = el("tr", "change");
