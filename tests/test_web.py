@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -132,3 +134,23 @@ def test_tracker_shows_the_slots_and_the_active_form(bundled_agent, tmp_path) ->
     tracker = client.get("/conversations/form-1/tracker", headers=API).json()
     assert tracker["active_loop"] == {"name": "card_loss_form"}
     assert tracker["slots"]["card_tail"] == "6688" and tracker["slots"]["requested_slot"] == "id_last4"
+
+
+def test_the_favicon_is_served_and_muted_text_is_readable(client) -> None:
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.text.startswith("<svg")
+    for sheet in ("/widget.css", "/agent.css"):
+        muted = re.search(r"--muted:\s*#([0-9a-fA-F]{6})", client.get(sheet).text)
+        assert muted and _contrast_on_white(muted.group(1)) >= 4.5, (sheet, muted and muted.group(1))
+
+
+def _contrast_on_white(hex_colour: str) -> float:
+    """WCAG 2 contrast ratio of a colour against white."""
+    def channel(value: int) -> float:
+        c = value / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (0, 2, 4))
+    luminance = 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+    return 1.05 / (luminance + 0.05)

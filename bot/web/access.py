@@ -36,6 +36,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/docs/{asset}"): "public",
     # the web widget
     ("GET", "/"): "public",
+    ("GET", "/favicon.ico"): "public",
     ("GET", "/widget.js"): "public",
     ("GET", "/widget.css"): "public",
     ("GET", "/demo.{kind}"): "public",

@@ -33,6 +33,10 @@ def widget_router() -> APIRouter:
     def demo_page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=NO_CACHE)
 
+    @router.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:  # an SVG: every browser the widget and consoles support shows it
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     @router.get("/widget.js", include_in_schema=False)
     def widget_js() -> FileResponse:
         return FileResponse(STATIC / "widget.js", media_type="text/javascript; charset=utf-8", headers=NO_CACHE)
