@@ -262,3 +262,68 @@ def test_the_agent_sees_what_a_linked_customer_said_in_the_app(browser: Browser,
     agent.screenshot(path=SHOTS / "agent-console-linked.png")
     for page in (customer, agent):
         assert_clean(page)
+
+
+# --- phone width (issue 13) ----------------------------------------------------------------------------------
+
+UNCOVERED = """el => {
+    const r = el.getBoundingClientRect();
+    const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+    return r.width > 0 && r.right <= window.innerWidth && (hit === el || el.contains(hit));
+}"""
+ONE_LINE = "el => el.getClientRects().length === 1 && el.getBoundingClientRect().height < 2 * parseFloat(getComputedStyle(el).lineHeight) && el.scrollWidth <= el.clientWidth + 1"  # noqa: E501
+
+
+def test_the_console_fits_a_phone_and_the_desktop_layout_stays(browser: Browser, base_url: str) -> None:
+    """At 390 px nothing overflows sideways, the tab labels stay on one line and 退出 is not covered; at 1280 px
+    the three columns and the one-row top bar are as before."""
+    phone = new_page(browser, 390, 844)
+    log_in(phone, base_url, "zhao")  # a supervisor: both tabs in the bar
+    expect(phone.locator("#agent-name")).to_contain_text("赵主管")
+    tabs = phone.locator(".tabs .tab:visible")
+    expect(tabs).to_have_count(2)
+
+    def fits() -> None:
+        width = phone.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)")
+        assert width <= 390, f"the page is {width} px wide at a 390 px viewport"
+
+    fits()
+    for tab in tabs.all():
+        assert tab.evaluate(ONE_LINE), f"{tab.inner_text()!r} wraps"
+    for name in ("在线", "小休", "离线"):
+        assert phone.get_by_role("button", name=name, exact=True).evaluate(UNCOVERED), name
+    logout = phone.get_by_role("button", name="退出")
+    assert logout.evaluate(UNCOVERED), "退出 is covered or off screen"
+
+    # the queues and the chat are both there, one under the other, within the width
+    for panel in (phone.get_by_role("complementary", name="会话列表"), phone.get_by_role("region", name="当前会话")):
+        panel.scroll_into_view_if_needed()
+        expect(panel).to_be_in_viewport()
+        box = panel.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    expect(phone.get_by_role("heading", name=re.compile("^排队中"))).to_be_visible()
+    expect(phone.get_by_text("请从左侧选择会话")).to_be_visible()
+    phone.evaluate("window.scrollTo(0, 0)")
+    phone.screenshot(path=SHOTS / "agent-console-390.png")
+
+    # the supervisor view fits too (its tables scroll inside their cards)
+    tabs.nth(1).click()
+    expect(phone.get_by_role("heading", name="坐席状态")).to_be_visible()
+    fits()
+    phone.screenshot(path=SHOTS / "agent-console-390-supervisor.png", full_page=True)
+    tabs.first.click()
+
+    logout.click()  # an ordinary click: Playwright refuses when another element would receive it
+    expect(phone.get_by_role("button", name="登录")).to_be_visible()
+    fits()
+
+    desktop = new_page(browser, 1280, 860)
+    log_in(desktop, base_url, "zhao")
+    expect(desktop.locator("#agent-name")).to_contain_text("赵主管")
+    columns = desktop.locator("#desk-view").evaluate("el => getComputedStyle(el).gridTemplateColumns").split()
+    assert len(columns) == 3 and columns[0] == "300px" and columns[2] == "340px", columns
+    assert desktop.locator(".topbar").evaluate("el => el.getBoundingClientRect().height") == 54
+    assert desktop.evaluate("document.documentElement.scrollWidth") <= 1280
+    desktop.screenshot(path=SHOTS / "agent-console-1280.png")
+    for page in (phone, desktop):
+        assert_clean(page)
