@@ -85,7 +85,8 @@ def test_escalate_accept_reply_close_rate(app) -> None:
         user_lines = [t for t in context["transcript"] if t["role"] == "user"]
         assert user_lines[0]["intent"]["name"] == "report_card_loss"
         assert "6222021234567890128" not in str(context) and "***************0128" in user_lines[0]["text"]
-        assert "report_card_loss" in context["summary"] and context["suggestions"]
+        assert "挂失银行卡" in context["summary"] and "report_card_loss" not in context["summary"]
+        assert context["suggestions"]
         boss = login(client, "boss")
         boss_view = client.get(f"/api/agent/handoffs/{waiting['handoff_id']}/context", headers=boss).json()
         assert "622202123456" not in str(boss_view) and "0128" in str(boss_view)  # masked for supervisors too

@@ -105,7 +105,7 @@ def test_bind_in_wechat_continue_there_and_back_then_an_agent_answers_in_wechat(
     assert context["channel"] == "wechat" and context["customer"]["id"] == "C0001"
     assert {c["channel"] for c in context["linked_channels"]} == {"app", "wechat"}
     assert [c["channel"] for c in context["earlier_conversations"]] == ["app"]
-    assert "report_card_loss" in context["earlier_conversations"][0]["summary"]
+    assert "挂失银行卡" in context["earlier_conversations"][0]["summary"]
     app_lines = [line["text"] for line in context["earlier_conversations"][0]["transcript"]]
     assert "我的卡丢了" in app_lines and any("6688" in line for line in app_lines)
 

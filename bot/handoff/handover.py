@@ -10,8 +10,9 @@ from typing import Any
 from bot.config import HandoffConfig
 from bot.dialogue.engine import DialogueState
 from bot.dialogue.responder import Reply
+from bot.handoff.context import conversation_topics
 from bot.handoff.desk import AgentDesk, QueueTicket
-from bot.handoff.routing import group_named, priority, skill_group
+from bot.handoff.routing import conversation_group, group_named, priority
 from bot.handoff.triggers import detect_escalation
 from bot.security.masking import mask_text
 from bot.storage import TurnStart
@@ -64,8 +65,11 @@ class Handover:
         if escalation is None:
             return []
         top = (parse.get("retrieval") or {}).get("top") or {}
-        intents = [i for i in (state.latest_intent, parse.get("intent", {}).get("name")) if i]
-        group = skill_group(self.config, intents, [top["category"]] if top.get("category") else [])
+        # the conversation's main topic decides, whatever triggered the hand-over (a request, a button, a failed form)
+        topics = conversation_topics(self.desk.database, start.conversation_id)
+        if not (start.state.get("dialogue") or {}).get("active_loop"):  # a question of its own, not a form answer
+            topics.append(parse.get("intent", {}).get("name"))
+        group = conversation_group(self.config, topics, [top["category"]] if top.get("category") else [])
         ticket = self.desk.request(start.conversation_id, group.name, priority(self.config, escalation.kind,
                                                                               start.customer_tier),
                                    escalation.kind, escalation.detail)

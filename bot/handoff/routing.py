@@ -7,6 +7,28 @@ from zoneinfo import ZoneInfo
 
 from bot.config import HandoffConfig, SkillGroupConfig
 
+# Intents that say how the customer talks, not what their matter is: they never decide the topic or the group
+NOT_TOPICS = frozenset({"request_human", "nlu_fallback", "greet", "thanks", "goodbye", "affirm", "deny", "chitchat",
+                        "bot_identity", "out_of_scope"})
+
+
+def main_topic(intents: list[str | None]) -> str | None:
+    """The conversation's main topic: the latest intent that names a matter (not a greeting, a yes/no, a request
+    for a person or a message not understood), or None."""
+    return next((i for i in reversed(intents) if i and i not in NOT_TOPICS), None)
+
+
+def conversation_group(config: HandoffConfig, topics: list[str | None],
+                       categories: list[str] | None = None) -> SkillGroupConfig:
+    """The group for a whole conversation, whatever triggered the hand-over: `topics` are the intents of the
+    customer's own questions in order (form answers left out), up to and including the hand-over turn. The main
+    topic decides; knowledge categories only count when the customer named no matter at all, and the default
+    group takes a topic no group names (the words of the hand-over request, "转人工", say nothing about it)."""
+    topic = main_topic(topics)
+    if topic is not None:
+        return next((g for g in config.groups if topic in g.intents), None) or group_named(config, config.default_group)
+    return skill_group(config, [], categories or [])
+
 
 def skill_group(config: HandoffConfig, intents: list[str], categories: list[str]) -> SkillGroupConfig:
     """The group for the newest intent (or knowledge category) some group names, else the default group."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.config import HandoffConfig
+from bot.handoff.context import topic_title
 
 REQUEST_INTENT = "request_human"
 
@@ -22,7 +23,7 @@ def detect_escalation(config: HandoffConfig, text: str, parse: dict[str, Any], s
     intent = parse.get("intent", {}).get("name", "")
     lowered = text.lower()
     if intent in config.sensitive_intents:
-        return Escalation("sensitive", f"敏感业务：{intent}")
+        return Escalation("sensitive", f"敏感业务（{topic_title(intent)}）")
     if word := next((w for w in config.sensitive_words if w in text), None):
         return Escalation("sensitive", f"疑似盗刷或诈骗（“{word}”）")
     if angry := next((w for w in config.anger_words if w.lower() in lowered), None):

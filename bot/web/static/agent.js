@@ -264,7 +264,10 @@
     if (summary.customer && summary.customer.tier) top.append(el("span", "tier", summary.customer.tier));
     top.append(el("span", "wait", duration(summary.waiting_seconds || 0)));
     card.append(top);
-    const reason = REASON[summary.reason] ? `${REASON[summary.reason]}：${summary.detail || ""}` : (summary.detail || summary.reason || "");
+    const label = REASON[summary.reason];
+    const detail = summary.detail || "";
+    // a detail that already names its kind ("敏感业务（疑似盗刷）") is said once
+    const reason = label ? (detail.startsWith(label) ? detail : `${label}：${detail}`) : (detail || summary.reason || "");
     card.append(el("p", "reason", `${CHANNEL[summary.channel] || summary.channel || ""} · ${reason}`));
     if (summary.last_message) card.append(el("p", "last", `“${summary.last_message}”`));
 
