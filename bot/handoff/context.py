@@ -261,7 +261,8 @@ def _transcript_item(event: Event) -> dict[str, Any] | None:
         text = {"waiting": f"转人工排队（{data.get('detail') or data.get('reason')}）", "assigned":
                 f"{data.get('agent') or '坐席'}已接入", "closed": f"会话结束：{data.get('disposition')}",
                 "transferred": f"转接至{data.get('group')}：{data.get('note') or ''}",
-                "ticket": "非工作时间，已留言待回电", "abandoned": "客户已离开"}.get(data.get("status"), "")
+                "ticket": "非工作时间，已留言待回电", "abandoned": "客户已离开",
+                "cancelled": "客户取消转人工"}.get(data.get("status"), "")
         return {"role": "system", "text": _hide(text), "timestamp": when, "intent": None, "entities": []}
     return None
 

@@ -116,6 +116,27 @@ class AgentDesk:
                 conversation.status = "bot"
                 append_event(session, conversation, "handoff", {"status": "abandoned", "handoff_id": handoff.id})
 
+    def customer_cancelled(self, conversation_id: str) -> int | None:
+        """The waiting customer took back the request for a person: the hand-over leaves the queue as
+        `cancelled` (with `closed_at`, so abandonment can be counted) and the bot has the conversation again.
+        A conditional UPDATE, like accepting: None when no hand-over was waiting (an agent was faster)."""
+        with self.database.session() as session, session.begin():
+            handoff = session.scalar(select(Handoff).where(Handoff.conversation_id == conversation_id,
+                                                           Handoff.status == "waiting")
+                                     .order_by(Handoff.id.desc()).limit(1))
+            if handoff is None:
+                return None
+            handoff_id = handoff.id
+            taken = session.execute(update(Handoff).where(Handoff.id == handoff_id, Handoff.status == "waiting")
+                                    .values(status="cancelled", closed_at=utcnow(), disposition="客户取消转人工"))
+            if taken.rowcount != 1:
+                return None
+            conversation = _conversation(session, conversation_id)
+            conversation.status = "bot"
+            append_event(session, conversation, "handoff", {"status": "cancelled", "handoff_id": handoff_id,
+                                                      "disposition": "客户取消转人工"})
+            return handoff_id
+
     def handed_elsewhere(self, conversation_id: str, disposition: str) -> None:
         """The waiting customer went to people outside this desk (e.g. WeCom's own servicers): the hand-over
         is closed with `disposition` saying where, and the conversation is the bot's again on our side."""

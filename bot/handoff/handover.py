@@ -13,11 +13,12 @@ from bot.dialogue.responder import Reply
 from bot.handoff.context import conversation_topics
 from bot.handoff.desk import AgentDesk, QueueTicket
 from bot.handoff.routing import conversation_group, group_named, priority
-from bot.handoff.triggers import detect_escalation
+from bot.handoff.triggers import cancels_handoff, detect_escalation
 from bot.security.masking import mask_text
 from bot.storage import TurnStart
 from bot.storage.models import utcnow
 
+CANCELLED_TEXT = "好的，已为您取消转人工，您可以继续向我提问。"
 RATING_WORDS = {"非常满意": 5, "很满意": 5, "满意": 4, "一般": 3, "非常不满意": 1, "很不满意": 1, "不满意": 2}
 
 
@@ -91,11 +92,19 @@ class Handover:
         return f"正在为您转接{ticket.group}人工客服，{queue}，预计等待约{ticket.eta_minutes}分钟。"
 
     def while_with_people(self, start: TurnStart, text: str) -> list[Reply]:
-        """The customer wrote while waiting (told their place) or while an agent has the chat (no bot reply:
-        the agent's console gets the message live, masked as the stored transcript is)."""
+        """The customer wrote while waiting (told their place, or taken off the queue when they cancel) or while
+        an agent has the chat (no bot reply: the agent's console gets the message live, masked as the stored
+        transcript is)."""
         handoff = self.desk.open_handoff(start.conversation_id)
         if handoff is None:
             return []
+        if handoff.status == "waiting" and cancels_handoff(text):
+            if self.desk.customer_cancelled(start.conversation_id) is not None:
+                self.queue_changed()  # agents' queues drop it; the customer's socket hears place 0
+                return [Reply(text=CANCELLED_TEXT, source="handoff_cancelled")]
+            handoff = self.desk.open_handoff(start.conversation_id)  # accepted meanwhile: the agent has it
+            if handoff is None:
+                return []
         if handoff.status != "waiting":
             if self.hub is not None and handoff.agent_id is not None:
                 self.hub.to_agents({"type": "message", "handoff_id": handoff.id, "text": mask_text(text),

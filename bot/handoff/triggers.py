@@ -28,7 +28,8 @@ def detect_escalation(config: HandoffConfig, text: str, parse: dict[str, Any], s
         return Escalation("sensitive", f"疑似盗刷或诈骗（“{word}”）")
     if angry := next((w for w in config.anger_words if w.lower() in lowered), None):
         return Escalation("anger", f"客户情绪激动或投诉（“{angry}”）")
-    if intent == REQUEST_INTENT or any(w.lower() in lowered for w in config.request_words):
+    asks = intent == REQUEST_INTENT or any(w.lower() in lowered for w in config.request_words)
+    if asks and not cancels_handoff(text):  # "取消转人工" names a person but does not ask for one
         return Escalation("request", "客户要求转人工")
     if slots.get("handoff_requested"):
         return Escalation("request", f"按业务规则转人工（{slots['handoff_requested']}）")
@@ -42,3 +43,19 @@ def detect_escalation(config: HandoffConfig, text: str, parse: dict[str, Any], s
     if fallbacks >= config.max_fallbacks:
         return Escalation("fallback", f"连续{fallbacks}次未能理解客户的问题")
     return None
+
+
+# A waiting customer who gives up on the person: phrases found anywhere in a short message, and words that
+# cancel only when they are the whole message ("取消" alone, not "取消信用卡自动还款").
+CANCEL_PHRASES = ("不等了", "取消转人工", "取消人工", "不用人工", "不需要人工", "不要人工", "不转人工", "不排队了",
+                  "不用转人工", "不需要转人工")
+CANCEL_WHOLE = ("取消", "算了", "不用了", "cancel", "never mind", "nevermind", "stop waiting", "cancel handoff")
+CANCEL_MAX_CHARS = 12
+
+
+def cancels_handoff(text: str) -> bool:
+    """Whether a message from a customer waiting in the queue takes back the request for a person."""
+    cleaned = text.strip().lower().strip("。.!！~～,，?？ ")
+    if not cleaned or len(cleaned) > CANCEL_MAX_CHARS:
+        return False
+    return cleaned in CANCEL_WHOLE or any(phrase in cleaned for phrase in CANCEL_PHRASES)
