@@ -80,12 +80,6 @@ def _train_with_progress(config: Any) -> Path:
     return directory
 
 
-def _is_stale(directory: Path, config: Any) -> bool:
-    from bot.model import is_stale
-
-    return is_stale(directory, config)
-
-
 def _stderr_console() -> Any:
     from rich.console import Console
 
@@ -108,7 +102,7 @@ def run(config: ConfigOption = Path("config.yml"), project: ProjectOption = None
     """Serve the bot over HTTP; trains first when no model exists or the training data changed."""
     import uvicorn
 
-    from bot.model import latest_model_dir
+    from bot.model import is_stale, latest_model_dir
     from bot.web.app import create_app
 
     settings = _config(config, project)
@@ -116,7 +110,7 @@ def run(config: ConfigOption = Path("config.yml"), project: ProjectOption = None
     if latest is None:
         typer.echo("no trained model yet: training the bot first", err=True)
         _train_with_progress(settings)
-    elif _is_stale(latest, settings):
+    elif is_stale(latest, settings):
         typer.echo(f"the training data or the NLU config changed since {latest.name} was trained: "
                    "training a new model first", err=True)
         _train_with_progress(settings)
@@ -261,10 +255,10 @@ def _project_test_stories(settings: Any) -> Any:
 def _ready_agent(settings: Any) -> Any:
     """The newest model, trained first when there is none or the training data changed (as `bot run` does)."""
     from bot.agent import Agent
-    from bot.model import latest_model_dir
+    from bot.model import is_stale, latest_model_dir
 
     latest = latest_model_dir(settings)
-    if latest is None or _is_stale(latest, settings):
+    if latest is None or is_stale(latest, settings):
         typer.echo("no model of the current training data: training the bot first", err=True)
         latest = _train_with_progress(settings)
     return Agent.load(settings, latest)
@@ -318,17 +312,12 @@ def eval_replay(file: Annotated[Path, typer.Option("--file", help="Labels TSV (f
                 as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False) -> None:
     """Replay customer messages through the bot, a fresh conversation each, and score what it did."""
     from bot.eval.datasets import DatasetError
-    from bot.eval.replay import evaluate_replay, load_agent
-    from bot.model import latest_model_dir
+    from bot.eval.replay import evaluate_replay
 
     settings = _config(config, project)
-    latest = latest_model_dir(settings)
-    if latest is None or _is_stale(latest, settings):  # as `bot run`: answer with a model of the current data
-        typer.echo("no model of the current training data: training the bot first", err=True)
-        _train_with_progress(settings)
+    agent = _ready_agent(settings)  # as `bot run`: answer with a model of the current data
     try:
-        summary, results = evaluate_replay(file, settings, load_agent(settings), labels=labels, half=half,
-                                           data_root=data_root)
+        summary, results = evaluate_replay(file, settings, agent, labels=labels, half=half, data_root=data_root)
     except DatasetError as e:
         _fail(str(e))
     _print(summary, as_json)

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 from bot.config import BotConfig
 from bot.dialogue.engine import DialogueState, TurnOutcome
+from bot.training_data import ENTITY_ANNOTATION
 
-ANNOTATION = re.compile(r"\[(?P<text>[^\]]+)\](?:\((?P<entity>[^)]+)\)|(?P<json>\{[^}]*\}))")
 ACTION_LISTEN = "action_listen"
 
 
@@ -96,8 +96,8 @@ def _user_turn(step: dict[str, Any]) -> _Turn:
         return _Turn(f"/{intent}", intent, [])
     raw = str(step["user"]).strip()
     entities = [(str(spec["entity"]), str(spec.get("value") or match.group("text")))
-                for match in ANNOTATION.finditer(raw) if (spec := _annotation(match))]
-    return _Turn(ANNOTATION.sub(lambda m: m.group("text"), raw), intent, entities)
+                for match in ENTITY_ANNOTATION.finditer(raw) if (spec := _annotation(match))]
+    return _Turn(ENTITY_ANNOTATION.sub(lambda m: m.group("text"), raw), intent, entities)
 
 
 def _annotation(match: re.Match[str]) -> dict[str, Any] | None:
