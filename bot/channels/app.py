@@ -26,6 +26,7 @@ from bot.channels.chat_socket import serve_chat
 from bot.channels.handshake import first_frame
 from bot.config import AppChannelConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected, TooManyMessages
+from bot.security.credentials import bearer_token
 from bot.security.limits import Throttled, client_ip, too_many_requests
 
 CHANNEL = "app"
@@ -101,11 +102,11 @@ def _service(request: Request) -> ConversationService:
 
 
 def _customer(request: Request, authorization: Annotated[str | None, Header()] = None) -> AppCustomer:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token(authorization)
+    if not token:
         raise _unauthorized("send the customer's token as 'Authorization: Bearer <token>'")
     try:
-        return verify_token(token.strip(), request.app.state.config.channels.app)
+        return verify_token(token, request.app.state.config.channels.app)
     except TokenRejected as e:
         raise _unauthorized(str(e)) from e
 

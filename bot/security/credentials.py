@@ -71,3 +71,14 @@ class VisitorCredentials:
     def _sign(self, visitor_id: str) -> str:
         digest = hmac.new(self._key, visitor_id.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header; empty for any other header or none."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def is_api_token(token: str, configured: str | None) -> bool:
+    """Whether `token` is `security.api_token` (never when none is configured); compared in constant time."""
+    return bool(token and configured) and hmac.compare_digest(token.encode(), str(configured).encode())

@@ -31,6 +31,7 @@ from bot.channels.outbound import push_to_customer
 from bot.handoff.agents import DESK_ROLES, SUPERVISING_ROLES, AccountError, authenticate, create_agent, may_reach
 from bot.handoff.context import build_context, summary_of
 from bot.handoff.desk import AgentDesk, DeskError
+from bot.security.credentials import bearer_token
 from bot.security.json_guard import is_valid_text, scrub
 from bot.security.limits import Throttled, client_ip, too_many_requests
 from bot.security.logins import Busy, LoginGuard, PasswordGate
@@ -95,8 +96,8 @@ def _sessions(connection: HTTPConnection) -> Sessions:
 
 def signed_in(request: Request, authorization: Annotated[str | None, Header()] = None) -> AgentSession:
     """Any live session of the desk's login (agents, supervisors, admins, trainers)."""
-    scheme, _, token = (authorization or "").partition(" ")
-    found = _sessions(request).get(token.strip()) if scheme.lower() == "bearer" else None
+    token = bearer_token(authorization)
+    found = _sessions(request).get(token) if token else None
     if found is None:
         raise HTTPException(status_code=401, detail="请先登录坐席工作台。", headers={"WWW-Authenticate": "Bearer"})
     return found

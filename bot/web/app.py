@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -27,7 +26,7 @@ from bot.dialogue.service import (
 )
 from bot.handoff.desk import AgentDesk
 from bot.handoff.handover import Handover
-from bot.security.credentials import VisitorCredentials, server_key
+from bot.security.credentials import VisitorCredentials, bearer_token, is_api_token, server_key
 from bot.security.edge import install_edge
 from bot.security.json_guard import scrub
 from bot.security.limits import RateLimiter, client_ip, make_limiter, too_many_requests
@@ -140,10 +139,9 @@ def _conversations(request: Request) -> ConversationService:
 def _reader(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     """Who may read conversations over the API: a caller with the API token (`security.api_token`; without
     one the API is off, as Rasa's is without --enable-api), or a signed-in supervisor or admin."""
-    scheme, _, token = (authorization or "").partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else ""
+    token = bearer_token(authorization)
     configured = request.app.state.config.security.api_token
-    if token and configured and hmac.compare_digest(token.encode(), configured.encode()):
+    if is_api_token(token, configured):
         return "api"
     session = request.app.state.sessions.get(token) if token else None
     if session is not None and session.role in ("supervisor", "admin"):

@@ -3,12 +3,12 @@ model API (`POST /model/train`, `PUT /model`) also `security.api_token`, as tool
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
 from bot.handoff.agents import TRAINING_ROLES
+from bot.security.credentials import bearer_token, is_api_token
 from bot.security.sessions import AgentSession
 from bot.web.agent_api import signed_in
 
@@ -21,9 +21,7 @@ def trainer_session(session: Annotated[AgentSession, Depends(signed_in)]) -> Age
 
 def trainer_or_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     """The caller's name for the audit log: `api-token`, or `agent:<username>` of a trainer's session."""
-    scheme, _, token = (authorization or "").partition(" ")
-    configured = request.app.state.config.security.api_token
-    if configured and scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), configured):
+    if is_api_token(bearer_token(authorization), request.app.state.config.security.api_token):
         return "api-token"
     session = trainer_session(signed_in(request, authorization))
     return f"agent:{session.agent_id}"
