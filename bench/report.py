@@ -18,7 +18,7 @@ DATASET_NOTES = {
     "smp2017": "SMP2017-ECDT, Chinese, 31 classes; train → dev. No `oos` in train: the lowest fallback threshold",
     "bq": "BQ, Chinese bank question pairs; scorer trained on ATEC, threshold on BQ dev half 1, tested on half 2",
     "insuranceqa_zh": "InsuranceQA-zh valid, rank each question's ~200 candidate answers",
-    "bundled": "the bundled bank bot (nlu_data/, knowledge/): `bot train`, `Agent.parse`, `bot run`",
+    "bundled": "the bundled bank bot (nlu_data/, knowledge/): `bot train`, `Assistant.parse`, `bot run`",
 }
 BASELINES = ("Baselines, same process, same files: intents = character 1-4-gram TF-IDF + LinearSVC on the raw "
              "text; pairs = symmetric self-normalised BM25 on jieba tokens, threshold on the same dev half; "
@@ -128,7 +128,7 @@ SECOND_ENCODER_INTRO = (
     "vectors side by side in the classifier's features and in retrieval. *vectors alone*: a logistic regression "
     "over the encoder's vectors only, C from {1, 10, 100} by 5-fold CV on SMP2017 train. *project*: the intent "
     "classifier (TF-IDF + the encoder, thresholds by 5-fold CV on train). Latency: the bundled bot, "
-    "`Agent.parse`, one thread, as in the targets table.")
+    "`Assistant.parse`, one thread, as in the targets table.")
 
 
 def second_encoder_section(results: dict[str, Any]) -> list[str]:

@@ -151,25 +151,25 @@ def run_bundled(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]
 
 
 def bundled_train_and_parse(config: BotConfig) -> dict[str, Any]:
-    """`bot train` time, then `Agent.parse` p50/p99 over every training message, one at a time on one thread."""
+    """`bot train` time, then `Assistant.parse` p50/p99 over every training message, one at a time on one thread."""
     from threadpoolctl import threadpool_limits
 
-    from bot.agent import Agent
+    from bot.assistant import Assistant
     from bot.model import train
     from bot.training_data import load_training_data
 
     started = time.perf_counter()
     model_dir = train(config)
     train_seconds = time.perf_counter() - started
-    agent = Agent.load(config, model_dir)
+    assistant = Assistant.load(config, model_dir)
     texts = [e.text for e in load_training_data(config.path(config.nlu_data)).examples]
     timings = []
     with threadpool_limits(limits=1):
         for text in texts[:20]:
-            agent.parse(text)
+            assistant.parse(text)
         for text in texts:
             begun = time.perf_counter()
-            agent.parse(text)
+            assistant.parse(text)
             timings.append((time.perf_counter() - begun) * 1000)
     return {"train_seconds": round(train_seconds, 2), "parse_ms_p50": round(float(np.percentile(timings, 50)), 3),
             "parse_ms_p99": round(float(np.percentile(timings, 99)), 3), "n_test": len(texts)}
@@ -203,13 +203,13 @@ def run_replay(datasets: Path, config: BotConfig, work: Path) -> dict[str, Any]:
     answered by a model trained now (a model left in models/ may come from other code). Every message is replayed
     once; the tuning and the reporting half are summarised apart ("ours" is the reporting half), next to today's
     behaviour (bench/replay/today.json). Per-message results go to results/bench/replay_messages.jsonl."""
-    from bot.agent import Agent
+    from bot.assistant import Assistant
     from bot.eval.replay import by_label_kind, read_items, replay, summarise
     from bot.model import train
 
     _log("replay: train, then the labelled customer messages through the bundled bot")
-    agent = Agent.load(config, train(config))
-    results = replay(read_items(REPLAY_DIR / "labels.tsv", datasets), agent, config)
+    assistant = Assistant.load(config, train(config))
+    results = replay(read_items(REPLAY_DIR / "labels.tsv", datasets), assistant, config)
     lines = [json.dumps(r.as_json(), ensure_ascii=False) for r in results]
     (work / "replay_messages.jsonl").write_text("\n".join(lines) + "\n", "utf-8")
     report = [r for r in results if r.item.half == "report"]

@@ -133,10 +133,10 @@ def shell(config: ConfigOption = Path("config.yml"), project: ProjectOption = No
 
 
 def _agent(settings: Any) -> Any:
-    from bot.agent import Agent, NoModelError
+    from bot.assistant import Assistant, NoModelError
 
     try:
-        return Agent.load(settings)
+        return Assistant.load(settings)
     except NoModelError as e:
         _fail(str(e))
 
@@ -205,7 +205,7 @@ def test_stories(config: ConfigOption = Path("config.yml"), project: ProjectOpti
     found = [*tests.test_stories, *tests.stories] if stories else tests.test_stories
     if not found:
         _fail(f"no test stories found in {stories or settings.path(settings.nlu_data) / 'tests'}")
-    result = evaluate_test_stories(settings, _ready_agent(settings), found)
+    result = evaluate_test_stories(settings, _ready_assistant(settings), found)
     failed = result.pop("failed_stories")
     if as_json:
         typer.echo(json.dumps({**result, "failed_stories": failed}, ensure_ascii=False))
@@ -235,7 +235,7 @@ def test_conversations(config: ConfigOption = Path("config.yml"), project: Proje
         _fail(str(e))
     if not stories:
         _fail(f"no conversation tests found in {folder} (*.yml with a `stories:` list)")
-    result = run_tests(settings, _ready_agent(settings), stories)
+    result = run_tests(settings, _ready_assistant(settings), stories)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
     else:
@@ -252,16 +252,16 @@ def _project_test_stories(settings: Any) -> Any:
     return load_training_data(settings.path(settings.nlu_data))
 
 
-def _ready_agent(settings: Any) -> Any:
+def _ready_assistant(settings: Any) -> Any:
     """The newest model, trained first when there is none or the training data changed (as `bot run` does)."""
-    from bot.agent import Agent
+    from bot.assistant import Assistant
     from bot.model import is_stale, latest_model_dir
 
     latest = latest_model_dir(settings)
     if latest is None or is_stale(latest, settings):
         typer.echo("no model of the current training data: training the bot first", err=True)
         latest = _train_with_progress(settings)
-    return Agent.load(settings, latest)
+    return Assistant.load(settings, latest)
 
 
 @eval_app.command("intents")
@@ -315,7 +315,7 @@ def eval_replay(file: Annotated[Path, typer.Option("--file", help="Labels TSV (f
     from bot.eval.replay import evaluate_replay
 
     settings = _config(config, project)
-    agent = _ready_agent(settings)  # as `bot run`: answer with a model of the current data
+    agent = _ready_assistant(settings)  # as `bot run`: answer with a model of the current data
     try:
         summary, results = evaluate_replay(file, settings, agent, labels=labels, half=half, data_root=data_root)
     except DatasetError as e:
@@ -349,7 +349,7 @@ def eval_calibrate(file: Annotated[Path, typer.Option("--file", help="Labels TSV
     unlabelled = [i.ref for i in items if i.label is None]
     if unlabelled:
         _fail(f"calibration needs a label on every message; {len(unlabelled)} have none, e.g. {unlabelled[0]}")
-    agent = _ready_agent(settings)
+    agent = _ready_assistant(settings)
     try:
         result = fit_ranking(items, lambda text: dict(agent.parse(text, channel="rest")),
                              settings.dialogue.out_of_scope_entities)
@@ -448,7 +448,8 @@ def review(since: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD
     except ValidationError as e:
         _fail("; ".join(f"--{'.'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors()))
     settings = _config(config, project)
-    page = build_inbox(Database(settings.storage.url, root=settings.root), InboxContext.from_agent(_agent(settings)),
+    context = InboxContext.from_assistant(_agent(settings))
+    page = build_inbox(Database(settings.storage.url, root=settings.root), context,
                        filters)
     if as_json:
         sys.stdout.write(page.model_dump_json() + "\n")

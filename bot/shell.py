@@ -7,18 +7,18 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.dialogue.engine import DialogueState
 from bot.dialogue.service import chosen_option
 
 EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
 
 
-def run_shell(agent: Agent, channel: str = "web", console: Console | None = None) -> None:
+def run_shell(assistant: Assistant, channel: str = "web", console: Console | None = None) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 160)
-    chinese = agent.config.language.startswith("zh")
+    chinese = assistant.config.language.startswith("zh")
     you = "您> " if chinese else "you> "
-    console.print(f"[bold]{agent.config.product_name}[/bold] model {agent.version} · channel {channel} · "
+    console.print(f"[bold]{assistant.config.product_name}[/bold] model {assistant.version} · channel {channel} · "
                   f"{'输入 /exit 退出' if chinese else 'type /exit to quit'}")
     interactive = sys.stdin.isatty()
     state = DialogueState()
@@ -38,10 +38,10 @@ def run_shell(agent: Agent, channel: str = "web", console: Console | None = None
             continue
         if not interactive:
             console.print(f"{you}{text}")
-        state = show_turn(agent, text, channel, console, state, history, options)
+        state = show_turn(assistant, text, channel, console, state, history, options)
 
 
-def show_turn(agent: Agent, text: str, channel: str, console: Console, state: DialogueState,
+def show_turn(assistant: Assistant, text: str, channel: str, console: Console, state: DialogueState,
               history: list[dict], options: list[dict[str, str]] | None = None) -> DialogueState:
     """Answer one message in the conversation so far, print what the bot understood, return the new state.
     A number picks one of `options` (the buttons last shown), as on WeChat; `options` is updated."""
@@ -50,7 +50,7 @@ def show_turn(agent: Agent, text: str, channel: str, console: Console, state: Di
     if payload is not None:
         console.print(f"  [dim]button[/dim]     {payload}")
         text = payload
-    parse, outcome = agent.respond(text, channel, state, sender_id="shell", history=history)
+    parse, outcome = assistant.respond(text, channel, state, sender_id="shell", history=history)
     history += [{"event": "user", "text": text, "parse_data": dict(parse)}, *outcome.events]
     replies = outcome.replies
     console.print(f"  [dim]normalised[/dim] {parse['normalized_text']}")
@@ -71,7 +71,7 @@ def show_turn(agent: Agent, text: str, channel: str, console: Console, state: Di
     if filled or outcome.state.active_loop:
         console.print(f"  [dim]state[/dim]      form={outcome.state.active_loop} slots={filled}")
     for reply in replies:
-        console.print(f"[bold green]{agent.config.assistant_name}>[/bold green] {reply.text}")
+        console.print(f"[bold green]{assistant.config.assistant_name}>[/bold green] {reply.text}")
         for number, button in enumerate(reply.buttons, 1):
             console.print(f"       [{number}] {button.title}")
     last_buttons = next((r.buttons for r in reversed(replies) if r.buttons), [])

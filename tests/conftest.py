@@ -26,25 +26,25 @@ def minibot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def minibot_agent(minibot: Path):
-    from bot.agent import Agent
+def minibot_assistant(minibot: Path):
+    from bot.assistant import Assistant
     from bot.config import load_config
     from bot.model import train
 
     config = load_config(minibot / "config.yml", environ={})
-    return Agent.load(config, train(config))
+    return Assistant.load(config, train(config))
 
 
 @pytest.fixture(scope="session")
-def bundled_agent(tmp_path_factory: pytest.TempPathFactory):
+def bundled_assistant(tmp_path_factory: pytest.TempPathFactory):
     """The bundled bank bot, trained once per test session into a temporary models directory."""
-    from bot.agent import Agent
+    from bot.assistant import Assistant
     from bot.config import load_config
     from bot.model import train
 
     models = tmp_path_factory.mktemp("models")
     config = load_config(ROOT / "config.yml", environ={"BOT__MODELS_DIR": str(models)})
-    return Agent.load(config, train(config))
+    return Assistant.load(config, train(config))
 
 
 @pytest.fixture

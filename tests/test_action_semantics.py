@@ -20,7 +20,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.config import ActionEndpointConfig, DialogueConfig
 from bot.dialogue.actions import ActionRunner, InProcessActionRunner, RemoteActionRunner
 from bot.dialogue.engine import DialogueEngine, DialogueState, TurnOutcome
@@ -298,15 +298,15 @@ def test_both_paths_give_identical_replies_and_events(request: pytest.FixtureReq
 # ---- reminders through the real service -----------------------------------------------------------------
 
 @pytest.fixture
-def agent(path: str, request: pytest.FixtureRequest, minibot_agent: Agent) -> Agent:
+def assistant(path: str, request: pytest.FixtureRequest, minibot_assistant: Assistant) -> Assistant:
     """The fixture bot's NLU with this module's domain and actions, in-process or on the action server."""
     endpoint = ActionEndpointConfig(url=request.getfixturevalue("action_server")) if path == "action_server" else None
-    config = minibot_agent.config.model_copy(update={"actions_package": PACKAGE, "action_endpoint": endpoint})
-    return Agent(dataclasses.replace(minibot_agent.model, data=DATA), config)
+    config = minibot_assistant.config.model_copy(update={"actions_package": PACKAGE, "action_endpoint": endpoint})
+    return Assistant(dataclasses.replace(minibot_assistant.model, data=DATA), config)
 
 
-def service_for(agent: Agent, url: str) -> ConversationService:
-    return ConversationService(agent, ConversationStore(Database(url)))
+def service_for(assistant: Assistant, url: str) -> ConversationService:
+    return ConversationService(assistant, ConversationStore(Database(url)))
 
 
 def bot_texts(service: ConversationService, sender: str) -> list[str]:
@@ -315,13 +315,13 @@ def bot_texts(service: ConversationService, sender: str) -> list[str]:
     return [e["text"] for e in service.store.events(conversation.id) if e["event"] == "bot"]
 
 
-def test_a_reminder_fires_when_due_and_survives_a_restart(agent: Agent, database_url: str) -> None:
-    service = service_for(agent, database_url)
+def test_a_reminder_fires_when_due_and_survives_a_restart(assistant: Assistant, database_url: str) -> None:
+    service = service_for(assistant, database_url)
     assert service.trigger_intent("rest", "r-1", "sem_remind_me").replies[0]["text"] == "好的，稍后提醒您。"
     assert service.reminders.pending("rest", "r-1") == ["pay"]
     assert service.fire_due_reminders() == 0  # not yet
     time.sleep(1.2)
-    restarted = service_for(agent, database_url)  # a new process: the reminder is in the database
+    restarted = service_for(assistant, database_url)  # a new process: the reminder is in the database
     assert restarted.fire_due_reminders() == 1 and service.fire_due_reminders() == 0  # once only
     assert bot_texts(restarted, "r-1")[-1] == "提醒您：信用卡还款"
     users = [e for e in restarted.store.events(restarted.store.find_conversation_of("rest", "r-1").id)
@@ -331,10 +331,10 @@ def test_a_reminder_fires_when_due_and_survives_a_restart(agent: Agent, database
 
 
 def test_a_reminder_is_killed_by_a_later_message_and_cancelled_by_name_intent_or_restart(
-        agent: Agent, database_url: str) -> None:
+        assistant: Assistant, database_url: str) -> None:
     from bot.dialogue.service import Inbound
 
-    service = service_for(agent, database_url)
+    service = service_for(assistant, database_url)
     service.trigger_intent("rest", "r-2", "sem_remind_me", {"kill": "yes"})
     service.handle(Inbound("rest", "r-2", "你好", "m-1"))  # the customer wrote after it was scheduled
     time.sleep(1.2)
@@ -346,9 +346,10 @@ def test_a_reminder_is_killed_by_a_later_message_and_cancelled_by_name_intent_or
         assert service.reminders.pending("rest", "r-3") == [], cancel
 
 
-def test_the_server_fires_reminders_while_it_runs(agent: Agent, minibot_agent: Agent, tmp_path: Path) -> None:
-    config = minibot_agent.config.model_copy(update={"root": tmp_path})
-    app = create_app(config, agent=agent, database=Database(f"sqlite:///{tmp_path / 'bot.db'}"))
+def test_the_server_fires_reminders_while_it_runs(assistant: Assistant, minibot_assistant: Assistant,
+                                                  tmp_path: Path) -> None:
+    config = minibot_assistant.config.model_copy(update={"root": tmp_path})
+    app = create_app(config, assistant=assistant, database=Database(f"sqlite:///{tmp_path / 'bot.db'}"))
     with TestClient(app):
         service: ConversationService = app.state.conversations
         service.trigger_intent("rest", "r-4", "sem_remind_me")

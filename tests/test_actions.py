@@ -387,7 +387,7 @@ def test_the_id_last_four_of_what_the_customer_typed(said: str, last4: str) -> N
     assert id_last4_of(said) == last4
 
 
-def test_a_customer_who_types_whole_numbers_reports_the_loss_and_nothing_is_kept_in_clear(bundled_agent,
+def test_a_customer_who_types_whole_numbers_reports_the_loss_and_nothing_is_kept_in_clear(bundled_assistant,
                                                                                           tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
     from sqlalchemy import select
@@ -397,7 +397,7 @@ def test_a_customer_who_types_whole_numbers_reports_the_loss_and_nothing_is_kept
     from bot.web.app import create_app
 
     database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
-    client = TestClient(create_app(bundled_agent.config, agent=bundled_agent, database=database))
+    client = TestClient(create_app(bundled_assistant.config, assistant=bundled_assistant, database=database))
 
     def say(text: str) -> str:
         response = client.post("/webhooks/rest/webhook", json={"sender": "whole-numbers", "message": text})

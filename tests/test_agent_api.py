@@ -22,9 +22,9 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def app(bundled_agent, tmp_path: Path):
+def app(bundled_assistant, tmp_path: Path):
     database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
-    app = create_app(bundled_agent.config, agent=bundled_agent, database=database)
+    app = create_app(bundled_assistant.config, assistant=bundled_assistant, database=database)
     app.state.desk.clock = lambda: NOON
     create_agent(database, "wang", "小王", PASSWORD, groups=["借记卡与账户", "综合服务"])
     create_agent(database, "boss", "张主管", PASSWORD, role="supervisor", groups=["综合服务"])

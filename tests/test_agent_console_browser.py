@@ -31,9 +31,9 @@ NOON_IN_SHANGHAI = datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"
 
 
 @pytest.fixture(scope="module")
-def base_url(bundled_agent, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def base_url(bundled_assistant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app served by uvicorn on a free port with its own SQLite database, an agent and a supervisor."""
-    from bot.agent import Agent
+    from bot.assistant import Assistant
     from bot.config import load_config
     from bot.handoff.agents import create_agent
     from bot.storage import Database
@@ -42,11 +42,11 @@ def base_url(bundled_agent, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     data = tmp_path_factory.mktemp("agent-console")
     url = f"sqlite:///{data / 'bot.db'}"
     config = load_config(ROOT / "config.yml", environ={
-        "BOT__MODELS_DIR": str(bundled_agent.config.path(bundled_agent.config.models_dir)),
+        "BOT__MODELS_DIR": str(bundled_assistant.config.path(bundled_assistant.config.models_dir)),
         "DATABASE_URL": url,
         "BOT__CHANNELS__APP__SECRET": APP_SECRET,
     })
-    app = create_app(config, Agent(bundled_agent.model, config))
+    app = create_app(config, Assistant(bundled_assistant.model, config))
     app.state.desk.clock = lambda: NOON_IN_SHANGHAI
     database = Database(url, root=config.root)
     create_agent(database, "wang", "小王", PASSWORD, groups=["综合服务", "借记卡与账户"])

@@ -29,10 +29,10 @@ def database(tmp_path: Path) -> Database:
 
 
 @pytest.fixture
-def client(bundled_agent, database: Database) -> TestClient:
+def client(bundled_assistant, database: Database) -> TestClient:
     channels = ChannelsConfig(app=AppChannelConfig(secret=SECRET, max_token_age_seconds=600))
-    config = bundled_agent.config.model_copy(update={"channels": channels})
-    return TestClient(create_app(config, agent=bundled_agent, database=database))
+    config = bundled_assistant.config.model_copy(update={"channels": channels})
+    return TestClient(create_app(config, assistant=bundled_assistant, database=database))
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -91,8 +91,8 @@ def test_unsigned_forged_or_expired_tokens_get_401_and_nothing_is_stored(client:
     assert stored_rows(database) == 0
 
 
-def test_the_channel_is_off_without_a_secret(bundled_agent, database: Database) -> None:
-    client = TestClient(create_app(bundled_agent.config, agent=bundled_agent, database=database))
+def test_the_channel_is_off_without_a_secret(bundled_assistant, database: Database) -> None:
+    client = TestClient(create_app(bundled_assistant.config, assistant=bundled_assistant, database=database))
     response = client.post("/channels/app/messages", headers=bearer(sign_token(ZHANG, SECRET)),
                            json={"message": "你好"})
     assert response.status_code == 401 and "BOT__CHANNELS__APP__SECRET" in response.json()["detail"]

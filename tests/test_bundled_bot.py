@@ -45,17 +45,17 @@ def test_held_out_examples_reach_real_accuracy(project_root: Path) -> None:
         ("你好", "greet"),
     ],
 )
-def test_customer_questions_get_the_right_intent(bundled_agent, text: str, intent: str) -> None:
-    assert bundled_agent.parse(text)["intent"]["name"] == intent
+def test_customer_questions_get_the_right_intent(bundled_assistant, text: str, intent: str) -> None:
+    assert bundled_assistant.parse(text)["intent"]["name"] == intent
 
 
 @pytest.mark.parametrize("text", ["我的卡被ATM吞了怎么办", "美元汇率多少", "信用卡账单日是哪天", "我想提前还房贷"])
-def test_every_bank_question_gets_a_non_empty_answer(bundled_agent, text: str) -> None:
-    _, replies = bundled_agent.handle(text)
+def test_every_bank_question_gets_a_non_empty_answer(bundled_assistant, text: str) -> None:
+    _, replies = bundled_assistant.handle(text)
     assert replies and all(r.text.strip() for r in replies)
     assert replies[0].source != "utter_default"
 
 
-def test_off_topic_is_not_answered_from_the_knowledge_base(bundled_agent) -> None:
-    result, replies = bundled_agent.handle("量子力学的薛定谔方程怎么推导")
+def test_off_topic_is_not_answered_from_the_knowledge_base(bundled_assistant) -> None:
+    result, replies = bundled_assistant.handle("量子力学的薛定谔方程怎么推导")
     assert result["retrieval"]["decision"] != "answer"

@@ -64,15 +64,15 @@ def test_a_fitted_calibration_states_how_often_candidates_are_right() -> None:
     assert top_reliability(messages, calibration)["ece"] < 0.1
 
 
-def test_with_a_calibration_a_confident_intent_that_is_usually_wrong_only_offers_itself(bundled_agent) -> None:
-    from bot.agent import Agent
+def test_with_a_calibration_a_confident_intent_that_is_usually_wrong_only_offers_itself(bundled_assistant) -> None:
+    from bot.assistant import Assistant
 
-    assert bundled_agent.config.dialogue.calibration is not None  # the bundled bot decides on the calibrated list
-    strict = bundled_agent.config.model_copy(deep=True)
+    assert bundled_assistant.config.dialogue.calibration is not None  # the bundled bot decides on the calibrated list
+    strict = bundled_assistant.config.model_copy(deep=True)
     strict.dialogue.answer_probability = 0.99  # as if intents like this one were rarely right on real traffic
-    agent = Agent(bundled_agent.model, strict)
+    agent = Assistant(bundled_assistant.model, strict)
     _, replies = agent.handle("查一下余额")
     assert replies[0].text == "您是不是想问：" and replies[0].buttons[-1].title == "都不是，转人工"
     assert any(b.payload == "/check_balance" for b in replies[0].buttons)
-    _, replies = bundled_agent.handle("查一下余额")
+    _, replies = bundled_assistant.handle("查一下余额")
     assert replies[0].source != "clarify"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.config import ActionEndpointConfig
 from bot.dialogue.engine import DialogueState
 
@@ -24,14 +24,14 @@ APP_CUSTOMER = {"customer_id": "C0001", "verified": True}  # what the app channe
 
 
 class Chat:
-    """One customer's conversation with an agent, keeping the state and events between turns."""
+    """One customer's conversation with the assistant, keeping the state and events between turns."""
 
-    def __init__(self, agent: Agent, channel: str = "web", metadata: dict | None = None) -> None:
-        self.agent, self.channel, self.metadata = agent, channel, metadata or {}
+    def __init__(self, assistant: Assistant, channel: str = "web", metadata: dict | None = None) -> None:
+        self.assistant, self.channel, self.metadata = assistant, channel, metadata or {}
         self.state, self.history = DialogueState(), []
 
     def say(self, text: str) -> str:
-        parse, outcome = self.agent.respond(text, self.channel, self.state, "tester", self.history, self.metadata)
+        parse, outcome = self.assistant.respond(text, self.channel, self.state, "tester", self.history, self.metadata)
         self.history += [{"event": "user", "text": text, "parse_data": dict(parse)}, *outcome.events]
         self.state = outcome.state
         self.replies = outcome.replies
@@ -39,8 +39,8 @@ class Chat:
 
 
 @pytest.fixture
-def chat(bundled_agent) -> Chat:
-    return Chat(bundled_agent, metadata=APP_CUSTOMER)
+def chat(bundled_assistant) -> Chat:
+    return Chat(bundled_assistant, metadata=APP_CUSTOMER)
 
 
 def test_card_loss_form_for_a_verified_app_customer(chat: Chat) -> None:
@@ -54,8 +54,8 @@ def test_card_loss_form_for_a_verified_app_customer(chat: Chat) -> None:
     assert chat.state.slots.get("card_tail") is None and chat.state.slots.get("loss_reference")
 
 
-def test_card_loss_form_validates_and_reasks_with_the_reason(bundled_agent) -> None:
-    chat = Chat(bundled_agent)  # an unidentified web visitor: card tail + ID digits identify the cardholder
+def test_card_loss_form_validates_and_reasks_with_the_reason(bundled_assistant) -> None:
+    chat = Chat(bundled_assistant)  # an unidentified web visitor: card tail + ID digits identify the cardholder
     chat.say("卡丢了要挂失")
     bad = chat.say("12")
     assert "应为4位数字" in bad and "卡号后四位" in bad
@@ -66,8 +66,8 @@ def test_card_loss_form_validates_and_reasks_with_the_reason(bundled_agent) -> N
     assert "挂失编号" in chat.say("确认")
 
 
-def test_three_wrong_ids_end_the_form_safely(bundled_agent) -> None:
-    chat = Chat(bundled_agent)
+def test_three_wrong_ids_end_the_form_safely(bundled_assistant) -> None:
+    chat = Chat(bundled_assistant)
     chat.say("我要挂失")
     chat.say("6688")
     chat.say("1111")
@@ -94,28 +94,28 @@ def test_a_question_in_the_middle_is_answered_then_the_form_resumes(chat: Chat) 
     assert "尾号6688" in chat.say("6688")
 
 
-def test_account_actions_answer_verified_customers_and_guide_others(bundled_agent) -> None:
-    assert "28,650.00" in Chat(bundled_agent, metadata=APP_CUSTOMER).say("查一下余额")
-    visitor = Chat(bundled_agent).say("查一下余额")
+def test_account_actions_answer_verified_customers_and_guide_others(bundled_assistant) -> None:
+    assert "28,650.00" in Chat(bundled_assistant, metadata=APP_CUSTOMER).say("查一下余额")
+    visitor = Chat(bundled_assistant).say("查一下余额")
     assert "手机银行" in visitor and "请先登录" in visitor and "28,650" not in visitor
 
 
-def test_actions_use_entities_from_the_message(bundled_agent) -> None:
-    assert "USD" in Chat(bundled_agent).say("美元汇率是多少")
-    branches = Chat(bundled_agent).say("上海浦东有哪些网点")
+def test_actions_use_entities_from_the_message(bundled_assistant) -> None:
+    assert "USD" in Chat(bundled_assistant).say("美元汇率是多少")
+    branches = Chat(bundled_assistant).say("上海浦东有哪些网点")
     assert "上海" in branches and "浦东" in branches
 
 
-def test_follow_up_reuses_the_previous_question(bundled_agent) -> None:
-    chat = Chat(bundled_agent)
+def test_follow_up_reuses_the_previous_question(bundled_assistant) -> None:
+    chat = Chat(bundled_assistant)
     chat.say("借记卡年费多少")
-    parse, _ = bundled_agent.respond("那信用卡呢", "web", chat.state, "tester", chat.history)
+    parse, _ = bundled_assistant.respond("那信用卡呢", "web", chat.state, "tester", chat.history)
     assert parse["follow_up_of"] == "信用卡年费多少"
     assert parse["text"] == "那信用卡呢"
 
 
-def test_second_failure_in_a_row_offers_a_human(bundled_agent) -> None:
-    chat = Chat(bundled_agent)
+def test_second_failure_in_a_row_offers_a_human(bundled_assistant) -> None:
+    chat = Chat(bundled_assistant)
     chat.say("asdfgh qwe")
     assert not any(r.source in ("offer_human", "utter_offer_human") for r in chat.replies)
     chat.say("zxcvb nmm")
@@ -125,8 +125,8 @@ def test_second_failure_in_a_row_offers_a_human(bundled_agent) -> None:
     assert chat.state.fallbacks == 0
 
 
-def test_wechat_gets_plain_text_choices(bundled_agent) -> None:
-    chat = Chat(bundled_agent, channel="wechat", metadata=APP_CUSTOMER)
+def test_wechat_gets_plain_text_choices(bundled_assistant) -> None:
+    chat = Chat(bundled_assistant, channel="wechat", metadata=APP_CUSTOMER)
     chat.say("我的卡丢了")
     chat.say("6688")
     assert all(not r.buttons for r in chat.replies)
@@ -166,10 +166,10 @@ def action_server(project_root: Path):
         server.wait(timeout=30)
 
 
-def test_forms_and_actions_run_the_same_on_an_action_server(bundled_agent, action_server: str) -> None:
+def test_forms_and_actions_run_the_same_on_an_action_server(bundled_assistant, action_server: str) -> None:
     endpoint = ActionEndpointConfig(url=action_server, timeout=10)
-    config = bundled_agent.config.model_copy(update={"action_endpoint": endpoint})
-    remote = Agent(bundled_agent.model, config)
+    config = bundled_assistant.config.model_copy(update={"action_endpoint": endpoint})
+    remote = Assistant(bundled_assistant.model, config)
     assert type(remote.engine.runner).__name__ == "RemoteActionRunner"
     chat = Chat(remote, metadata=APP_CUSTOMER)
     chat.say("我的卡丢了")
@@ -186,10 +186,10 @@ def post(port: int, sender: str, text: str, message_id: str) -> list[dict]:
     return json.loads(urllib.request.urlopen(request, timeout=60).read())
 
 
-def test_a_form_continues_after_the_server_is_killed(bundled_agent, tmp_path: Path, project_root: Path) -> None:
+def test_a_form_continues_after_the_server_is_killed(bundled_assistant, tmp_path: Path, project_root: Path) -> None:
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("BOT__")},
-           "BOT__MODELS_DIR": str(bundled_agent.config.path(bundled_agent.config.models_dir)),
+           "BOT__MODELS_DIR": str(bundled_assistant.config.path(bundled_assistant.config.models_dir)),
            "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"}
     command = [sys.executable, "-m", "bot.cli", "run", "--port", str(port)]
 
@@ -224,7 +224,7 @@ def test_rules_with_slot_conditions_use_what_the_conversation_knows(chat: Chat) 
     assert reference in chat.say("补卡怎么办理")
 
 
-def test_the_shell_presses_a_button_by_number(bundled_agent) -> None:
+def test_the_shell_presses_a_button_by_number(bundled_assistant) -> None:
     from io import StringIO
 
     from rich.console import Console
@@ -233,8 +233,8 @@ def test_the_shell_presses_a_button_by_number(bundled_agent) -> None:
 
     console = Console(file=StringIO(), width=200)
     options: list[dict[str, str]] = []
-    state = show_turn(bundled_agent, "你好", "wechat", console, DialogueState(), [], options)
+    state = show_turn(bundled_assistant, "你好", "wechat", console, DialogueState(), [], options)
     assert [o["title"] for o in options][:2] == ["挂失银行卡", "查询余额"]
-    show_turn(bundled_agent, "2", "wechat", console, state, [], options)
+    show_turn(bundled_assistant, "2", "wechat", console, state, [], options)
     assert "button     /check_balance" in console.file.getvalue()
     assert "intents    check_balance 1.00" in console.file.getvalue()

@@ -375,6 +375,6 @@ def test_digits_that_fail_the_luhn_check_are_no_card_number() -> None:
 
 
 @pytest.mark.parametrize("text", ["身份证号110105199001011234", "订单号2024010112345678", "流水号88881234999"])
-def test_no_card_tail_is_read_from_inside_a_longer_number(bundled_agent, text: str) -> None:
-    entities = bundled_agent.parse(text)["entities"]
+def test_no_card_tail_is_read_from_inside_a_longer_number(bundled_assistant, text: str) -> None:
+    entities = bundled_assistant.parse(text)["entities"]
     assert not [e for e in entities if e["entity"] == "card_tail"], entities

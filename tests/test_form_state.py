@@ -16,9 +16,9 @@ from bot.web.app import create_app
 
 
 @pytest.fixture
-def client(bundled_agent, tmp_path: Path) -> TestClient:
+def client(bundled_assistant, tmp_path: Path) -> TestClient:
     database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
-    app = create_app(bundled_agent.config, agent=bundled_agent, database=database)
+    app = create_app(bundled_assistant.config, assistant=bundled_assistant, database=database)
     app.state.desk.clock = lambda: NOON
     create_agent(database, "wang", "小王", PASSWORD, groups=["借记卡与账户", "综合服务"])
     return TestClient(app)
@@ -98,12 +98,12 @@ def test_after_a_person_closes_the_chat_the_form_does_not_come_back(client: Test
 
 
 @pytest.mark.parametrize("message", ["帮忙开通，谢谢"])
-def test_thanks_attached_to_a_request_does_not_replace_it(client: TestClient, bundled_agent, message: str) -> None:
-    assert bundled_agent.parse(message)["intent"]["name"] == "thanks"  # what the classifier alone makes of it
+def test_thanks_attached_to_a_request_does_not_replace_it(client: TestClient, bundled_assistant, message: str) -> None:
+    assert bundled_assistant.parse(message)["intent"]["name"] == "thanks"  # what the classifier alone makes of it
     response = client.post("/webhooks/rest/webhook", json={"sender": "courtesy", "message": message}).json()
     reply = " ".join(r["text"] for r in response)
     assert "不用谢" not in reply and "不客气" not in reply and "客气" not in reply
-    assert bundled_agent.parse("帮忙开通")["intent"]["name"] != "thanks"
+    assert bundled_assistant.parse("帮忙开通")["intent"]["name"] != "thanks"
 
 
 def test_plain_thanks_is_still_thanks(client: TestClient) -> None:
@@ -148,8 +148,8 @@ def test_one_question_in_two_sentences_is_one_question(client: TestClient) -> No
     assert "尾号" in reply  # the card-loss form starts, once
 
 
-def test_a_goodbye_is_a_goodbye_not_a_menu(client: TestClient, bundled_agent) -> None:
-    assert 0.6 <= bundled_agent.parse("拜拜啦")["intent"]["confidence"] < 0.9  # below the bar for bank answers
+def test_a_goodbye_is_a_goodbye_not_a_menu(client: TestClient, bundled_assistant) -> None:
+    assert 0.6 <= bundled_assistant.parse("拜拜啦")["intent"]["confidence"] < 0.9  # below the bar for bank answers
     response = client.post("/webhooks/rest/webhook", json={"sender": "bye", "message": "拜拜啦"}).json()
     assert "再见" in " ".join(r["text"] for r in response) and not any(r.get("buttons") for r in response)
 
@@ -172,9 +172,9 @@ def test_a_long_clear_request_that_matches_nothing_is_offered_a_person_at_once(c
     assert "转接人工客服" in reply and "换个说法" not in reply
 
 
-def test_a_weak_intent_does_not_answer_and_the_right_entry_is_offered(client: TestClient, bundled_agent) -> None:
+def test_a_weak_intent_does_not_answer_and_the_right_entry_is_offered(client: TestClient, bundled_assistant) -> None:
     message = "我需要结清证明到那里打印"
-    parse = bundled_agent.parse(message)
+    parse = bundled_assistant.parse(message)
     assert parse["intent"]["name"] == "deposit_certificate" and parse["intent"]["confidence"] < 0.9
     response = client.post("/webhooks/rest/webhook", json={"sender": "weak", "message": message}).json()
     titles = [b["title"] for b in response[0]["buttons"]]
@@ -183,8 +183,8 @@ def test_a_weak_intent_does_not_answer_and_the_right_entry_is_offered(client: Te
 
 
 @pytest.mark.parametrize("message", ["转账的问题", "手机银行那个怎么弄", "存款那个能不能弄一下"])
-def test_an_uncertain_message_gets_a_menu_with_a_way_out_not_an_answer(client: TestClient, bundled_agent,
+def test_an_uncertain_message_gets_a_menu_with_a_way_out_not_an_answer(client: TestClient, bundled_assistant,
                                                                        message: str) -> None:
-    assert bundled_agent.parse(message)["intent"]["confidence"] < 0.9
+    assert bundled_assistant.parse(message)["intent"]["confidence"] < 0.9
     response = client.post("/webhooks/rest/webhook", json={"sender": f"menu-{message}", "message": message}).json()
     assert response[0]["text"] == "您是不是想问：" and response[0]["buttons"][-1]["title"] == "都不是，转人工"

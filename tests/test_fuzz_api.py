@@ -42,14 +42,14 @@ class Target:
 
 
 @pytest.fixture(scope="module")
-def target(minibot_agent, tmp_path_factory: pytest.TempPathFactory) -> Target:
+def target(minibot_assistant, tmp_path_factory: pytest.TempPathFactory) -> Target:
     data: Path = tmp_path_factory.mktemp("fuzz")
     database = Database(f"sqlite:///{data / 'bot.db'}")
     # every feature that is off until configured is on, so its code is fuzzed rather than a 503
-    config = minibot_agent.config.model_copy(update={
+    config = minibot_assistant.config.model_copy(update={
         "channels": ChannelsConfig(app=AppChannelConfig(secret=APP_SECRET)),
         "notify": NotifyConfig(api_keys=[NOTIFY_KEY]), "security": SecurityConfig(api_token=API_TOKEN)})
-    app = create_app(config, agent=minibot_agent, database=database)
+    app = create_app(config, assistant=minibot_assistant, database=database)
     create_agent(database, "fuzz-admin", "模糊测试", PASSWORD, role="admin")
     login = TestClient(app).post("/api/agent/login", json={"username": "fuzz-admin", "password": PASSWORD})
     session = {"Authorization": f"Bearer {login.json()['token']}"}

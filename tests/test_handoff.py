@@ -80,10 +80,10 @@ def test_ratings(text: str, rating: int | None) -> None:
 
 
 @pytest.fixture
-def desk_and_service(database_url: str, minibot_agent):
+def desk_and_service(database_url: str, minibot_assistant):
     database = Database(database_url)
     desk = AgentDesk(database, CONFIG, clock=lambda: WORKDAY_NOON)
-    service = ConversationService(minibot_agent, ConversationStore(database), handoff=Handover(desk, CONFIG))
+    service = ConversationService(minibot_assistant, ConversationStore(database), handoff=Handover(desk, CONFIG))
     return desk, service
 
 
@@ -165,11 +165,11 @@ def test_two_agents_accepting_at_once_exactly_one_wins(desk_and_service) -> None
     assert desk.open_handoff(service.store.find_conversation("contested").id).agent_id == wins[0]
 
 
-def test_outside_working_hours_the_customer_leaves_a_message(database_url: str, minibot_agent) -> None:
+def test_outside_working_hours_the_customer_leaves_a_message(database_url: str, minibot_assistant) -> None:
     database = Database(database_url)
     desk = AgentDesk(database, CONFIG, clock=lambda: SATURDAY_NIGHT)
     loans = HandoffConfig(**{**CONFIG.model_dump(), "default_group": "贷款"})
-    service = ConversationService(minibot_agent, ConversationStore(database), handoff=Handover(desk, loans))
+    service = ConversationService(minibot_assistant, ConversationStore(database), handoff=Handover(desk, loans))
     desk.config = loans
     reply = say(service, "转人工", "night")
     assert "09:00-17:30" in reply and "11月30日 09:00" in reply and "留言" in reply

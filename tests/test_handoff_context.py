@@ -22,11 +22,11 @@ RAW_NAME = re.compile(r"[a-z]+(?:_[a-z0-9]+)+")  # an intent, slot or form name:
 
 
 @pytest.fixture
-def bank(bundled_agent, tmp_path):
+def bank(bundled_assistant, tmp_path):
     database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
-    config = bundled_agent.config.handoff
+    config = bundled_assistant.config.handoff
     desk = AgentDesk(database, config, clock=lambda: NOON)
-    service = ConversationService(bundled_agent, ConversationStore(database), handoff=Handover(desk, config))
+    service = ConversationService(bundled_assistant, ConversationStore(database), handoff=Handover(desk, config))
     return desk, service
 
 

@@ -19,18 +19,18 @@ def make_client(agent, tmp_path: Path, **server: object) -> TestClient:
     config = agent.config.model_copy(update={"server": ServerConfig(**server),
                                              "storage": agent.config.storage.model_copy(
                                                  update={"url": f"sqlite:///{tmp_path / 'bot.db'}"})})
-    return TestClient(create_app(config, agent=agent))
+    return TestClient(create_app(config, assistant=agent))
 
 
 @pytest.fixture(scope="module")
-def client(minibot_agent, tmp_path_factory: pytest.TempPathFactory) -> TestClient:
-    return make_client(minibot_agent, tmp_path_factory.mktemp("headers"))
+def client(minibot_assistant, tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    return make_client(minibot_assistant, tmp_path_factory.mktemp("headers"))
 
 
 @pytest.fixture(scope="module")
-def embedded(minibot_agent, tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+def embedded(minibot_assistant, tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     """Embedded on the bank's site, served over HTTPS, docs off: the production settings."""
-    return make_client(minibot_agent, tmp_path_factory.mktemp("embedded"), allowed_origins=[BANK],
+    return make_client(minibot_assistant, tmp_path_factory.mktemp("embedded"), allowed_origins=[BANK],
                        behind_tls=True, docs=False)
 
 

@@ -33,10 +33,10 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Database:
 
 
 @pytest.fixture(scope="module")
-def client(minibot_agent, database: Database) -> TestClient:
+def client(minibot_assistant, database: Database) -> TestClient:
     channels = ChannelsConfig(app=AppChannelConfig(secret=SECRET))
-    config = minibot_agent.config.model_copy(update={"channels": channels})
-    return TestClient(create_app(config, agent=minibot_agent, database=database))
+    config = minibot_assistant.config.model_copy(update={"channels": channels})
+    return TestClient(create_app(config, assistant=minibot_assistant, database=database))
 
 
 def stored_rows(database: Database) -> int:
@@ -122,10 +122,10 @@ def test_the_body_limit_holds_for_every_route(client: TestClient) -> None:
     assert client.post("/api/agent/login", content=chunks(1024 * 1024)).status_code == 413
 
 
-def test_a_channel_with_its_own_body_limit_keeps_it(minibot_agent, database: Database) -> None:
+def test_a_channel_with_its_own_body_limit_keeps_it(minibot_assistant, database: Database) -> None:
     channels = ChannelsConfig(wechat=WeChatChannelConfig(max_body_bytes=256 * 1024))
-    wechat = TestClient(create_app(minibot_agent.config.model_copy(update={"channels": channels}),
-                                   agent=minibot_agent, database=database))
+    wechat = TestClient(create_app(minibot_assistant.config.model_copy(update={"channels": channels}),
+                                   assistant=minibot_assistant, database=database))
     assert wechat.post("/channels/wechat", content=b"x" * 100_000).status_code == 404  # the route decides
     assert wechat.post("/channels/wechat", content=b"x" * 300_000).status_code == 413
     assert wechat.post("/webhooks/rest/webhook", content=b"x" * 100_000).status_code == 413

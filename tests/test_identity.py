@@ -32,8 +32,8 @@ def database(tmp_path: Path) -> Database:
 
 
 @pytest.fixture
-def client(bundled_agent, database: Database) -> TestClient:
-    return TestClient(create_app(configured(bundled_agent.config), agent=bundled_agent, database=database))
+def client(bundled_assistant, database: Database) -> TestClient:
+    return TestClient(create_app(configured(bundled_assistant.config), assistant=bundled_assistant, database=database))
 
 
 def say(client: TestClient, body: dict) -> str:
@@ -92,8 +92,8 @@ def test_the_tracker_needs_the_api_token(client: TestClient) -> None:
     assert "138****5678" in tracker.text
 
 
-def test_without_a_configured_token_the_api_is_off(bundled_agent, database: Database) -> None:
-    client = TestClient(create_app(configured(bundled_agent.config, api_token=None), agent=bundled_agent,
+def test_without_a_configured_token_the_api_is_off(bundled_assistant, database: Database) -> None:
+    client = TestClient(create_app(configured(bundled_assistant.config, api_token=None), assistant=bundled_assistant,
                                    database=database))
     say(client, {"sender": "off-1", "message": "你好"})
     response = client.get("/conversations/off-1/tracker")
@@ -134,10 +134,10 @@ def test_new_visitors_from_one_address_do_not_get_fresh_binding_guesses(client: 
     assert "次数过多" in visitor_says(f"绑定 {code}")  # the right code too, from this address
 
 
-def test_the_server_key_is_made_once_readable_only_by_the_server(tmp_path: Path, bundled_agent) -> None:
+def test_the_server_key_is_made_once_readable_only_by_the_server(tmp_path: Path, bundled_assistant) -> None:
     from bot.security.credentials import VisitorCredentials, server_key
 
-    config = bundled_agent.config.model_copy(update={"root": tmp_path})
+    config = bundled_assistant.config.model_copy(update={"root": tmp_path})
     first, second = server_key(config), server_key(config)  # a second worker reads the same key
     assert first == second and len(first) >= 32
     assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o077 == 0

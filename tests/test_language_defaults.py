@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.config import BotConfig, DialogueConfig
 from bot.dialogue.engine import DialogueEngine, DialogueState
 from bot.dialogue.responder import Reply, Responder
@@ -63,14 +63,14 @@ def shown(replies: list[Reply]) -> list[str]:
 
 
 def turn(chat: Chat, text: str) -> list[Reply]:
-    parse, outcome = chat.agent.respond(text, "web", chat.state, sender_id="tester", history=chat.history)
+    parse, outcome = chat.assistant.respond(text, "web", chat.state, sender_id="tester", history=chat.history)
     chat.state = outcome.state
     chat.history += [{"event": "user", "text": text, "parse_data": dict(parse)}, *outcome.events]
     return outcome.replies
 
 
 @pytest.fixture(scope="module")
-def bank_en(tmp_path_factory: pytest.TempPathFactory) -> tuple[BotConfig, Agent]:
+def bank_en(tmp_path_factory: pytest.TempPathFactory) -> tuple[BotConfig, Assistant]:
     root = project_copy(BANK, tmp_path_factory.mktemp("bank_en"), extra={"data/close_account.yml": CLOSE_ACCOUNT,
                                                                         "bot.yml": BANK_SETTINGS})
     edit(root / "domain.yml", ("  - faq\n", "  - faq\n  - close_account\n"),
@@ -81,7 +81,7 @@ def bank_en(tmp_path_factory: pytest.TempPathFactory) -> tuple[BotConfig, Agent]
 
 
 @pytest.fixture(scope="module")
-def moodbot(tmp_path_factory: pytest.TempPathFactory) -> tuple[BotConfig, Agent]:
+def moodbot(tmp_path_factory: pytest.TempPathFactory) -> tuple[BotConfig, Assistant]:
     return trained(project_copy(MOODBOT, tmp_path_factory.mktemp("mood"), extra={"bot.yml": MOOD_SETTINGS}))
 
 
@@ -89,7 +89,7 @@ def moodbot(tmp_path_factory: pytest.TempPathFactory) -> tuple[BotConfig, Agent]
 
 
 def test_every_text_the_engine_writes_itself_is_english_in_an_english_project(
-        bank_en: tuple[BotConfig, Agent]) -> None:
+        bank_en: tuple[BotConfig, Assistant]) -> None:
     agent = bank_en[1]
     said: dict[str, list[str]] = {}
 
@@ -123,7 +123,7 @@ def test_every_text_the_engine_writes_itself_is_english_in_an_english_project(
     assert not [text for texts in said.values() for text in texts if CJK.search(text)]
 
 
-def test_the_moodbot_falls_back_clarifies_and_offers_a_person_in_english(moodbot: tuple[BotConfig, Agent]) -> None:
+def test_the_moodbot_falls_back_clarifies_and_offers_a_person_in_english(moodbot: tuple[BotConfig, Assistant]) -> None:
     chat = Chat(moodbot[1])
     replies = [*turn(chat, "asdf"), *turn(chat, "blorp"), *turn(Chat(moodbot[1]), "sad happy")]
     assert [r.source for r in replies] == ["utter_default", "utter_offer_human", "clarify"]
@@ -213,8 +213,8 @@ stories:
     assert chat.say("4821") == ["utter_card_status", "utter_ask_anything_else"]
 
 
-def test_the_menu_offers_an_intent_only_a_story_handles(bank_en: tuple[BotConfig, Agent],
-                                                         moodbot: tuple[BotConfig, Agent]) -> None:
+def test_the_menu_offers_an_intent_only_a_story_handles(bank_en: tuple[BotConfig, Assistant],
+                                                         moodbot: tuple[BotConfig, Assistant]) -> None:
     """check_balance and mood_unhappy have stories, no rules: unsure of them, the bot offers them."""
     chat = Chat(bank_en[1])
     menu = turn(chat, "balance card")

@@ -35,11 +35,11 @@ class FakeHub:
 
 
 @pytest.fixture
-def setup(database_url: str, minibot_agent):
+def setup(database_url: str, minibot_assistant):
     database = Database(database_url)
     desk = AgentDesk(database, CONFIG, clock=lambda: WORKDAY_NOON)
     hub = FakeHub()
-    service = ConversationService(minibot_agent, ConversationStore(database), handoff=Handover(desk, CONFIG, hub))
+    service = ConversationService(minibot_assistant, ConversationStore(database), handoff=Handover(desk, CONFIG, hub))
     return desk, service, hub
 
 

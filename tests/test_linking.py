@@ -29,13 +29,13 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def linked_app(bundled_agent, tmp_path: Path, wechat_api):  # noqa: F811
+def linked_app(bundled_assistant, tmp_path: Path, wechat_api):  # noqa: F811
     url, state = wechat_api
     channels = ChannelsConfig(app=AppChannelConfig(secret=SECRET, max_token_age_seconds=600),
                               wechat=WeChatChannelConfig(token=TOKEN, app_id=APP_ID, app_secret="s3cret", mode="plain",
                                                          api_base=url))
     database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
-    app = create_app(bundled_agent.config.model_copy(update={"channels": channels}), agent=bundled_agent,
+    app = create_app(bundled_assistant.config.model_copy(update={"channels": channels}), assistant=bundled_assistant,
                      database=database)
     app.state.desk.clock = lambda: NOON
     create_agent(database, "wang", "小王", PASSWORD, groups=["借记卡与账户", "综合服务"])

@@ -33,13 +33,13 @@ from tests.browser_support import served
 PASSWORD = "correct horse battery"
 
 
-def make_app(bundled_agent: Any, database: Database, trusted_proxies: tuple[str, ...] = (),
+def make_app(bundled_assistant: Any, database: Database, trusted_proxies: tuple[str, ...] = (),
              **security: Any) -> FastAPI:
-    config = bundled_agent.config
+    config = bundled_assistant.config
     config = config.model_copy(update={
         "security": config.security.model_copy(update=security),
         "server": config.server.model_copy(update={"trusted_proxies": list(trusted_proxies)})})
-    return create_app(config, agent=bundled_agent, database=database)
+    return create_app(config, assistant=bundled_assistant, database=database)
 
 
 @pytest.fixture
@@ -51,8 +51,8 @@ def database(tmp_path: Path) -> Database:
 
 
 @pytest.fixture
-def client(bundled_agent: Any, database: Database) -> TestClient:
-    return TestClient(make_app(bundled_agent, database))
+def client(bundled_assistant: Any, database: Database) -> TestClient:
+    return TestClient(make_app(bundled_assistant, database))
 
 
 def log_in(client: TestClient, username: str, password: str = PASSWORD, **headers: str) -> httpx.Response:
@@ -86,9 +86,9 @@ def test_five_failures_lock_the_account_even_for_the_right_password(client: Test
     assert [a.actor for a in audit(database, "login")] == ["agent:li"]
 
 
-def test_failures_from_one_ip_lock_every_account_for_that_ip(bundled_agent: Any, database: Database) -> None:
+def test_failures_from_one_ip_lock_every_account_for_that_ip(bundled_assistant: Any, database: Database) -> None:
     # X-Forwarded-For is believed from the proxy only, here the test client
-    client = TestClient(make_app(bundled_agent, database, trusted_proxies=("testclient",), login_ip_max_failures=3))
+    client = TestClient(make_app(bundled_assistant, database, trusted_proxies=("testclient",), login_ip_max_failures=3))
     guesser = {"X-Forwarded-For": "203.0.113.7"}
     assert [log_in(client, name, "guess", **guesser).status_code for name in ("a", "b", "c")] == [401] * 3
     refused = log_in(client, "wang", **guesser)
@@ -116,16 +116,16 @@ def test_hostile_usernames_and_ids_are_refused_not_failed(client: TestClient) ->
 
 # --- sessions ------------------------------------------------------------------------------------------------
 
-def test_sessions_are_stored_hashed_and_survive_a_restart(bundled_agent: Any, database: Database,
+def test_sessions_are_stored_hashed_and_survive_a_restart(bundled_assistant: Any, database: Database,
                                                           tmp_path: Path) -> None:
-    token = log_in(TestClient(make_app(bundled_agent, database)), "wang").json()["token"]
+    token = log_in(TestClient(make_app(bundled_assistant, database)), "wang").json()["token"]
     with database.session() as db:
         [record] = db.scalars(select(AgentSessionRecord)).all()
         assert record.token_hash == hashlib.sha256(token.encode()).hexdigest() and record.role == "agent"
         assert token not in str(db.execute(text("select * from agent_sessions")).all())
 
     restarted = Database(f"sqlite:///{tmp_path / 'bot.db'}")  # a new process, or another worker
-    client = TestClient(make_app(bundled_agent, restarted))
+    client = TestClient(make_app(bundled_assistant, restarted))
     assert client.get("/api/agent/queue", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
@@ -140,8 +140,8 @@ def test_logout_and_expiry_end_sessions(client: TestClient, database: Database) 
     assert client.get("/api/agent/queue", headers=second).status_code == 401
 
 
-def test_sessions_last_session_hours(bundled_agent: Any, database: Database) -> None:
-    client = TestClient(make_app(bundled_agent, database, session_hours=0.5))
+def test_sessions_last_session_hours(bundled_assistant: Any, database: Database) -> None:
+    client = TestClient(make_app(bundled_assistant, database, session_hours=0.5))
     bearer(log_in(client, "wang"))
     with database.session() as db:
         record = db.scalars(select(AgentSessionRecord)).one()
@@ -229,10 +229,10 @@ def served_with_log(app: FastAPI) -> Iterator[tuple[str, Collected]]:
                 logger.removeHandler(collected)
 
 
-def test_no_token_the_server_issued_reaches_its_log(bundled_agent: Any, database: Database) -> None:
+def test_no_token_the_server_issued_reaches_its_log(bundled_assistant: Any, database: Database) -> None:
     from websockets.sync.client import connect
 
-    with served_with_log(make_app(bundled_agent, database)) as (url, log):
+    with served_with_log(make_app(bundled_assistant, database)) as (url, log):
         http = httpx.Client(base_url=url)
         tokens = []
         for name in ("wang", "li"):
@@ -272,13 +272,13 @@ def rss_mb() -> float:
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
 
 
-def test_a_login_flood_neither_exhausts_memory_nor_starves_customers(bundled_agent: Any,
+def test_a_login_flood_neither_exhausts_memory_nor_starves_customers(bundled_assistant: Any,
                                                                      database: Database) -> None:
     """120 logins at once (right passwords: nothing is locked, every one is checked) while a customer chats.
     Before: each login held a worker thread and 64 MB of argon2 memory (2.6 GB, a customer waited 3.9 s). Now
     two are checked at a time; on a busy machine the last ones may wait past the limit and get 503."""
     customer_waits: list[float] = []
-    with served_with_log(make_app(bundled_agent, database)) as (url, _), \
+    with served_with_log(make_app(bundled_assistant, database)) as (url, _), \
             httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=200)) as http:
         http.post("/webhooks/rest/webhook", json={"sender": "flood-customer", "message": "你好"})
         baseline = rss_mb()

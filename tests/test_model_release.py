@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.cli import app as cli
 from bot.config import load_config
 from bot.handoff.agents import create_agent
@@ -213,7 +213,7 @@ def test_a_second_app_over_the_same_database_picks_up_the_activation_by_polling(
                                                                                  tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'bot.db'}"
     first_app, second_app = open_app(project, url), open_app(project, url)
-    older = first_app.state.agent.version
+    older = first_app.state.assistant.version
     first_app.state.live_model.poll_seconds = second_app.state.live_model.poll_seconds = 0.2
     with TestClient(first_app) as first, TestClient(second_app) as second:
         newer = train(load_config(project / "config.yml", environ={})).name  # `bot train` beside the servers
@@ -417,10 +417,10 @@ def test_hot_swap_under_load_fails_no_request_and_reaches_every_process(project:
 # --- conversation tests -----------------------------------------------------------------------------------------
 
 
-def test_the_bundled_bots_conversation_tests_pass(bundled_agent) -> None:
+def test_the_bundled_bots_conversation_tests_pass(bundled_assistant) -> None:
     stories = load_tests(ROOT / "tests" / "conversations")
     assert len(stories) >= 4
-    result = run_tests(bundled_agent.config, bundled_agent, stories)
+    result = run_tests(bundled_assistant.config, bundled_assistant, stories)
     assert result["failed"] == 0, "\n".join(result["failures"])
 
 
@@ -458,7 +458,7 @@ def test_a_trainer_turns_a_real_conversation_into_a_passing_test(project: Path, 
     [story] = [s for s in load_tests(path.parent) if s["source"] == str(path)]
     assert story["story"] == "真实对话：挂失"
     assert [s.get("user") for s in story["steps"] if "user" in s] == ["你好", "我的卡丢了"]
-    agent = app.state.agent
+    agent = app.state.assistant
     assert run_tests(agent.config, agent, [story])["failed"] == 0
 
 
@@ -474,7 +474,7 @@ def test_agent_of_a_model_directory_is_what_startup_serves(project: Path, tmp_pa
     url = f"sqlite:///{tmp_path / 'bot.db'}"
     config = load_config(project / "config.yml", environ=environ(url))
     newest = max(p.name for p in (project / "models").iterdir())
-    assert create_app(config).state.agent.version == newest
+    assert create_app(config).state.assistant.version == newest
     from bot.trainer import registry
 
     candidate = registry.start_training(Database(url), config, trained_by="test")
@@ -482,8 +482,8 @@ def test_agent_of_a_model_directory_is_what_startup_serves(project: Path, tmp_pa
         if registry.get(Database(url), candidate).status != "training":
             break
         time.sleep(0.05)
-    assert isinstance(create_app(config).state.agent, Agent)
-    assert create_app(config).state.agent.version == newest
+    assert isinstance(create_app(config).state.assistant, Assistant)
+    assert create_app(config).state.assistant.version == newest
 
 
 def test_the_comparison_replays_the_review_inbox_by_default(project: Path, tmp_path: Path) -> None:

@@ -18,17 +18,17 @@ KEY = "core-banking-notify-key-0001"
 ATM = {"card_tail": "6688", "time": "11月23日 14:05", "atm_id": "SH0231", "address": "浦东新区世纪大道100号"}
 
 
-def make_app(bundled_agent, tmp_path: Path, api_url: str):
+def make_app(bundled_assistant, tmp_path: Path, api_url: str):
     wechat = WeChatChannelConfig(token=TOKEN, app_id=APP_ID, app_secret="s3cret", encoding_aes_key=AES_KEY,
                                  mode="plain", api_base=api_url)
-    config = bundled_agent.config.model_copy(update={"channels": ChannelsConfig(wechat=wechat),
+    config = bundled_assistant.config.model_copy(update={"channels": ChannelsConfig(wechat=wechat),
                                                      "notify": NotifyConfig(api_keys=[KEY])})
-    return create_app(config, agent=bundled_agent, database=Database(f"sqlite:///{tmp_path / 'bot.db'}"))
+    return create_app(config, assistant=bundled_assistant, database=Database(f"sqlite:///{tmp_path / 'bot.db'}"))
 
 
-def test_atm_notification_then_the_customers_answer(bundled_agent, tmp_path: Path, wechat_api) -> None:  # noqa: F811
+def test_atm_notification_then_the_customers_answer(bundled_assistant, tmp_path: Path, wechat_api) -> None:  # noqa: F811
     url, state = wechat_api
-    app = make_app(bundled_agent, tmp_path, url)
+    app = make_app(bundled_assistant, tmp_path, url)
     client = TestClient(app)
     app.state.conversations.store.link_customer("wechat", OPENID, "C0001", name="张伟", tier="金卡", verified=True)
 
@@ -45,7 +45,7 @@ def test_atm_notification_then_the_customers_answer(bundled_agent, tmp_path: Pat
     answer = reply_text(post(client, text_xml("是的", int(time.time())))[0])
     assert "世纪大道100号" in answer and "领取" in answer  # the recovery steps for this ATM
 
-    other = make_app(bundled_agent, tmp_path / "other", url)
+    other = make_app(bundled_assistant, tmp_path / "other", url)
     other_client = TestClient(other)
     other.state.conversations.store.link_customer("wechat", OPENID, "C0001", name="张伟", verified=True)
     other_client.post("/api/v1/notify", json=body, headers={"X-API-Key": KEY})
@@ -57,9 +57,9 @@ def test_atm_notification_then_the_customers_answer(bundled_agent, tmp_path: Pat
     assert any(e["event"] == "handoff" for e in events)
 
 
-def test_a_customer_without_a_channel_gets_it_later(bundled_agent, tmp_path: Path, wechat_api) -> None:  # noqa: F811
+def test_a_customer_without_a_channel_gets_it_later(bundled_assistant, tmp_path: Path, wechat_api) -> None:  # noqa: F811
     url, state = wechat_api
-    app = make_app(bundled_agent, tmp_path, url)
+    app = make_app(bundled_assistant, tmp_path, url)
     from bot.storage.models import Customer
 
     with app.state.database.session() as session, session.begin():

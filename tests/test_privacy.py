@@ -124,13 +124,13 @@ def run_everything(database: Database, agent: Any, hub: RecordingHub) -> tuple[C
     return service, handoff.id
 
 
-def test_full_numbers_through_every_channel_leave_no_trace(database_url: str, minibot_agent,
+def test_full_numbers_through_every_channel_leave_no_trace(database_url: str, minibot_assistant,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     install_log_masking()
     database = Database(database_url)
     hub = RecordingHub()
-    service, handoff_id = run_everything(database, minibot_agent, hub)
+    service, handoff_id = run_everything(database, minibot_assistant, hub)
     logging.getLogger("bot.test").warning("customer wrote %s and %s", CARD_16, {"phone": PHONE})
     try:
         raise RuntimeError(f"could not handle {ID_X}")
@@ -156,9 +156,9 @@ def test_full_numbers_through_every_channel_leave_no_trace(database_url: str, mi
     assert_no_secret("\n".join(r.getMessage() for r in caplog.records), "log records")
 
 
-def test_forms_keep_what_they_need(database_url: str, minibot_agent) -> None:
+def test_forms_keep_what_they_need(database_url: str, minibot_assistant) -> None:
     """The stored user text keeps a card's and an ID's last four, which is all the forms read."""
-    service = ConversationService(minibot_agent, ConversationStore(Database(database_url)))
+    service = ConversationService(minibot_assistant, ConversationStore(Database(database_url)))
     turn = service.handle(Inbound("web", "v-form", f"身份证{ID_X}，卡号{CARD_16}", "f-1"))
     user = next(e for e in service.store.events(turn.conversation_id) if e["event"] == "user")
     assert user["text"] == f"身份证**************002X，卡号{'*' * 12}{CARD_16[-4:]}"
@@ -175,12 +175,12 @@ def _has_secret(text: str) -> bool:
 
 
 def test_originals_are_kept_encrypted_only_when_asked_and_only_revealed_audited(
-        database_url: str, minibot_agent, monkeypatch: pytest.MonkeyPatch) -> None:
+        database_url: str, minibot_assistant, monkeypatch: pytest.MonkeyPatch) -> None:
     key = Fernet.generate_key().decode()
     monkeypatch.setenv("BANK_ORIGINALS", key)
     security = SecurityConfig(keep_originals_encrypted=True, originals_key_env="BANK_ORIGINALS")
     database = Database(database_url)
-    service = ConversationService(minibot_agent, ConversationStore(database, security=security))
+    service = ConversationService(minibot_assistant, ConversationStore(database, security=security))
     text = f"我的卡号是{CARD_16}，手机{PHONE}"
     turn = service.handle(Inbound("web", "v-orig", text, "o-1"))
 
@@ -215,10 +215,10 @@ def test_start_up_refuses_the_option_without_a_valid_key(tmp_path: Path, monkeyp
 # --- rows stored before input was checked --------------------------------------------------------------------
 
 
-def test_rows_stored_before_input_was_checked_still_read(database_url: str, minibot_agent) -> None:
+def test_rows_stored_before_input_was_checked_still_read(database_url: str, minibot_assistant) -> None:
     database = Database(database_url)
     store = ConversationStore(database)
-    service = ConversationService(minibot_agent, store)
+    service = ConversationService(minibot_assistant, store)
     turn = service.handle(Inbound("web", "v-old", "你好", "old-1"))
     with database.session() as session, session.begin():  # what the old server let through, written as it did
         conversation = session.get(Conversation, turn.conversation_id)

@@ -30,16 +30,16 @@ def message(channel: str) -> str:
 
 
 @pytest.fixture
-def app(bundled_agent, database_url: str, wecom_api):  # noqa: F811
+def app(bundled_assistant, database_url: str, wecom_api):  # noqa: F811
     url, _ = wecom_api
     channels = ChannelsConfig(
         app=AppChannelConfig(secret=APP_SECRET),
         wechat=WeChatChannelConfig(token="privacytoken", app_id="wx0123456789abcdef", mode="plain"),
         wecom=WeComChannelConfig(token=TOKEN, corp_id=CORP_ID, secret=SECRET, encoding_aes_key=AES_KEY,
                                  api_base=url))
-    config = bundled_agent.config.model_copy(update={"channels": channels,
+    config = bundled_assistant.config.model_copy(update={"channels": channels,
                                                      "notify": NotifyConfig(api_keys=[NOTIFY_KEY])})
-    return create_app(config, agent=bundled_agent, database=Database(database_url))
+    return create_app(config, assistant=bundled_assistant, database=Database(database_url))
 
 
 def everything_stored(database: Database) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.dialogue.engine import DialogueState
 from bot.model import train
 from bot.nlu.extractors import extract
@@ -168,15 +168,15 @@ def write_project(root: Path, domain: str = DOMAIN, rules: str = RULES) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pizza(tmp_path_factory: pytest.TempPathFactory) -> Agent:
+def pizza(tmp_path_factory: pytest.TempPathFactory) -> Assistant:
     config = load_project(write_project(tmp_path_factory.mktemp("pizza")), environ={}).config
-    return Agent.load(config, train(config))
+    return Assistant.load(config, train(config))
 
 
-def say(agent: Agent, texts: list[str]) -> tuple[list[list[str]], DialogueState]:
+def say(assistant: Assistant, texts: list[str]) -> tuple[list[list[str]], DialogueState]:
     state, history, answers = DialogueState(), [], []
     for text in texts:
-        parse, outcome = agent.respond(text, "web", state, sender_id="t", history=history)
+        parse, outcome = assistant.respond(text, "web", state, sender_id="t", history=history)
         state = outcome.state
         history += [{"event": "user", "text": text, "parse_data": dict(parse)}, *outcome.events]
         answers.append([r.source for r in outcome.replies])
@@ -288,7 +288,7 @@ def test_number_is_not_taken_from_inside_a_word() -> None:
 # --- end to end ----------------------------------------------------------------------------------------------
 
 
-def test_a_rasa2_form_project_fills_its_form_and_finishes(pizza: Agent) -> None:
+def test_a_rasa2_form_project_fills_its_form_and_finishes(pizza: Assistant) -> None:
     answers, state = say(pizza, ["hello", "I want a pizza", "salami", "two please", "yes"])
     assert answers[:4] == [["utter_hello"], ["utter_ask_topping"], ["utter_ask_pizzas"], ["utter_ask_extra_cheese"]]
     assert answers[4] == ["utter_order_done"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.config import BotConfig
 from bot.dialogue.policies.tracker import applied_events
 from bot.dialogue.service import ConversationService, Inbound, TurnResult
@@ -193,9 +193,9 @@ def write_project(root: Path, files: dict[str, str] | None = None) -> Path:
     return root
 
 
-def trained(root: Path) -> tuple[BotConfig, Agent]:
+def trained(root: Path) -> tuple[BotConfig, Assistant]:
     config = load_project(root, environ={}).config
-    return config, Agent.load(config, train(config))
+    return config, Assistant.load(config, train(config))
 
 
 def user(intent: str) -> dict[str, Any]:
@@ -215,7 +215,7 @@ def slot(name: str, value: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def formbot(tmp_path_factory: pytest.TempPathFactory) -> Agent:
+def formbot(tmp_path_factory: pytest.TempPathFactory) -> Assistant:
     return trained(write_project(tmp_path_factory.mktemp("formbot")))[1]
 
 
@@ -241,7 +241,7 @@ def test_a_form_run_again_drops_the_customers_answers_but_keeps_its_slots() -> N
         "utter_hours", "table_form"]  # the unhappy path keeps what answered the customer
 
 
-def test_the_submit_rule_and_a_story_say_what_follows_a_form_done_on_a_later_turn(formbot: Agent) -> None:
+def test_the_submit_rule_and_a_story_say_what_follows_a_form_done_on_a_later_turn(formbot: Assistant) -> None:
     chat = Chat(formbot)
     assert chat.say("book a table") == ["utter_ask_cuisine"]
     assert chat.say("italian") == ["utter_ask_people"]
@@ -254,7 +254,7 @@ def test_the_submit_rule_and_a_story_say_what_follows_a_form_done_on_a_later_tur
 # --- action_deactivate_loop, English cancel words, action_back -------------------------------------------------
 
 
-def test_a_rule_to_action_deactivate_loop_stops_the_form_and_keeps_what_it_collected(formbot: Agent) -> None:
+def test_a_rule_to_action_deactivate_loop_stops_the_form_and_keeps_what_it_collected(formbot: Assistant) -> None:
     chat = Chat(formbot)
     chat.say("book a table")
     chat.say("italian")
@@ -266,7 +266,7 @@ def test_a_rule_to_action_deactivate_loop_stops_the_form_and_keeps_what_it_colle
         "action_deactivate_loop", "utter_stopped"]
 
 
-def test_an_english_project_cancels_a_form_with_english_words_by_default(formbot: Agent) -> None:
+def test_an_english_project_cancels_a_form_with_english_words_by_default(formbot: Assistant) -> None:
     chat = Chat(formbot)
     chat.say("book a table")
     assert chat.exchange("cancel") == [
@@ -274,7 +274,7 @@ def test_an_english_project_cancels_a_form_with_english_words_by_default(formbot
     assert chat.state.active_loop is None
 
 
-def test_back_forgets_the_last_message_and_its_answer(formbot: Agent) -> None:
+def test_back_forgets_the_last_message_and_its_answer(formbot: Assistant) -> None:
     chat = Chat(formbot)
     assert chat.say("hello") == ["utter_greet"]
     assert chat.say("book a table") == ["utter_ask_cuisine"]
@@ -295,13 +295,13 @@ TWO_STAGE_RULE = RULES + """- rule: ask what a message not understood means
 
 
 @pytest.fixture(scope="module")
-def two_stage(tmp_path_factory: pytest.TempPathFactory) -> Agent:
+def two_stage(tmp_path_factory: pytest.TempPathFactory) -> Assistant:
     return trained(write_project(tmp_path_factory.mktemp("two_stage"), {"data/rules.yml": TWO_STAGE_RULE}))[1]
 
 
-def test_the_two_stage_fallback_asks_and_an_affirmed_intent_goes_on_as_if_said(two_stage: Agent) -> None:
+def test_the_two_stage_fallback_asks_and_an_affirmed_intent_goes_on_as_if_said(two_stage: Assistant) -> None:
     chat = Chat(two_stage)
-    asked = chat.agent.respond("asdf qwerty", "web", chat.state, history=chat.history)[1].replies
+    asked = chat.assistant.respond("asdf qwerty", "web", chat.state, history=chat.history)[1].replies
     assert [r.source for r in asked] == ["utter_ask_affirmation"]
     assert asked[0].text == "Did you mean one of these?"
     assert asked[0].buttons[-1].model_dump() == {"title": "No", "payload": "/out_of_scope"}
@@ -313,7 +313,7 @@ def test_the_two_stage_fallback_asks_and_an_affirmed_intent_goes_on_as_if_said(t
     assert customer_turns(chat.history) == ["request_table"]  # the unclear exchange is forgotten
 
 
-def test_a_denied_suggestion_asks_to_rephrase_and_the_rephrased_message_is_answered(two_stage: Agent) -> None:
+def test_a_denied_suggestion_asks_to_rephrase_and_the_rephrased_message_is_answered(two_stage: Assistant) -> None:
     chat = Chat(two_stage)
     assert chat.say("asdf qwerty") == ["utter_ask_affirmation"]
     assert chat.say("/out_of_scope") == ["utter_ask_rephrase"]
@@ -322,7 +322,7 @@ def test_a_denied_suggestion_asks_to_rephrase_and_the_rephrased_message_is_answe
 
 
 @pytest.mark.parametrize("messages", [["zzzz blorp"], ["/out_of_scope", "zzzz blorp", "/out_of_scope"]])
-def test_a_second_failure_gives_up_with_the_default_fallback(two_stage: Agent, messages: list[str]) -> None:
+def test_a_second_failure_gives_up_with_the_default_fallback(two_stage: Assistant, messages: list[str]) -> None:
     chat = Chat(two_stage)
     chat.say("asdf qwerty")
     answers = [chat.say(text) for text in messages]
@@ -358,16 +358,16 @@ class ActionSessionStart(Action):
 '''
 
 
-def session_service(agent: Agent, database: Path) -> ConversationService:
+def session_service(assistant: Assistant, database: Path) -> ConversationService:
     """Every message opens a new conversation (no silence is short enough), so each is a new session."""
     store = ConversationStore(Database(f"sqlite:///{database}"), session_expiry=dt.timedelta(0))
-    return ConversationService(agent, store)
+    return ConversationService(assistant, store)
 
 
-def two_sessions(agent: Agent, database: Path, sender: str) -> tuple[TurnResult, list[dict[str, Any]]]:
+def two_sessions(assistant: Assistant, database: Path, sender: str) -> tuple[TurnResult, list[dict[str, Any]]]:
     """Book half a table ("italian" while the form asks for the people), then come back in a new session."""
-    service = session_service(agent, database)
-    chat = Chat(agent)
+    service = session_service(assistant, database)
+    chat = Chat(assistant)
     chat.say("book a table")  # the form's first session, played directly: its state is stored below
     chat.say("italian")
     first = service.handle(Inbound("rest", sender, "hello", None))
@@ -378,7 +378,7 @@ def two_sessions(agent: Agent, database: Path, sender: str) -> tuple[TurnResult,
     return second, service.store.events(second.conversation_id)
 
 
-def test_a_new_session_carries_the_slots_over_by_rasas_default(formbot: Agent, tmp_path: Path) -> None:
+def test_a_new_session_carries_the_slots_over_by_rasas_default(formbot: Assistant, tmp_path: Path) -> None:
     assert formbot.engine.carry_over_slots  # no session_config in the domain: Rasa's default
     result, events = two_sessions(formbot, tmp_path / "bot.db", "carry")
     assert [r["source"] for r in result.replies] == ["utter_hours"]
@@ -408,5 +408,5 @@ def test_the_projects_own_action_session_start_runs_with_the_previous_slots(tmp_
     assert slots == [("cuisine", "italian")]  # its choice: requested_slot is not carried
 
 
-def test_the_bundled_bots_sessions_start_afresh(bundled_agent: Agent) -> None:
-    assert not bundled_agent.engine.carry_over_slots and not bundled_agent.engine.starts_sessions
+def test_the_bundled_bots_sessions_start_afresh(bundled_assistant: Assistant) -> None:
+    assert not bundled_assistant.engine.carry_over_slots and not bundled_assistant.engine.starts_sessions

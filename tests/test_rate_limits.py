@@ -26,17 +26,18 @@ def limited(config: BotConfig, per_sender: int, per_ip: int, redis_url: str | No
     return config.model_copy(update={"security": security})
 
 
-def app_for(minibot_agent, tmp_path: Path, **limits) -> TestClient:
+def app_for(minibot_assistant, tmp_path: Path, **limits) -> TestClient:
     database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
-    return TestClient(create_app(limited(minibot_agent.config, **limits), agent=minibot_agent, database=database))
+    config = limited(minibot_assistant.config, **limits)
+    return TestClient(create_app(config, assistant=minibot_assistant, database=database))
 
 
 def send(client: TestClient, sender: str) -> int:
     return client.post("/webhooks/rest/webhook", json={"sender": sender, "message": "你好"}).status_code
 
 
-def test_one_sender_is_limited_and_told_when_to_come_back(minibot_agent, tmp_path: Path) -> None:
-    client = app_for(minibot_agent, tmp_path, per_sender=3, per_ip=100)
+def test_one_sender_is_limited_and_told_when_to_come_back(minibot_assistant, tmp_path: Path) -> None:
+    client = app_for(minibot_assistant, tmp_path, per_sender=3, per_ip=100)
     assert [send(client, "flooder") for _ in range(3)] == [200, 200, 200]
     refused = client.post("/webhooks/rest/webhook", json={"sender": "flooder", "message": "你好"})
     assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
@@ -44,15 +45,15 @@ def test_one_sender_is_limited_and_told_when_to_come_back(minibot_agent, tmp_pat
     assert send(client, "someone-else") == 200  # others are not affected
 
 
-def test_one_address_is_limited_whatever_sender_it_names(minibot_agent, tmp_path: Path) -> None:
-    client = app_for(minibot_agent, tmp_path, per_sender=100, per_ip=4)
+def test_one_address_is_limited_whatever_sender_it_names(minibot_assistant, tmp_path: Path) -> None:
+    client = app_for(minibot_assistant, tmp_path, per_sender=100, per_ip=4)
     assert [send(client, f"sender-{i}") for i in range(5)] == [200, 200, 200, 200, 429]
     parse = [client.post("/model/parse", json={"text": "你好"}).status_code for _ in range(5)]
     assert parse[-1] == 429
 
 
-def test_a_widget_visitor_who_floods_gets_an_error_frame_not_a_reply(minibot_agent, tmp_path: Path) -> None:
-    client = app_for(minibot_agent, tmp_path, per_sender=2, per_ip=100)
+def test_a_widget_visitor_who_floods_gets_an_error_frame_not_a_reply(minibot_assistant, tmp_path: Path) -> None:
+    client = app_for(minibot_assistant, tmp_path, per_sender=2, per_ip=100)
     with widget_socket(client) as (socket, _):
         kinds = []
         for n in range(3):
@@ -65,9 +66,9 @@ def test_a_widget_visitor_who_floods_gets_an_error_frame_not_a_reply(minibot_age
         assert kinds == ["ack", "ack", "error"]
 
 
-def test_workers_sharing_redis_share_the_counts(minibot_agent, tmp_path: Path) -> None:
-    first = app_for(minibot_agent, tmp_path / "a", per_sender=3, per_ip=100, redis_url=REDIS_URL)
-    second = app_for(minibot_agent, tmp_path / "b", per_sender=3, per_ip=100, redis_url=REDIS_URL)
+def test_workers_sharing_redis_share_the_counts(minibot_assistant, tmp_path: Path) -> None:
+    first = app_for(minibot_assistant, tmp_path / "a", per_sender=3, per_ip=100, redis_url=REDIS_URL)
+    second = app_for(minibot_assistant, tmp_path / "b", per_sender=3, per_ip=100, redis_url=REDIS_URL)
     sender = f"shared-{uuid.uuid4().hex}"
     assert [send(first, sender), send(second, sender), send(first, sender)] == [200, 200, 200]
     assert send(second, sender) == 429

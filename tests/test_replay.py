@@ -188,9 +188,9 @@ def test_bad_references_name_the_file_and_line(tmp_path: Path) -> None:
 # --- through the bot --------------------------------------------------------------------------------------------
 
 
-def test_replay_through_the_conversation_service(minibot_agent: Any, tmp_path: Path) -> None:
+def test_replay_through_the_conversation_service(minibot_assistant: Any, tmp_path: Path) -> None:
     items = read_items(write_labelled_set(tmp_path), tmp_path / "data")
-    results = replay(items, minibot_agent, minibot_agent.config)
+    results = replay(items, minibot_assistant, minibot_assistant.config)
     seen = [(r.observation.outcome, r.observation.answer_id, r.good, r.wrong_answer) for r in results]
     assert seen == [("answer", "report_card_loss", True, False), ("answer", "kb-0001", True, False),
                     ("handoff", None, True, False), ("answer", "branch_hours", False, True)]
@@ -198,7 +198,7 @@ def test_replay_through_the_conversation_service(minibot_agent: Any, tmp_path: P
                                   "clarified": 0, "handed_over": 1, "out_of_scope": 0, "fallback": 0}
 
 
-def test_the_command_prints_the_summary_and_each_message(minibot: Path, minibot_agent: Any, tmp_path: Path) -> None:
+def test_the_command_prints_the_summary_and_each_message(minibot: Path, minibot_assistant: Any, tmp_path: Path) -> None:
     labels = write_labelled_set(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOT__")}
     command = [sys.executable, "-m", "bot.cli", "eval", "replay", "--file", str(labels), "--data-root",

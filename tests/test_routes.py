@@ -35,19 +35,19 @@ WEAKER = {"agent": ["trainer"], "supervisor": ["agent", "trainer"], "admin": ["a
 
 
 @pytest.fixture(scope="module")
-def app(minibot_agent, tmp_path_factory: pytest.TempPathFactory):
+def app(minibot_assistant, tmp_path_factory: pytest.TempPathFactory):
     channels = ChannelsConfig(
         app=AppChannelConfig(secret=APP_SECRET),
         wechat=WeChatChannelConfig(token="routestoken", app_id="wx0123456789abcdef", encoding_aes_key=AES_KEY),
         wecom=WeComChannelConfig(token="routestoken", corp_id="ww0123456789abcdef", secret="s" * 32,
                                  encoding_aes_key=AES_KEY))
-    config = minibot_agent.config.model_copy(update={
+    config = minibot_assistant.config.model_copy(update={
         "channels": channels, "notify": NotifyConfig(api_keys=["routes-notify-key-000001"]),
-        "security": minibot_agent.config.security.model_copy(update={"api_token": "routes-api-token-000001"})})
+        "security": minibot_assistant.config.security.model_copy(update={"api_token": "routes-api-token-000001"})})
     database = Database(f"sqlite:///{Path(tmp_path_factory.mktemp('routes')) / 'bot.db'}")
     for role, password in PASSWORDS.items():
         create_agent(database, f"route-{role}", role, password, role=role, groups=["综合服务"])
-    return create_app(config, agent=minibot_agent, database=database)
+    return create_app(config, assistant=minibot_assistant, database=database)
 
 
 @pytest.fixture(scope="module")

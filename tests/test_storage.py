@@ -42,11 +42,11 @@ def test_migrations_create_the_schema_once(database_url: str) -> None:
             "model_versions",
             "alembic_version"} <= tables
     with database.engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0007"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0008"
 
 
-def test_a_turn_is_stored_with_its_parse_and_replies(database_url: str, minibot_agent) -> None:
-    service = service_for(database_url, minibot_agent)
+def test_a_turn_is_stored_with_its_parse_and_replies(database_url: str, minibot_assistant) -> None:
+    service = service_for(database_url, minibot_assistant)
     turn = service.handle(Inbound("web", "visitor-1", "我的卡丢了", "m-1"))
     assert turn.replies and not turn.duplicate
     events = service.store.events(turn.conversation_id)
@@ -60,8 +60,8 @@ def test_a_turn_is_stored_with_its_parse_and_replies(database_url: str, minibot_
 
 
 def test_duplicate_message_id_gets_the_original_reply_and_is_not_processed(database_url: str,
-                                                                           minibot_agent) -> None:
-    service = service_for(database_url, minibot_agent)
+                                                                           minibot_assistant) -> None:
+    service = service_for(database_url, minibot_assistant)
     first = service.handle(Inbound("web", "visitor-2", "补卡要多少钱", "same-id"))
     again = service.handle(Inbound("web", "visitor-2", "补卡要多少钱", "same-id"))
     assert again.duplicate and again.replies == first.replies
@@ -70,8 +70,8 @@ def test_duplicate_message_id_gets_the_original_reply_and_is_not_processed(datab
     assert not other_sender.duplicate  # message ids are scoped to the sender
 
 
-def test_concurrent_deliveries_from_two_workers_are_processed_once(database_url: str, minibot_agent) -> None:
-    workers = [service_for(database_url, minibot_agent) for _ in range(2)]  # two processes' worth of state
+def test_concurrent_deliveries_from_two_workers_are_processed_once(database_url: str, minibot_assistant) -> None:
+    workers = [service_for(database_url, minibot_assistant) for _ in range(2)]  # two processes' worth of state
     results, errors = [], []
 
     def deliver(service: ConversationService) -> None:
@@ -92,7 +92,7 @@ def test_concurrent_deliveries_from_two_workers_are_processed_once(database_url:
     assert count(workers[0].store.database, Event, type="user") == 1
 
 
-def test_message_is_kept_when_answering_fails_and_a_retry_is_processed(database_url: str, minibot_agent) -> None:
+def test_message_is_kept_when_answering_fails_and_a_retry_is_processed(database_url: str, minibot_assistant) -> None:
     broken = service_for(database_url, FailingAgent())
     with pytest.raises(RuntimeError):
         broken.handle(Inbound("app", "user-7", "信用卡怎么还款", "app-1"))
@@ -100,19 +100,19 @@ def test_message_is_kept_when_answering_fails_and_a_retry_is_processed(database_
     assert [e["event"] for e in events] == ["session_started", "user", "error"]
     assert events[1]["text"] == "信用卡怎么还款" and "model file unreadable" in events[2]["reason"]
 
-    fixed = service_for(database_url, minibot_agent)
+    fixed = service_for(database_url, minibot_assistant)
     turn = fixed.handle(Inbound("app", "user-7", "信用卡怎么还款", "app-1"))
     assert not turn.duplicate and turn.replies
     kinds = [e["event"] for e in fixed.store.events(turn.conversation_id)]
     assert kinds.count("user") == 1 and kinds[-1] == "bot"
 
 
-def test_conversation_survives_a_restart(database_url: str, minibot_agent) -> None:
-    before = service_for(database_url, minibot_agent)
+def test_conversation_survives_a_restart(database_url: str, minibot_assistant) -> None:
+    before = service_for(database_url, minibot_assistant)
     first = before.handle(Inbound("web", "visitor-4", "你好", "a"))
     before.store.database.dispose()
 
-    after = service_for(database_url, minibot_agent)
+    after = service_for(database_url, minibot_assistant)
     second = after.handle(Inbound("web", "visitor-4", "我的卡丢了", "b"))
     assert second.conversation_id == first.conversation_id
     history = after.history("web", "visitor-4")
@@ -121,8 +121,8 @@ def test_conversation_survives_a_restart(database_url: str, minibot_agent) -> No
 
 
 def test_silence_longer_than_the_session_expiry_starts_a_new_conversation(database_url: str,
-                                                                          minibot_agent) -> None:
-    service = service_for(database_url, minibot_agent, expiry=dt.timedelta(0))
+                                                                          minibot_assistant) -> None:
+    service = service_for(database_url, minibot_assistant, expiry=dt.timedelta(0))
     first = service.handle(Inbound("web", "visitor-5", "你好", "1"))
     second = service.handle(Inbound("web", "visitor-5", "你好", "2"))
     assert first.conversation_id != second.conversation_id

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.config import BotConfig
 from bot.dialogue.engine import DialogueState
 from bot.eval.stories import evaluate_test_stories
@@ -29,7 +29,7 @@ CHINESE = re.compile(r"[\u4e00-\u9fff]")
 class Chat:
     """One conversation, its history kept as the conversation service stores it."""
 
-    agent: Agent
+    assistant: Assistant
     state: DialogueState = field(default_factory=DialogueState)
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -38,7 +38,7 @@ class Chat:
         return [source for source, _ in self.exchange(text)]
 
     def exchange(self, text: str) -> list[tuple[str, str]]:
-        parse, outcome = self.agent.respond(text, "web", self.state, sender_id="tester", history=self.history)
+        parse, outcome = self.assistant.respond(text, "web", self.state, sender_id="tester", history=self.history)
         self.state = outcome.state
         self.history += [{"event": "user", "text": text, "parse_data": dict(parse)}, *outcome.events,
                          *({"event": "bot", "text": r.text} for r in outcome.replies)]
@@ -55,9 +55,9 @@ def project_copy(source: Path, tmp: Path, config_yml: str | None = None, extra: 
     return root
 
 
-def trained(root: Path) -> tuple[BotConfig, Agent]:
+def trained(root: Path) -> tuple[BotConfig, Assistant]:
     config = load_project(root, environ={}).config
-    return config, Agent.load(config, train(config))
+    return config, Assistant.load(config, train(config))
 
 
 def policies_config(policies: str) -> str:
@@ -65,12 +65,12 @@ def policies_config(policies: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def moodbot(tmp_path_factory: pytest.TempPathFactory) -> tuple[BotConfig, Agent]:
+def moodbot(tmp_path_factory: pytest.TempPathFactory) -> tuple[BotConfig, Assistant]:
     return trained(project_copy(MOODBOT, tmp_path_factory.mktemp("mood")))
 
 
 @pytest.fixture(scope="module")
-def bank(tmp_path_factory: pytest.TempPathFactory) -> tuple[BotConfig, Agent]:
+def bank(tmp_path_factory: pytest.TempPathFactory) -> tuple[BotConfig, Assistant]:
     if not BANK.is_dir():
         pytest.skip("examples/rasa_bank_en is not in this checkout")
     return trained(project_copy(BANK, tmp_path_factory.mktemp("bank")))
@@ -79,7 +79,7 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> tuple[BotConfig, Agent]:
 # --- the mood bot: `rasa init`'s project -------------------------------------------------------------------
 
 
-def test_the_sad_path_of_the_stories(moodbot: tuple[BotConfig, Agent]) -> None:
+def test_the_sad_path_of_the_stories(moodbot: tuple[BotConfig, Assistant]) -> None:
     chat = Chat(moodbot[1])
     assert chat.say("hello") == ["utter_greet"]
     assert chat.say("I am sad") == ["utter_cheer_up", "utter_did_that_help"]  # two actions, then it listens
@@ -88,7 +88,7 @@ def test_the_sad_path_of_the_stories(moodbot: tuple[BotConfig, Agent]) -> None:
     assert actions == ["utter_greet", "utter_cheer_up", "utter_did_that_help", "utter_happy"]
 
 
-def test_the_same_message_gets_the_answer_its_story_gives_at_that_point(moodbot: tuple[BotConfig, Agent]) -> None:
+def test_the_same_message_gets_the_answer_its_story_gives_at_that_point(moodbot: tuple[BotConfig, Assistant]) -> None:
     """"no" after "Did that help you?" ends the conversation (sad path 2), as only the history tells."""
     chat = Chat(moodbot[1])
     chat.say("hello")
@@ -99,7 +99,7 @@ def test_the_same_message_gets_the_answer_its_story_gives_at_that_point(moodbot:
     assert happy.say("I feel wonderful") == ["utter_happy"]
 
 
-def test_a_path_no_story_covers_is_generalised_by_the_trained_policy(moodbot: tuple[BotConfig, Agent]) -> None:
+def test_a_path_no_story_covers_is_generalised_by_the_trained_policy(moodbot: tuple[BotConfig, Assistant]) -> None:
     """No story greets after the goodbye of sad path 2: the next-action classifier (TEDPolicy's stand-in)
     still greets back, where memoization of the whole conversation knows nothing."""
     chat = Chat(moodbot[1])
@@ -110,7 +110,7 @@ def test_a_path_no_story_covers_is_generalised_by_the_trained_policy(moodbot: tu
     assert predicted is not None and "TEDPolicy" in [p.name for p in predicted.policies]
 
 
-def test_rules_answer_anywhere_in_a_story(moodbot: tuple[BotConfig, Agent]) -> None:
+def test_rules_answer_anywhere_in_a_story(moodbot: tuple[BotConfig, Assistant]) -> None:
     chat = Chat(moodbot[1])
     chat.say("hello")
     chat.say("I am sad")
@@ -119,7 +119,7 @@ def test_rules_answer_anywhere_in_a_story(moodbot: tuple[BotConfig, Agent]) -> N
 
 
 def test_a_message_no_story_or_rule_continues_gets_utter_default_and_is_forgotten(
-        moodbot: tuple[BotConfig, Agent]) -> None:
+        moodbot: tuple[BotConfig, Assistant]) -> None:
     """After the bot challenge no story goes on with "I am sad": the fallback action answers (never silence)
     and, as Rasa's ActionDefaultFallback, reverts the message, so the next one is read without it."""
     chat = Chat(moodbot[1])
@@ -179,13 +179,13 @@ def test_training_refuses_a_story_contradicting_a_rule(tmp_path: Path) -> None:
         train(config)
 
 
-def test_the_trained_policies_are_saved_with_the_model_and_loaded(moodbot: tuple[BotConfig, Agent]) -> None:
+def test_the_trained_policies_are_saved_with_the_model_and_loaded(moodbot: tuple[BotConfig, Assistant]) -> None:
     config, agent = moodbot
     directory = next(config.path(config.models_dir).glob("*"))
     assert (directory / "policies.json").is_file()
     assert agent.model.metadata["policies"] == ["MemoizationPolicy", "RulePolicy", "TEDPolicy"]
     assert agent.model.metadata["n_stories"] == 3
-    again = Agent.load(config, directory)  # from disk, not from the training run
+    again = Assistant.load(config, directory)  # from disk, not from the training run
     chat = Chat(again)
     assert [chat.say(t) for t in ("hello", "I am sad", "yes")] == [
         ["utter_greet"], ["utter_cheer_up", "utter_did_that_help"], ["utter_happy"]]
@@ -203,7 +203,7 @@ def test_the_bundled_bot_trains_no_policies() -> None:
 # --- the Harbour Bank example: custom actions, a form, retrieval intents -----------------------------------
 
 
-def test_a_story_with_a_custom_rasa_sdk_action(bank: tuple[BotConfig, Agent]) -> None:
+def test_a_story_with_a_custom_rasa_sdk_action(bank: tuple[BotConfig, Assistant]) -> None:
     chat = Chat(bank[1])
     replies = chat.exchange("what's my balance")
     assert replies == [("action", "Your checking balance is 1,520.75 pounds."),
@@ -212,14 +212,14 @@ def test_a_story_with_a_custom_rasa_sdk_action(bank: tuple[BotConfig, Agent]) ->
     assert chat.say("no thanks") == ["utter_goodbye"]
 
 
-def test_a_story_with_a_slot_set_from_an_entity(bank: tuple[BotConfig, Agent]) -> None:
+def test_a_story_with_a_slot_set_from_an_entity(bank: tuple[BotConfig, Assistant]) -> None:
     chat = Chat(bank[1])
     replies = chat.exchange("how much is in my savings account")
     assert replies[0] == ("action", "Your savings balance is 8,300.00 pounds.")
     assert chat.say("yes") == ["utter_how_can_i_help"]
 
 
-def test_a_form_started_by_a_rule_then_its_submit_actions(bank: tuple[BotConfig, Agent]) -> None:
+def test_a_form_started_by_a_rule_then_its_submit_actions(bank: tuple[BotConfig, Assistant]) -> None:
     chat = Chat(bank[1])
     assert chat.say("I lost my card") == ["utter_ask_card_last4"]
     replies = chat.exchange("4821")
@@ -228,12 +228,12 @@ def test_a_form_started_by_a_rule_then_its_submit_actions(bank: tuple[BotConfig,
     assert chat.say("no") == ["utter_goodbye"]
 
 
-def test_a_retrieval_intent_gets_its_own_response(bank: tuple[BotConfig, Agent]) -> None:
+def test_a_retrieval_intent_gets_its_own_response(bank: tuple[BotConfig, Assistant]) -> None:
     assert Chat(bank[1]).say("how much does a new card cost") == ["utter_faq/card_fees"]
     assert Chat(bank[1]).say("what is the contactless limit") == ["utter_faq/contactless_limit"]
 
 
-def test_an_english_project_never_answers_in_chinese(bank: tuple[BotConfig, Agent]) -> None:
+def test_an_english_project_never_answers_in_chinese(bank: tuple[BotConfig, Assistant]) -> None:
     chat = Chat(bank[1])
     said = [text for message in ("hello", "asdf qwerty", "zzzz blorp", "yes", "what's my balance", "yes",
                                  "when are you open", "how much does a new card cost", "bye")
@@ -244,14 +244,14 @@ def test_an_english_project_never_answers_in_chinese(bank: tuple[BotConfig, Agen
 # --- test stories ---------------------------------------------------------------------------------------------
 
 
-def test_the_moodbots_test_stories_pass(moodbot: tuple[BotConfig, Agent]) -> None:
+def test_the_moodbots_test_stories_pass(moodbot: tuple[BotConfig, Assistant]) -> None:
     config, agent = moodbot
     result = evaluate_test_stories(config, agent, agent.model.data.test_stories)
     assert result == {"stories": 1, "passed": 1, "failed": 0, "action_accuracy": 1.0, "intent_accuracy": 1.0,
                       "failed_stories": []}
 
 
-def test_a_failed_test_story_comes_back_annotated_as_rasa_writes_it(moodbot: tuple[BotConfig, Agent]) -> None:
+def test_a_failed_test_story_comes_back_annotated_as_rasa_writes_it(moodbot: tuple[BotConfig, Assistant]) -> None:
     config, agent = moodbot
     story = {"story": "sad, then happy", "steps": [
         {"user": "hello", "intent": "greet"}, {"action": "utter_greet"},
@@ -279,7 +279,7 @@ def test_a_failed_test_story_comes_back_annotated_as_rasa_writes_it(moodbot: tup
   - action: utter_happy"""]
 
 
-def test_the_bank_test_stories_run_with_entities_forms_and_actions(bank: tuple[BotConfig, Agent]) -> None:
+def test_the_bank_test_stories_run_with_entities_forms_and_actions(bank: tuple[BotConfig, Assistant]) -> None:
     config, agent = bank
     result = evaluate_test_stories(config, agent, agent.model.data.test_stories)
     # every story passes with every action right: the lost card (form, validation, custom action, conditional

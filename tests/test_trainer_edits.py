@@ -276,16 +276,16 @@ def levels(findings: list) -> list[tuple[str, str]]:
     return [(f["level"], f["where"]) for f in findings]
 
 
-def test_example_findings_name_the_other_intent(minibot_data, minibot_agent) -> None:
+def test_example_findings_name_the_other_intent(minibot_data, minibot_assistant) -> None:
     texts = ["查一下余额", "帮我查查卡里的余额", "帮我挂失一下银行卡呀", "你好呀"]
-    findings = example_findings(minibot_data, "greet", texts, minibot_agent)
+    findings = example_findings(minibot_data, "greet", texts, minibot_assistant)
     assert levels(findings) == [("error", "查一下余额"), ("warning", "帮我查查卡里的余额"),
                                 ("warning", "帮我挂失一下银行卡呀"), ("warning", "帮我挂失一下银行卡呀")]
     assert "已是意图 check_balance 的例句" in findings[0]["message"]
     assert "更接近意图 check_balance" in findings[1]["message"]
     assert "与意图 report_card_loss 的例句「帮我挂失一下银行卡」几乎相同" in findings[2]["message"]
     assert "更接近意图 report_card_loss" in findings[3]["message"]  # "你好呀" is a fine greeting: nothing
-    own = example_findings(minibot_data, "report_card_loss", ["我要挂失"], minibot_agent, root=MINIBOT)
+    own = example_findings(minibot_data, "report_card_loss", ["我要挂失"], minibot_assistant, root=MINIBOT)
     assert [f["message"] for f in own] == ["「我要挂失」已在意图 report_card_loss 中（nlu_data/nlu.yml:15）。"]
 
 
@@ -346,16 +346,16 @@ def test_rule_findings_name_a_missing_response(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def api(minibot_agent, tmp_path: Path):
+def api(minibot_assistant, tmp_path: Path):
     shutil.copytree(MINIBOT / "nlu_data", tmp_path / "nlu_data")
     shutil.copytree(MINIBOT / "knowledge", tmp_path / "knowledge")
-    config = minibot_agent.config
+    config = minibot_assistant.config
     config = config.model_copy(update={"nlu_data": str(tmp_path / "nlu_data"), "retrieval": config.retrieval.model_copy(
         update={"knowledge": str(tmp_path / "knowledge")})})
     database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
     for role in ("trainer", "admin", "agent", "supervisor"):
         create_agent(database, f"edit-{role}", role, PASSWORD, role=role, groups=["综合服务"])
-    client = TestClient(create_app(config, agent=minibot_agent, database=database))
+    client = TestClient(create_app(config, assistant=minibot_assistant, database=database))
     return client, database, tmp_path
 
 

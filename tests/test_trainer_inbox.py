@@ -62,20 +62,20 @@ def converse(agent, database: Database) -> ConversationStore:
 
 
 @pytest.fixture
-def conversations(bundled_agent, tmp_path: Path) -> ConversationStore:
-    return converse(bundled_agent, Database(f"sqlite:///{tmp_path / 'bot.db'}"))
+def conversations(bundled_assistant, tmp_path: Path) -> ConversationStore:
+    return converse(bundled_assistant, Database(f"sqlite:///{tmp_path / 'bot.db'}"))
 
 
 def inbox(store: ConversationStore, agent, **filters):
-    return build_inbox(store.database, InboxContext.from_agent(agent), InboxFilters(**filters))
+    return build_inbox(store.database, InboxContext.from_assistant(agent), InboxFilters(**filters))
 
 
 def leading(page) -> list[str]:
     return [g.samples[0] for g in page.groups]
 
 
-def test_ranked_by_importance_and_near_identical_messages_grouped(conversations, bundled_agent) -> None:
-    page = inbox(conversations, bundled_agent)
+def test_ranked_by_importance_and_near_identical_messages_grouped(conversations, bundled_assistant) -> None:
+    page = inbox(conversations, bundled_assistant)
     assert page.total_messages == 5 and page.total_groups == 4
     atm, limits, nonsense, balance = page.groups
     # rated 1 (4) + answered, then an agent had to reply (5) + handed over though the bot knew the topic (4)
@@ -91,11 +91,11 @@ def test_ranked_by_importance_and_near_identical_messages_grouped(conversations,
     assert nonsense.samples == [NONSENSE] and nonsense.reasons == {"fallback": 1} and nonsense.score == 3
     assert balance.outcomes == {"clarify": 1} and balance.score == 1
     assert len({g.group_id for g in page.groups}) == 4
-    assert [g.group_id for g in inbox(conversations, bundled_agent).groups] == [g.group_id for g in page.groups]
+    assert [g.group_id for g in inbox(conversations, bundled_assistant).groups] == [g.group_id for g in page.groups]
 
 
-def test_personal_data_is_masked(conversations, bundled_agent) -> None:
-    page = inbox(conversations, bundled_agent, outcome="clarify", intent="check_balance")
+def test_personal_data_is_masked(conversations, bundled_assistant) -> None:
+    page = inbox(conversations, bundled_assistant, outcome="clarify", intent="check_balance")
     assert [g.samples for g in page.groups] == [["我的卡号***************0128怎么查余额"]]
     assert CARD not in page.model_dump_json()
 
@@ -109,39 +109,39 @@ def test_personal_data_is_masked(conversations, bundled_agent) -> None:
     ({"band": "high", "outcome": "answer"}, [ATM]),
     ({"page": 2, "page_size": 3}, ["我的卡号***************0128怎么查余额"]),
 ])
-def test_filters(conversations, bundled_agent, filters: dict, expected: list[str]) -> None:
-    assert leading(inbox(conversations, bundled_agent, **filters)) == expected
+def test_filters(conversations, bundled_assistant, filters: dict, expected: list[str]) -> None:
+    assert leading(inbox(conversations, bundled_assistant, **filters)) == expected
 
 
-def test_a_period_without_messages_is_empty(conversations, bundled_agent) -> None:
+def test_a_period_without_messages_is_empty(conversations, bundled_assistant) -> None:
     today = dt.datetime.now(dt.UTC).date()
-    assert inbox(conversations, bundled_agent, since=today + dt.timedelta(days=1)).groups == []
-    assert inbox(conversations, bundled_agent, until=today - dt.timedelta(days=1)).groups == []
-    assert inbox(conversations, bundled_agent, since=today, until=today).total_messages == 5
+    assert inbox(conversations, bundled_assistant, since=today + dt.timedelta(days=1)).groups == []
+    assert inbox(conversations, bundled_assistant, until=today - dt.timedelta(days=1)).groups == []
+    assert inbox(conversations, bundled_assistant, since=today, until=today).total_messages == 5
 
 
-def test_dismissed_and_fixed_messages_leave_the_open_inbox(conversations, bundled_agent) -> None:
+def test_dismissed_and_fixed_messages_leave_the_open_inbox(conversations, bundled_assistant) -> None:
     key = message_key(NONSENSE)
     assert dismiss(conversations, [key, key], "agent:7") == [key]
     assert dismiss(conversations, [key], "agent:7") == []  # already marked: unchanged, not audited twice
     with conversations.database.session() as session, session.begin():  # as a trainer's fix records it
         session.add(ReviewMark(message_key=message_key(ATM), status="fixed", action={"kind": "add_example"},
                                actor="agent:8"))
-    assert NONSENSE not in leading(inbox(conversations, bundled_agent)) and ATM not in leading(
-        inbox(conversations, bundled_agent))
-    assert leading(inbox(conversations, bundled_agent, status="dismissed")) == [NONSENSE]
-    assert leading(inbox(conversations, bundled_agent, status="fixed")) == [ATM]
-    assert inbox(conversations, bundled_agent, status="all").total_messages == 5
+    assert NONSENSE not in leading(inbox(conversations, bundled_assistant)) and ATM not in leading(
+        inbox(conversations, bundled_assistant))
+    assert leading(inbox(conversations, bundled_assistant, status="dismissed")) == [NONSENSE]
+    assert leading(inbox(conversations, bundled_assistant, status="fixed")) == [ATM]
+    assert inbox(conversations, bundled_assistant, status="all").total_messages == 5
     with conversations.database.session() as session:
         audited = session.scalars(select(AuditEntry).where(AuditEntry.action == "review.dismiss")).all()
     assert [(a.actor, a.target) for a in audited] == [("agent:7", key)]
 
 
-def test_the_api_is_for_trainers_only(conversations, bundled_agent) -> None:
+def test_the_api_is_for_trainers_only(conversations, bundled_assistant) -> None:
     database = conversations.database
     for role in ("trainer", "agent"):
         create_agent(database, f"api-{role}", role, PASSWORD, role=role, groups=["综合服务"])
-    client = TestClient(create_app(bundled_agent.config, agent=bundled_agent, database=database))
+    client = TestClient(create_app(bundled_assistant.config, assistant=bundled_assistant, database=database))
 
     def token(role: str) -> dict[str, str]:
         answer = client.post("/api/agent/login", json={"username": f"api-{role}", "password": PASSWORD})
@@ -164,10 +164,10 @@ def test_the_api_is_for_trainers_only(conversations, bundled_agent) -> None:
     assert NONSENSE not in [g["samples"][0] for g in again["groups"]]
 
 
-def test_bot_review_prints_the_ranked_groups(conversations, bundled_agent) -> None:
-    env = {"BOT__MODELS_DIR": str(bundled_agent.config.path(bundled_agent.config.models_dir)),
+def test_bot_review_prints_the_ranked_groups(conversations, bundled_assistant) -> None:
+    env = {"BOT__MODELS_DIR": str(bundled_assistant.config.path(bundled_assistant.config.models_dir)),
            "BOT__STORAGE__URL": conversations.database.url}
-    config = str(bundled_agent.config.root / "config.yml")
+    config = str(bundled_assistant.config.root / "config.yml")
     runner = CliRunner()
     shown = runner.invoke(cli, ["review", "--config", config, "--json", "--channel", "app"], env=env)
     assert shown.exit_code == 0, shown.output
@@ -181,14 +181,14 @@ def test_bot_review_prints_the_ranked_groups(conversations, bundled_agent) -> No
     assert wrong.exit_code == 1 and "--status" in wrong.output
 
 
-def test_on_postgresql(bundled_agent, postgres_url: str) -> None:
+def test_on_postgresql(bundled_assistant, postgres_url: str) -> None:
     database = Database(postgres_url)
     try:
-        store = converse(bundled_agent, database)
-        page = inbox(store, bundled_agent)
+        store = converse(bundled_assistant, database)
+        page = inbox(store, bundled_assistant)
         assert leading(page) == [ATM, LIMIT_B, NONSENSE, "我的卡号***************0128怎么查余额"]
         assert page.groups[1].count == 2
         assert dismiss(store, [message_key(NONSENSE)], "agent:1") == [message_key(NONSENSE)]
-        assert NONSENSE not in leading(inbox(store, bundled_agent))
+        assert NONSENSE not in leading(inbox(store, bundled_assistant))
     finally:
         database.dispose()

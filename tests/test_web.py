@@ -19,13 +19,13 @@ def with_api_token(config: BotConfig) -> BotConfig:
 
 
 @pytest.fixture(scope="module")
-def client(minibot_agent) -> TestClient:
-    return TestClient(create_app(with_api_token(minibot_agent.config), agent=minibot_agent))
+def client(minibot_assistant) -> TestClient:
+    return TestClient(create_app(with_api_token(minibot_assistant.config), assistant=minibot_assistant))
 
 
-def test_health_ready_status(client: TestClient, minibot_agent) -> None:
+def test_health_ready_status(client: TestClient, minibot_assistant) -> None:
     assert client.get("/health").json() == {"status": "ok"}
-    assert client.get("/ready").json()["model"] == minibot_agent.version
+    assert client.get("/ready").json()["model"] == minibot_assistant.version
     status = client.get("/status").json()
     assert status["intents"] == 4 and status["knowledge_entries"] == 4
 
@@ -124,10 +124,10 @@ def test_curl_style_form_content_type_is_read_as_json_like_rasa(client: TestClie
     assert response.status_code == 200 and response.json()[0]["recipient_id"] == "curl"
 
 
-def test_tracker_shows_the_slots_and_the_active_form(bundled_agent, tmp_path) -> None:
+def test_tracker_shows_the_slots_and_the_active_form(bundled_assistant, tmp_path) -> None:
     from bot.storage import Database
 
-    client = TestClient(create_app(with_api_token(bundled_agent.config), agent=bundled_agent,
+    client = TestClient(create_app(with_api_token(bundled_assistant.config), assistant=bundled_assistant,
                                    database=Database(f"sqlite:///{tmp_path / 'bot.db'}")))
     client.post("/webhooks/rest/webhook", json={"sender": "form-1", "message": "我的卡丢了"})
     client.post("/webhooks/rest/webhook", json={"sender": "form-1", "message": "尾号6688"})

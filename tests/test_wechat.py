@@ -24,12 +24,12 @@ APP_ID = "wx0123456789abcdef"
 OPENID = "oWxCustomer0001"
 
 
-def make_client(bundled_agent, tmp_path: Path, mode: str) -> tuple[TestClient, Database]:
+def make_client(bundled_assistant, tmp_path: Path, mode: str) -> tuple[TestClient, Database]:
     database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
     wechat = WeChatChannelConfig(token=TOKEN, app_id=APP_ID, encoding_aes_key=AES_KEY, mode=mode,
                                  menu={"MENU_LOSS": "我要挂失"})
-    config = bundled_agent.config.model_copy(update={"channels": ChannelsConfig(wechat=wechat)})
-    return TestClient(create_app(config, agent=bundled_agent, database=database)), database
+    config = bundled_assistant.config.model_copy(update={"channels": ChannelsConfig(wechat=wechat)})
+    return TestClient(create_app(config, assistant=bundled_assistant, database=database)), database
 
 
 def sign(timestamp: str, nonce: str, token: str = TOKEN) -> str:
@@ -79,8 +79,8 @@ def reply_text(response, encrypted: bool = False, timestamp: str = "", nonce: st
     return message.content
 
 
-def test_url_verification_echoes_only_with_a_good_signature(bundled_agent, tmp_path: Path) -> None:
-    client, _ = make_client(bundled_agent, tmp_path, "safe")
+def test_url_verification_echoes_only_with_a_good_signature(bundled_assistant, tmp_path: Path) -> None:
+    client, _ = make_client(bundled_assistant, tmp_path, "safe")
     good = client.get("/channels/wechat", params={"signature": sign("123", "abc"), "timestamp": "123",
                                                   "nonce": "abc", "echostr": "hello-wechat"})
     assert good.status_code == 200 and good.text == "hello-wechat"
@@ -90,15 +90,15 @@ def test_url_verification_echoes_only_with_a_good_signature(bundled_agent, tmp_p
 
 
 @pytest.mark.parametrize("mode", ["plain", "compatible"])
-def test_plaintext_messages_get_a_passive_text_reply(bundled_agent, tmp_path: Path, mode: str) -> None:
-    client, _ = make_client(bundled_agent, tmp_path, mode)
+def test_plaintext_messages_get_a_passive_text_reply(bundled_assistant, tmp_path: Path, mode: str) -> None:
+    client, _ = make_client(bundled_assistant, tmp_path, mode)
     response, _, _ = post(client, text_xml("美元汇率多少", 1001))
     assert response.status_code == 200
     assert "USD" in reply_text(response)
 
 
-def test_safe_mode_decrypts_and_encrypts(bundled_agent, tmp_path: Path) -> None:
-    client, _ = make_client(bundled_agent, tmp_path, "safe")
+def test_safe_mode_decrypts_and_encrypts(bundled_assistant, tmp_path: Path) -> None:
+    client, _ = make_client(bundled_assistant, tmp_path, "safe")
     response, timestamp, nonce = post(client, text_xml("我的卡丢了", 2001), encrypt=True)
     assert response.status_code == 200 and "<Encrypt>" in response.text and "挂失" not in response.text
     assert "卡号后四位" in reply_text(response, True, timestamp, nonce)
@@ -106,16 +106,16 @@ def test_safe_mode_decrypts_and_encrypts(bundled_agent, tmp_path: Path) -> None:
     assert plain.status_code == 400  # safe mode refuses plaintext
 
 
-def test_retries_of_the_same_msgid_are_answered_once(bundled_agent, tmp_path: Path) -> None:
-    client, database = make_client(bundled_agent, tmp_path, "plain")
+def test_retries_of_the_same_msgid_are_answered_once(bundled_assistant, tmp_path: Path) -> None:
+    client, database = make_client(bundled_assistant, tmp_path, "plain")
     replies = [reply_text(post(client, text_xml("补卡要多少钱", 3001))[0]) for _ in range(3)]
     assert len(set(replies)) == 1
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(Event).where(Event.type == "user")) == 1
 
 
-def test_options_are_numbered_and_answered_by_number(bundled_agent, tmp_path: Path) -> None:
-    client, _ = make_client(bundled_agent, tmp_path, "plain")
+def test_options_are_numbered_and_answered_by_number(bundled_assistant, tmp_path: Path) -> None:
+    client, _ = make_client(bundled_assistant, tmp_path, "plain")
     greeting = reply_text(post(client, text_xml("你好", 9001))[0])
     assert "回复数字选择" in greeting and "1. 挂失银行卡" in greeting and "2. 查询余额" in greeting
     balance = reply_text(post(client, text_xml("２", 9002))[0])  # a full-width digit from a Chinese keyboard
@@ -125,8 +125,8 @@ def test_options_are_numbered_and_answered_by_number(bundled_agent, tmp_path: Pa
     assert "明细" not in not_an_option  # outside the offered range a number is just a message
 
 
-def test_subscribe_menu_click_voice_and_image(bundled_agent, tmp_path: Path) -> None:
-    client, _ = make_client(bundled_agent, tmp_path, "plain")
+def test_subscribe_menu_click_voice_and_image(bundled_assistant, tmp_path: Path) -> None:
+    client, _ = make_client(bundled_assistant, tmp_path, "plain")
     assert "欢迎关注示例银行" in reply_text(post(client, event_xml("subscribe", "qrscene_branch7"))[0])
     assert "卡号后四位" in reply_text(post(client, event_xml("CLICK", "MENU_LOSS"))[0])
     voice = (f"<xml><ToUserName>gh_bank</ToUserName><FromUserName>{OPENID}</FromUserName>"
@@ -150,9 +150,9 @@ LAUGHS = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2
 
 @pytest.mark.parametrize(("body", "status"), [(XXE, 400), (LAUGHS, 400), ("<xml><unclosed>", 400),
                                               ("<xml>" + "a" * 70_000 + "</xml>", 413)])
-def test_hostile_or_malformed_xml_is_refused_and_nothing_stored(bundled_agent, tmp_path: Path, body: str,
+def test_hostile_or_malformed_xml_is_refused_and_nothing_stored(bundled_assistant, tmp_path: Path, body: str,
                                                                 status: int) -> None:
-    client, database = make_client(bundled_agent, tmp_path, "plain")
+    client, database = make_client(bundled_assistant, tmp_path, "plain")
     response, _, _ = post(client, body)
     assert response.status_code == status
     assert "root:" not in response.text
@@ -160,8 +160,8 @@ def test_hostile_or_malformed_xml_is_refused_and_nothing_stored(bundled_agent, t
         assert session.scalar(select(func.count()).select_from(Event)) == 0
 
 
-def test_forged_or_replayed_requests_are_refused(bundled_agent, tmp_path: Path) -> None:
-    client, database = make_client(bundled_agent, tmp_path, "plain")
+def test_forged_or_replayed_requests_are_refused(bundled_assistant, tmp_path: Path) -> None:
+    client, database = make_client(bundled_assistant, tmp_path, "plain")
     forged, _, _ = post(client, text_xml("你好", 6001), signature="f" * 40)
     assert forged.status_code == 403
     stale = str(int(time.time()) - 3600)
@@ -171,7 +171,7 @@ def test_forged_or_replayed_requests_are_refused(bundled_agent, tmp_path: Path) 
         assert session.scalar(select(func.count()).select_from(Event)) == 0
 
 
-def test_the_channel_is_off_without_a_token(bundled_agent, tmp_path: Path) -> None:
-    client = TestClient(create_app(bundled_agent.config, agent=bundled_agent,
+def test_the_channel_is_off_without_a_token(bundled_assistant, tmp_path: Path) -> None:
+    client = TestClient(create_app(bundled_assistant.config, assistant=bundled_assistant,
                                    database=Database(f"sqlite:///{tmp_path / 'bot.db'}")))
     assert client.get("/channels/wechat", params={"echostr": "x"}).status_code == 404

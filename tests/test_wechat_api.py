@@ -130,14 +130,14 @@ def test_long_texts_are_split_within_the_byte_limit(wechat_api) -> None:
     assert split_text("短") == ["短"]
 
 
-def test_a_late_answer_goes_by_the_api_once_however_often_wechat_retries(bundled_agent, tmp_path: Path,
+def test_a_late_answer_goes_by_the_api_once_however_often_wechat_retries(bundled_assistant, tmp_path: Path,
                                                                          wechat_api) -> None:
     url, state = wechat_api
     database = Database(f"sqlite:///{tmp_path / 'bot.db'}")
     wechat = WeChatChannelConfig(token=TOKEN, app_id=APP_ID, app_secret="s3cret", encoding_aes_key=AES_KEY,
                                  mode="plain", reply_budget_seconds=0.001, api_base=url)
-    config = bundled_agent.config.model_copy(update={"channels": ChannelsConfig(wechat=wechat)})
-    with TestClient(create_app(config, agent=bundled_agent, database=database)) as client:
+    config = bundled_assistant.config.model_copy(update={"channels": ChannelsConfig(wechat=wechat)})
+    with TestClient(create_app(config, assistant=bundled_assistant, database=database)) as client:
         responses = [post(client, text_xml("美元汇率多少", 7001))[0] for _ in range(4)]  # WeChat retries 3 times
         assert all(r.text == "success" for r in responses)
         deadline = time.monotonic() + 20
@@ -150,7 +150,7 @@ def test_a_late_answer_goes_by_the_api_once_however_often_wechat_retries(bundled
         assert session.scalar(select(func.count()).select_from(Event).where(Event.type == "user")) == 1
 
 
-def test_two_workers_deliver_a_late_answer_once(bundled_agent, tmp_path: Path, wechat_api) -> None:
+def test_two_workers_deliver_a_late_answer_once(bundled_assistant, tmp_path: Path, wechat_api) -> None:
     """WeChat's retry reaches another worker (same database): the answer reaches the customer exactly once,
     by the API or as that retry's passive reply."""
     url, state = wechat_api
@@ -159,8 +159,8 @@ def test_two_workers_deliver_a_late_answer_once(bundled_agent, tmp_path: Path, w
     def worker(budget: float) -> TestClient:
         wechat = WeChatChannelConfig(token=TOKEN, app_id=APP_ID, app_secret="s3cret", encoding_aes_key=AES_KEY,
                                      mode="plain", reply_budget_seconds=budget, api_base=url)
-        config = bundled_agent.config.model_copy(update={"channels": ChannelsConfig(wechat=wechat)})
-        return TestClient(create_app(config, agent=bundled_agent, database=Database(database_url)))
+        config = bundled_assistant.config.model_copy(update={"channels": ChannelsConfig(wechat=wechat)})
+        return TestClient(create_app(config, assistant=bundled_assistant, database=Database(database_url)))
 
     with worker(0.001) as first, worker(4.0) as second:
         assert post(first, text_xml("美元汇率多少", 7101))[0].text == "success"  # past the budget

@@ -176,12 +176,12 @@ def wecom_api() -> Iterator[tuple[str, WeCom]]:
         yield url, state
 
 
-def make_app(bundled_agent, database: Database, url: str, **wecom: Any):
+def make_app(bundled_assistant, database: Database, url: str, **wecom: Any):
     channel = WeComChannelConfig(token=TOKEN, corp_id=CORP_ID, secret=SECRET, encoding_aes_key=AES_KEY,
                                  api_base=url, menu={"MENU_LOSS": "我的卡丢了"}, **wecom)
-    config = bundled_agent.config.model_copy(update={"channels": ChannelsConfig(wecom=channel),
+    config = bundled_assistant.config.model_copy(update={"channels": ChannelsConfig(wecom=channel),
                                                      "notify": NotifyConfig(api_keys=[NOTIFY_KEY])})
-    app = create_app(config, agent=bundled_agent, database=database)
+    app = create_app(config, assistant=bundled_assistant, database=database)
     app.state.desk.clock = lambda: NOON  # within the skill groups' working hours
     return app
 
@@ -243,9 +243,9 @@ def audits(database: Database, action: str) -> list[AuditEntry]:
         return list(session.scalars(select(AuditEntry).where(AuditEntry.action == action)))
 
 
-def test_url_verification_decrypts_echostr_only_with_a_good_signature(bundled_agent, database, wecom_api) -> None:
+def test_url_verification_decrypts_echostr_only_with_a_good_signature(bundled_assistant, database, wecom_api) -> None:
     url, _ = wecom_api
-    client = TestClient(make_app(bundled_agent, database, url))
+    client = TestClient(make_app(bundled_assistant, database, url))
     echostr, signature = encrypted("echo-5927361", "1700000000", "abc")
     params = {"msg_signature": signature, "timestamp": "1700000000", "nonce": "abc", "echostr": echostr}
     good = client.get("/channels/wecom", params=params)
@@ -254,8 +254,8 @@ def test_url_verification_decrypts_echostr_only_with_a_good_signature(bundled_ag
     assert bad.status_code == 403 and "echo-5927361" not in bad.text
 
 
-def test_the_channel_is_off_without_a_token(bundled_agent, database) -> None:
-    client = TestClient(create_app(bundled_agent.config, agent=bundled_agent, database=database))
+def test_the_channel_is_off_without_a_token(bundled_assistant, database) -> None:
+    client = TestClient(create_app(bundled_assistant.config, assistant=bundled_assistant, database=database))
     response = client.post("/channels/wecom", content=b"<xml/>")
     assert response.status_code == 404 and "BOT__CHANNELS__WECOM__TOKEN" in response.json()["detail"]
 
@@ -271,9 +271,9 @@ def test_the_environment_configures_the_channel(project_root: Path) -> None:
         load_config(project_root / "config.yml", environ={"BOT__CHANNELS__WECOM__TOKEN": TOKEN})
 
 
-def test_a_customer_text_is_answered_by_send_msg(bundled_agent, database, wecom_api) -> None:
+def test_a_customer_text_is_answered_by_send_msg(bundled_assistant, database, wecom_api) -> None:
     url, state = wecom_api
-    app = make_app(bundled_agent, database, url)
+    app = make_app(bundled_assistant, database, url)
     state.customer_says("我的卡丢了", "msg-0001")
     with TestClient(app) as client:
         synced(client, app)
@@ -287,9 +287,9 @@ def test_a_customer_text_is_answered_by_send_msg(bundled_agent, database, wecom_
     assert user_events[0]["metadata"] == {"open_kfid": KFID, "wecom_type": "text"}
 
 
-def test_menu_clicks_and_other_kinds_of_message(bundled_agent, database, wecom_api) -> None:
+def test_menu_clicks_and_other_kinds_of_message(bundled_assistant, database, wecom_api) -> None:
     url, state = wecom_api
-    app = make_app(bundled_agent, database, url)
+    app = make_app(bundled_assistant, database, url)
     state.customer_says("挂失银行卡", "msg-0101", menu_id="MENU_LOSS")
     state.customer_sends("image", {"image": {"media_id": "m1"}}, "msg-0102")
     state.customer_sends("voice", {"voice": {"media_id": "m2"}}, "msg-0103")
@@ -306,31 +306,31 @@ def test_menu_clicks_and_other_kinds_of_message(bundled_agent, database, wecom_a
     assert transcript[1:] == ["[图片]", "[语音]", "[位置] 陆家嘴 浦东新区世纪大道", "[链接] 领奖"]
 
 
-def test_paging_persists_the_cursor_and_a_new_instance_resumes(bundled_agent, database, wecom_api) -> None:
+def test_paging_persists_the_cursor_and_a_new_instance_resumes(bundled_assistant, database, wecom_api) -> None:
     url, state = wecom_api
     state.page_size = 2
     for i, question in enumerate(["美元汇率多少", "我的卡丢了", "补卡要多少钱"]):
         state.customer_says(question, f"msg-1{i}")
-    first = make_app(bundled_agent, database, url)
+    first = make_app(bundled_assistant, database, url)
     with TestClient(first) as client:
         synced(client, first)
     assert state.sync_cursors == ["", "2"] and len(state.sent) == 3
     assert "USD" in state.sent[0]["text"]["content"]
 
     state.customer_says("营业时间", "msg-13")
-    second = make_app(bundled_agent, database, url)  # e.g. after a restart, on the same database
+    second = make_app(bundled_assistant, database, url)  # e.g. after a restart, on the same database
     with TestClient(second) as client:
         synced(client, second)
     assert state.sync_cursors[2:] == ["3"] and len(state.sent) == 4
     assert count(database, Event.type == "user") == 4
 
 
-def test_retried_callbacks_and_a_msgid_in_two_pages_are_handled_once(bundled_agent, database, wecom_api) -> None:
+def test_retried_callbacks_and_a_msgid_in_two_pages_are_handled_once(bundled_assistant, database, wecom_api) -> None:
     url, state = wecom_api
     state.page_size, state.sync_delay = 1, 0.3
     message = state.customer_says("美元汇率多少", "msg-2001")
     state.add(dict(message))  # WeCom delivers the same msgid again on the next page
-    app = make_app(bundled_agent, database, url)
+    app = make_app(bundled_assistant, database, url)
     with TestClient(app) as client:
         responses = [callback(client) for _ in range(3)]  # WeCom retries the callback
         assert [r.text for r in responses] == ["success"] * 3
@@ -341,14 +341,14 @@ def test_retried_callbacks_and_a_msgid_in_two_pages_are_handled_once(bundled_age
     assert count(database, Event.type == "user") == 1
 
 
-def test_two_workers_never_sync_one_account_at_once(bundled_agent, database, wecom_api) -> None:
+def test_two_workers_never_sync_one_account_at_once(bundled_assistant, database, wecom_api) -> None:
     """Callbacks reach two workers (one database); a lease lets one of them read at a time, and the
     other's callbacks make the leaseholder read again: every message answered once."""
     url, state = wecom_api
     state.page_size, state.sync_delay = 1, 0.2
     for n, text in enumerate(["美元汇率多少", "网点几点开门", "信用卡怎么还款"]):
         state.customer_says(text, f"msg-2101-{n}")
-    first, second = make_app(bundled_agent, database, url), make_app(bundled_agent, database, url)
+    first, second = make_app(bundled_assistant, database, url), make_app(bundled_assistant, database, url)
     with TestClient(first) as one, TestClient(second) as two:
         for client in (one, two, one, two):
             assert callback(client).text == "success"
@@ -360,9 +360,9 @@ def test_two_workers_never_sync_one_account_at_once(bundled_agent, database, wec
     assert len(state.sent) == 4 and count(database, Event.type == "user") == 4
 
 
-def test_a_slow_answer_leaves_the_callback_answered_at_once(bundled_agent, database, wecom_api) -> None:
+def test_a_slow_answer_leaves_the_callback_answered_at_once(bundled_assistant, database, wecom_api) -> None:
     url, state = wecom_api
-    app = make_app(bundled_agent, database, url)
+    app = make_app(bundled_assistant, database, url)
     service = app.state.conversations
     handle = service.handle
     service.handle = lambda inbound: (time.sleep(2), handle(inbound))[1]
@@ -376,9 +376,9 @@ def test_a_slow_answer_leaves_the_callback_answered_at_once(bundled_agent, datab
     assert "卡号后四位" in state.sent[0]["text"]["content"]
 
 
-def test_an_expired_access_token_is_refreshed_and_the_call_retried_once(bundled_agent, database, wecom_api) -> None:
+def test_an_expired_access_token_is_refreshed_and_the_call_retried_once(bundled_assistant, database, wecom_api) -> None:
     url, state = wecom_api
-    app = make_app(bundled_agent, database, url)
+    app = make_app(bundled_assistant, database, url)
     state.customer_says("美元汇率多少", "msg-4001")
     with TestClient(app) as client:
         synced(client, app)
@@ -390,9 +390,9 @@ def test_an_expired_access_token_is_refreshed_and_the_call_retried_once(bundled_
     assert len(state.sent) == 2 and "卡号后四位" in state.sent[1]["text"]["content"]
 
 
-def test_enter_session_gets_the_welcome(bundled_agent, database, wecom_api) -> None:
+def test_enter_session_gets_the_welcome(bundled_assistant, database, wecom_api) -> None:
     url, state = wecom_api
-    app = make_app(bundled_agent, database, url)
+    app = make_app(bundled_assistant, database, url)
     state.welcome_codes.add("WELCOME-CODE-1")
     state.event("enter_session", scene="branch7", welcome_code="WELCOME-CODE-1")
     with TestClient(app) as client:
@@ -419,10 +419,10 @@ INNER_LAUGHS = LAUGHS.replace("<Encrypt>&lol3;</Encrypt>", f"<Event>kf_msg_or_ev
     ({"signature": "f" * 40}, 403), ({"timestamp": str(int(time.time()) - 3600)}, 400)],
     ids=["xxe", "billion-laughs", "inner-xxe", "inner-billion-laughs", "malformed", "too-big", "bad-signature",
          "replayed"])
-def test_hostile_or_forged_callbacks_are_refused_and_nothing_synced(bundled_agent, database, wecom_api, caplog,
+def test_hostile_or_forged_callbacks_are_refused_and_nothing_synced(bundled_assistant, database, wecom_api, caplog,
                                                                    kwargs: dict, status: int) -> None:
     url, state = wecom_api
-    app = make_app(bundled_agent, database, url)
+    app = make_app(bundled_assistant, database, url)
     state.customer_says("我的卡丢了", "msg-5001")
     with TestClient(app) as client:
         response = callback(client, **kwargs)
@@ -433,9 +433,9 @@ def test_hostile_or_forged_callbacks_are_refused_and_nothing_synced(bundled_agen
     assert count(database, Event.id.is_not(None)) == 0
 
 
-def test_desk_handoff_agent_reply_and_close_end_the_wecom_session(bundled_agent, database, wecom_api) -> None:
+def test_desk_handoff_agent_reply_and_close_end_the_wecom_session(bundled_assistant, database, wecom_api) -> None:
     url, state = wecom_api
-    app = make_app(bundled_agent, database, url)
+    app = make_app(bundled_assistant, database, url)
     create_agent(database, "wang", "小王", PASSWORD, groups=["借记卡与账户", "综合服务"])
     with TestClient(app) as client:
         state.customer_says("我的卡丢了", "msg-6001")
@@ -467,9 +467,9 @@ def test_desk_handoff_agent_reply_and_close_end_the_wecom_session(bundled_agent,
     assert "感谢您的评价" in state.texts()[-1]
 
 
-def test_wecom_handoff_to_the_pool_then_back_to_the_bot(bundled_agent, database, wecom_api) -> None:
+def test_wecom_handoff_to_the_pool_then_back_to_the_bot(bundled_assistant, database, wecom_api) -> None:
     url, state = wecom_api
-    app = make_app(bundled_agent, database, url, handoff="wecom")
+    app = make_app(bundled_assistant, database, url, handoff="wecom")
     with TestClient(app) as client:
         state.customer_says("转人工", "msg-7001")
         synced(client, app)
@@ -500,9 +500,9 @@ def test_wecom_handoff_to_the_pool_then_back_to_the_bot(bundled_agent, database,
     assert len(state.sent) == 2 and "USD" in state.texts()[-1]
 
 
-def test_wecom_handoff_to_a_named_servicer_and_a_missed_end(bundled_agent, database, wecom_api) -> None:
+def test_wecom_handoff_to_a_named_servicer_and_a_missed_end(bundled_assistant, database, wecom_api) -> None:
     url, state = wecom_api
-    app = make_app(bundled_agent, database, url, handoff="wecom", servicer_userid="zhangsan")
+    app = make_app(bundled_assistant, database, url, handoff="wecom", servicer_userid="zhangsan")
     with TestClient(app) as client:
         state.customer_says("转人工", "msg-8001")
         synced(client, app)
@@ -519,9 +519,9 @@ def test_wecom_handoff_to_a_named_servicer_and_a_missed_end(bundled_agent, datab
     assert state.calls.count("/cgi-bin/kf/service_state/get") == 2
 
 
-def test_a_proactive_notification_and_the_customers_answer(bundled_agent, database, wecom_api) -> None:
+def test_a_proactive_notification_and_the_customers_answer(bundled_assistant, database, wecom_api) -> None:
     url, state = wecom_api
-    app = make_app(bundled_agent, database, url)
+    app = make_app(bundled_assistant, database, url)
     atm = {"card_tail": "6688", "time": "11月23日 14:05", "atm_id": "SH0231", "address": "浦东新区世纪大道100号"}
     with TestClient(app) as client:
         state.customer_says("你好", "msg-9001")

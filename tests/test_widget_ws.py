@@ -12,15 +12,15 @@ from tests.chat_support import widget_socket
 
 
 @pytest.fixture(scope="module")
-def client(minibot: Path, minibot_agent, tmp_path_factory: pytest.TempPathFactory) -> TestClient:
-    from bot.agent import Agent
+def client(minibot: Path, minibot_assistant, tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    from bot.assistant import Assistant
     from bot.config import load_config
     from bot.web.app import create_app
     from bot.web.widget import widget_router
 
     data = tmp_path_factory.mktemp("widget-ws")
     config = load_config(minibot / "config.yml", environ={"DATABASE_URL": f"sqlite:///{data / 'bot.db'}"})
-    app = create_app(config, Agent(minibot_agent.model, config))
+    app = create_app(config, Assistant(minibot_assistant.model, config))
     if not any(getattr(route, "path", None) == "/widget.js" for route in app.routes):
         app.include_router(widget_router())
     return TestClient(app)

@@ -78,7 +78,7 @@ def deliver(app: Any, notification: Notification) -> NotifyResult:
 
 
 def _text(app: Any, notification: Notification) -> str:
-    agent = app.state.agent
+    agent = app.state.assistant
     replies = agent.responder.utter(f"utter_notify_{notification.event}", "web", dict(notification.data))
     if not replies:
         raise HTTPException(status_code=422, detail=f"no response utter_notify_{notification.event} in nlu_data")

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.dialogue.engine import DialogueState, TurnOutcome
 from bot.dialogue.responder import Reply
 from bot.handoff.context import CHANNEL_NAMES
@@ -91,9 +91,9 @@ class TurnResult:
 
 
 class ConversationService:
-    def __init__(self, agent: Agent, store: ConversationStore, duplicate_wait: float = 10.0,
+    def __init__(self, assistant: Assistant, store: ConversationStore, duplicate_wait: float = 10.0,
                  handoff: Handover | None = None, limits: Limits | None = None) -> None:
-        self.agent = agent
+        self.assistant = assistant
         self.store = store
         self.handoff = handoff
         self.limits = limits or Limits(MemoryLimiter())
@@ -181,7 +181,7 @@ class ConversationService:
         session = self._session_start(start, _reply_channel(inbound.channel), inbound.sender, dialogue)
         if session is not None:
             dialogue, history = session.state, [*history, *session.events]
-        outcome = self.agent.engine.turn(dialogue, parse, _reply_channel(inbound.channel), inbound.sender, history)
+        outcome = self.assistant.engine.turn(dialogue, parse, _reply_channel(inbound.channel), inbound.sender, history)
         _after_session_start(session, outcome)
         state = {**start.state, "dialogue": outcome.state.model_dump()}
         return _Done(list(outcome.replies), outcome.parse, outcome.events, state, outcome.reminders)
@@ -286,7 +286,7 @@ class ConversationService:
         session = self._session_start(start, _reply_channel(inbound.channel), inbound.sender, state)
         if session is not None:
             state, history = session.state, [*history, *session.events]
-        parse, outcome = self.agent.respond(text, _reply_channel(inbound.channel), state, sender_id=inbound.sender,
+        parse, outcome = self.assistant.respond(text, _reply_channel(inbound.channel), state, sender_id=inbound.sender,
                                             history=history, metadata=metadata)
         _after_session_start(session, outcome)
         return dict(parse), outcome
@@ -295,7 +295,7 @@ class ConversationService:
                        state: DialogueState) -> TurnOutcome | None:
         """Rasa's action_session_start when this message opened a new conversation and the bot does something
         then (slots carried over from the expired one, or the project's own action); None otherwise."""
-        engine = getattr(self.agent, "engine", None)  # stand-ins of the agent may have none
+        engine = getattr(self.assistant, "engine", None)  # stand-ins of the assistant may have none
         if not start.new_session or engine is None or not engine.starts_sessions:
             return None
         previous = self.store.dialogue_slots(start.previous_conversation) if start.previous_conversation else {}

@@ -1,7 +1,7 @@
 """Replay evaluation: real customer messages through the real bot, one fresh conversation each.
 
 Each message goes through `ConversationService` exactly as the REST webhook sends it (channel `rest`, a new
-sender, a temporary SQLite database, hand-over to the agent desk switched on), and the outcome is read from what
+sender, a temporary SQLite database, hand-over to the assistant desk switched on), and the outcome is read from what
 the bot did, by the `source` of its replies:
 
 - `handoff`: a reply with source `handoff` (the conversation was queued for a person) or an offer of one
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.config import BotConfig
 from bot.dialogue.service import ConversationService, Inbound, Limits, MessageRejected
 from bot.eval.datasets import DatasetError
@@ -225,14 +225,14 @@ def _text_items(path: Path, labels: Path | None) -> list[ReplayItem]:
 class Replayer:
     """Answers each message in a new conversation of a `ConversationService` over a throw-away database."""
 
-    def __init__(self, agent: Agent, config: BotConfig, database_url: str) -> None:
+    def __init__(self, assistant: Assistant, config: BotConfig, database_url: str) -> None:
         self.config = config
         self.database = Database(database_url)
         store = ConversationStore(self.database, security=config.security)
         handover = Handover(AgentDesk(self.database, config.handoff), config.handoff)
         unlimited = Limits(MemoryLimiter(), per_sender=10**9, per_ip=10**9)
-        self.service = ConversationService(agent, store, handoff=handover, limits=unlimited)
-        retriever = agent.model.retriever
+        self.service = ConversationService(assistant, store, handoff=handover, limits=unlimited)
+        retriever = assistant.model.retriever
         self.questions = {e.question: e.id for e in retriever.entries} if retriever is not None else {}
         self.knowledge_ids = frozenset(self.questions.values())
         self._count = 0
@@ -257,9 +257,9 @@ class Replayer:
 
 
 @contextmanager
-def replayer(agent: Agent, config: BotConfig) -> Iterator[Replayer]:
+def replayer(assistant: Assistant, config: BotConfig) -> Iterator[Replayer]:
     with tempfile.TemporaryDirectory(prefix="bot-replay-") as directory:
-        running = Replayer(agent, config, f"sqlite:///{Path(directory) / 'replay.db'}")
+        running = Replayer(assistant, config, f"sqlite:///{Path(directory) / 'replay.db'}")
         try:
             yield running
         finally:
@@ -328,9 +328,9 @@ def judge(label: Label, observation: Observation) -> tuple[bool, bool]:
     return observation.outcome in GOOD_OUTCOMES[label.kind], False
 
 
-def replay(items: list[ReplayItem], agent: Agent, config: BotConfig) -> list[MessageResult]:
+def replay(items: list[ReplayItem], assistant: Assistant, config: BotConfig) -> list[MessageResult]:
     results = []
-    with replayer(agent, config) as running:
+    with replayer(assistant, config) as running:
         for item in items:
             observation = running.observe(item.text)
             good, wrong = judge(item.label, observation) if item.label else (None, None)
@@ -357,11 +357,12 @@ def by_label_kind(results: list[MessageResult]) -> dict[str, dict[str, Any]]:
             for kind in LABEL_KINDS if kind in kinds}
 
 
-def evaluate_replay(file: Path, config: BotConfig, agent: Agent, *, labels: Path | None = None, half: str | None = None,
+def evaluate_replay(file: Path, config: BotConfig, assistant: Assistant, *, labels: Path | None = None,
+                    half: str | None = None,
                     data_root: Path | None = None) -> tuple[dict[str, Any], list[MessageResult]]:
-    """The summary and the per-message results of replaying `file` (see `read_items`) through `agent`."""
+    """The summary and the per-message results of replaying `file` (see `read_items`) through `assistant`."""
     items = read_items(file, data_root or default_data_root(config), labels, half)
-    results = replay(items, agent, config)
+    results = replay(items, assistant, config)
     return summarise(results), results
 
 
@@ -370,14 +371,14 @@ def default_data_root(config: BotConfig) -> Path:
     return config.root.parent / "shared" / "datasets"
 
 
-def load_agent(config: BotConfig) -> Agent:
+def load_assistant(config: BotConfig) -> Assistant:
     """The newest model, trained first when there is none or the training data changed (as `bot run` does)."""
     from bot.model import is_stale, latest_model_dir, train
 
     latest = latest_model_dir(config)
     if latest is None or is_stale(latest, config):
         latest = train(config)
-    return Agent.load(config, latest)
+    return Assistant.load(config, latest)
 
 
 def _rate(count: int, n: int) -> float:
@@ -389,4 +390,4 @@ def _rounded(value: Any) -> float | None:
 
 
 __all__ = ["Label", "MessageResult", "Observation", "ReplayItem", "by_label_kind", "classify_turn",
-           "evaluate_replay", "judge", "load_agent", "read_items", "replay", "summarise"]
+           "evaluate_replay", "judge", "load_assistant", "read_items", "replay", "summarise"]

@@ -10,6 +10,7 @@ when two agents accept the same chat at once, the database lets exactly one of t
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,11 @@ from bot.storage.database import Database
 from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Handoff, utcnow
 from bot.storage.store import append_event
 
+logger = logging.getLogger(__name__)
+
 OPEN_STATUSES = ("waiting", "assigned")
+# Told every hand-over change after it is committed: (conversation id, the `handoff` event's data)
+ChangeListener = Callable[[str, dict[str, Any]], None]
 SURVEY_PROMPT = "本次人工服务已结束，感谢您的耐心。请为本次服务打分（5分为非常满意），也可以附上您的意见。"
 SURVEY_BUTTONS = [{"title": f"{n}分", "payload": str(n)} for n in (5, 4, 3, 2, 1)]
 
@@ -49,6 +54,20 @@ class AgentDesk:
         self.database = database
         self.config = config
         self.clock = clock  # working hours are judged by it; tests set the time of day
+        self._listeners: list[ChangeListener] = []
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call `listener` after every committed change of a hand-over (accepted, reassigned, transferred, closed,
+        cancelled, back in the queue, abandoned) with the conversation and the `handoff` event's data."""
+        self._listeners.append(listener)
+
+    def _changed(self, changes: list[tuple[str, dict[str, Any]]]) -> None:
+        for conversation_id, payload in changes:
+            for listener in self._listeners:
+                try:
+                    listener(conversation_id, payload)
+                except Exception:  # a listener's failure (e.g. a closed socket) never undoes the desk's change
+                    logger.exception("hand-over listener failed for %s", conversation_id)
 
     # --- the customer's side ----------------------------------------------------------------------------
 
@@ -108,13 +127,17 @@ class AgentDesk:
 
     def customer_left(self, conversation_id: str) -> None:
         """A customer who leaves while waiting is taken off the queue."""
+        changes: list[tuple[str, dict[str, Any]]] = []
         with self.database.session() as session, session.begin():
             for handoff in session.scalars(select(Handoff).where(Handoff.conversation_id == conversation_id,
                                                                  Handoff.status == "waiting")):
                 handoff.status, handoff.closed_at = "abandoned", utcnow()
                 conversation = _conversation(session, conversation_id)
                 conversation.status = "bot"
-                append_event(session, conversation, "handoff", {"status": "abandoned", "handoff_id": handoff.id})
+                payload = {"status": "abandoned", "handoff_id": handoff.id}
+                append_event(session, conversation, "handoff", payload)
+                changes.append((conversation_id, payload))
+        self._changed(changes)
 
     def customer_cancelled(self, conversation_id: str) -> int | None:
         """The waiting customer took back the request for a person: the hand-over leaves the queue as
@@ -133,21 +156,25 @@ class AgentDesk:
                 return None
             conversation = _conversation(session, conversation_id)
             conversation.status = "bot"
-            append_event(session, conversation, "handoff", {"status": "cancelled", "handoff_id": handoff_id,
-                                                      "disposition": "客户取消转人工"})
-            return handoff_id
+            payload = {"status": "cancelled", "handoff_id": handoff_id, "disposition": "客户取消转人工"}
+            append_event(session, conversation, "handoff", payload)
+        self._changed([(conversation_id, payload)])
+        return handoff_id
 
     def handed_elsewhere(self, conversation_id: str, disposition: str) -> None:
         """The waiting customer went to people outside this desk (e.g. WeCom's own servicers): the hand-over
         is closed with `disposition` saying where, and the conversation is the bot's again on our side."""
+        changes: list[tuple[str, dict[str, Any]]] = []
         with self.database.session() as session, session.begin():
             for handoff in session.scalars(select(Handoff).where(Handoff.conversation_id == conversation_id,
                                                                  Handoff.status == "waiting")):
                 handoff.status, handoff.closed_at, handoff.disposition = "closed", utcnow(), disposition
                 conversation = _conversation(session, conversation_id)
                 conversation.status = "bot"
-                append_event(session, conversation, "handoff", {"status": "closed", "handoff_id": handoff.id,
-                                                          "disposition": disposition})
+                payload = {"status": "closed", "handoff_id": handoff.id, "disposition": disposition}
+                append_event(session, conversation, "handoff", payload)
+                changes.append((conversation_id, payload))
+        self._changed(changes)
 
     def rate(self, handoff_id: int, rating: int, comment: str | None = None) -> None:
         with self.database.session() as session, session.begin():
@@ -175,6 +202,7 @@ class AgentDesk:
         """An agent who went away (disconnected past the grace period): offline, and their chats go back to the
         front of their queues (their original request time keeps their place)."""
         returned = []
+        changes: list[tuple[str, dict[str, Any]]] = []
         with self.database.session() as session, session.begin():
             agent = session.get(AgentAccount, agent_id)
             if agent is not None:
@@ -184,9 +212,12 @@ class AgentDesk:
                 handoff.status, handoff.agent_id = "waiting", None
                 conversation = _conversation(session, handoff.conversation_id)
                 conversation.status = "queued"
-                append_event(session, conversation, "handoff", {"status": "waiting", "handoff_id": handoff.id,
-                                                          "detail": "坐席断线，重新排队", "from_agent_id": agent_id})
+                payload = {"status": "waiting", "handoff_id": handoff.id, "detail": "坐席断线，重新排队",
+                           "from_agent_id": agent_id}
+                append_event(session, conversation, "handoff", payload)
+                changes.append((handoff.conversation_id, payload))
                 returned.append(handoff.id)
+        self._changed(changes)
         self.assign_waiting()
         return returned
 
@@ -202,9 +233,12 @@ class AgentDesk:
             conversation = _conversation(session, handoff.conversation_id)
             conversation.status = "human"
             agent = session.get(AgentAccount, agent_id)
-            append_event(session, conversation, "handoff", {"status": "assigned", "handoff_id": handoff_id,
-                                                      "agent_id": agent_id,
-                                                      "agent": agent.display_name if agent else None})
+            payload = {"status": "assigned", "handoff_id": handoff_id, "agent_id": agent_id,
+                       "agent": agent.display_name if agent else None,
+                       "employee_no": agent.employee_no if agent else None}
+            append_event(session, conversation, "handoff", payload)
+            conversation_id = conversation.id
+        self._changed([(conversation_id, payload)])
 
     def assign_waiting(self) -> list[tuple[int, int]]:
         """Give waiting chats, most urgent first, to the least-loaded online agent of their group with room."""
@@ -264,9 +298,11 @@ class AgentDesk:
             handoff.status, handoff.agent_id, handoff.assigned_at = "assigned", agent_id, utcnow()
             conversation = _conversation(session, handoff.conversation_id)
             conversation.status = "human"
-            append_event(session, conversation, "handoff", {"status": "assigned", "handoff_id": handoff_id,
-                                                      "agent_id": agent_id, "agent": agent.display_name,
-                                                      "from_agent_id": previous})
+            payload = {"status": "assigned", "handoff_id": handoff_id, "agent_id": agent_id,
+                       "agent": agent.display_name, "employee_no": agent.employee_no, "from_agent_id": previous}
+            append_event(session, conversation, "handoff", payload)
+            conversation_id = conversation.id
+        self._changed([(conversation_id, payload)])
 
     def transfer(self, handoff_id: int, agent_id: int, group: str, note: str = "") -> None:
         """Back to the queue of another group (keeping its place by the original request time)."""
@@ -276,8 +312,11 @@ class AgentDesk:
             handoff.status, handoff.group, handoff.agent_id = "waiting", group, None
             conversation = _conversation(session, handoff.conversation_id)
             conversation.status = "queued"
-            append_event(session, conversation, "handoff", {"status": "transferred", "handoff_id": handoff_id,
-                                                      "group": group, "note": note, "from_agent_id": agent_id})
+            payload = {"status": "transferred", "handoff_id": handoff_id, "group": group, "note": note,
+                       "from_agent_id": agent_id}
+            append_event(session, conversation, "handoff", payload)
+            conversation_id = conversation.id
+        self._changed([(conversation_id, payload)])
         self.assign_waiting()
 
     def close(self, handoff_id: int, agent_id: int, disposition: str) -> str:
@@ -288,11 +327,14 @@ class AgentDesk:
             conversation = _conversation(session, handoff.conversation_id)
             conversation.status = "bot"
             conversation.state = {**(conversation.state or {}), "survey_handoff": handoff_id}
-            append_event(session, conversation, "handoff", {"status": "closed", "handoff_id": handoff_id,
-                                                      "disposition": disposition})
+            payload = {"status": "closed", "handoff_id": handoff_id, "disposition": disposition,
+                       "agent_id": agent_id}
+            append_event(session, conversation, "handoff", payload)
             append_event(session, conversation, "bot", {"text": SURVEY_PROMPT, "data": {"buttons": SURVEY_BUTTONS,
                                                                                    "source": "satisfaction"}})
-            return conversation.id
+            conversation_id = conversation.id
+        self._changed([(conversation_id, payload)])
+        return conversation_id
 
     # --- helpers ----------------------------------------------------------------------------------------
 

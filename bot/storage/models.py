@@ -8,7 +8,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
@@ -124,6 +124,7 @@ class AgentAccount(Base):
     max_chats: Mapped[int] = mapped_column(default=3)
     presence: Mapped[str] = mapped_column(String(16), default="offline")  # online | away | offline
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    employee_no: Mapped[str | None] = mapped_column(String(16))  # 工号, told to customers with the name
 
 
 class AgentSessionRecord(Base):
@@ -233,3 +234,46 @@ class ModelVersion(Base):
     activated_by: Mapped[str | None] = mapped_column(String(128))
     activated_at: Mapped[dt.datetime | None] = mapped_column()
     experiment_share: Mapped[float] = mapped_column(default=0.0)  # of new conversations, while a candidate
+
+
+class ConversationLabel(Base):
+    """A label an agent put on a conversation (e.g. 投诉, 已回访), for search and reports."""
+
+    __tablename__ = "conversation_labels"
+    __table_args__ = (UniqueConstraint("conversation_id", "label", name="uq_label_conversation_label"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    label: Mapped[str] = mapped_column(String(32), index=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class CannedReply(Base):
+    """A reply agents insert by its short code: for everyone (no group, no owner), one skill group, or one
+    agent's own (`owner_id`)."""
+
+    __tablename__ = "canned_replies"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(32), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    group: Mapped[str | None] = mapped_column(String(64))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Attachment(Base):
+    """An image or file a customer sent (WeChat, WeCom, the app), kept in the database within the size and type
+    limits of `attachments` in config.yml; the transcript's event refers to it by `id`."""
+
+    __tablename__ = "attachments"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # image | file
+    mime: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column()
+    filename: Mapped[str | None] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.config import BotConfig
 from bot.dialogue.engine import DialogueState, TurnOutcome
 from bot.eval.stories import evaluate_test_stories
@@ -48,16 +48,16 @@ class _Expected:
 
 
 class _Recorder:
-    """Passes each turn to the agent and keeps its outcome, for the checks `evaluate_test_stories` leaves out."""
+    """Passes each turn to the assistant and keeps its outcome, for the checks `evaluate_test_stories` leaves out."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, assistant: Assistant) -> None:
+        self.assistant = assistant
         self.outcomes: list[TurnOutcome] = []
 
     def respond(self, text: str, channel: str = "web", state: DialogueState | None = None,
                 sender_id: str = "default", history: list[dict[str, Any]] | None = None,
                 metadata: dict[str, Any] | None = None) -> tuple[Any, TurnOutcome]:
-        parse, outcome = self.agent.respond(text, channel, state, sender_id=sender_id, history=history,
+        parse, outcome = self.assistant.respond(text, channel, state, sender_id=sender_id, history=history,
                                             metadata=metadata)
         self.outcomes.append(outcome)
         return parse, outcome
@@ -90,11 +90,11 @@ def _checked(story: Any, where: str, source: str) -> dict[str, Any]:
     return {**story, "source": source}
 
 
-def run_tests(config: BotConfig, agent: Agent, stories: list[dict[str, Any]]) -> dict[str, Any]:
+def run_tests(config: BotConfig, assistant: Assistant, stories: list[dict[str, Any]]) -> dict[str, Any]:
     """{"tests", "passed", "failed", "failed_tests": [names], "failures": [annotated text per failed story]}."""
     failures, failed_names = [], []
     for story in stories:
-        recorder = _Recorder(agent)
+        recorder = _Recorder(assistant)
         result = evaluate_test_stories(config, recorder, [story])
         problems = _extra_problems(story, recorder.outcomes)
         if result["failed"] or problems:
@@ -105,8 +105,8 @@ def run_tests(config: BotConfig, agent: Agent, stories: list[dict[str, Any]]) ->
             "failed_tests": failed_names, "failures": failures}
 
 
-def summary(config: BotConfig, agent: Agent, directory: Path | None = None) -> dict[str, Any]:
-    """The project's conversation tests on `agent`, or why they were skipped."""
+def summary(config: BotConfig, assistant: Assistant, directory: Path | None = None) -> dict[str, Any]:
+    """The project's conversation tests on `assistant`, or why they were skipped."""
     folder = tests_dir(config, directory)
     try:
         stories = load_tests(folder) if folder.exists() else []
@@ -114,7 +114,7 @@ def summary(config: BotConfig, agent: Agent, directory: Path | None = None) -> d
         return {"skipped": str(e)}
     if not stories:
         return {"skipped": f"没有对话测试（{folder}）"}
-    return run_tests(config, agent, stories)
+    return run_tests(config, assistant, stories)
 
 
 def _expectations(story: dict[str, Any]) -> list[_Expected]:

@@ -50,7 +50,7 @@ from bot.trainer.clusters import DEFAULT_THRESHOLD, Encode, cluster
 from bot.trainer.keys import message_key
 
 if TYPE_CHECKING:
-    from bot.agent import Agent
+    from bot.assistant import Assistant
     from bot.storage import ConversationStore, Database
 
 WEIGHTS = {"clarify_rejected": 5, "agent_corrected": 5, "low_rating": 4, "handoff_avoidable": 4, "fallback": 3,
@@ -146,11 +146,11 @@ class InboxContext:
     threshold: float = DEFAULT_THRESHOLD
 
     @classmethod
-    def from_agent(cls, agent: Agent) -> InboxContext:
-        retriever, nlu = agent.model.retriever, agent.model.nlu
+    def from_assistant(cls, assistant: Assistant) -> InboxContext:
+        retriever, nlu = assistant.model.retriever, assistant.model.nlu
         encoder = nlu.encoder
         encode = None if encoder is None else (lambda texts: encoder.encode([nlu.prepare(t)[0] for t in texts]))
-        dialogue = agent.config.dialogue
+        dialogue = assistant.config.dialogue
         return cls(questions={e.id: e.question for e in retriever.entries} if retriever else {}, encode=encode,
                    fallback_response=dialogue.fallback_response, menu_level=dialogue.menu_min_confidence)
 

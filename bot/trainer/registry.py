@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.config import BotConfig
 from bot.model import METADATA_FILE, MODEL_FILE, new_version, train
 from bot.nlu.classifier import FALLBACK_INTENT
@@ -164,7 +164,7 @@ def run_training(database: Database, config: BotConfig, version: str, trained_by
         metrics: dict[str, Any] = {"train_seconds": metadata["train_seconds"],
                                    "cross_validation": cross_validation(config, directory / "results")}
         progress("对话测试 conversation tests")
-        metrics["conversation_tests"] = conversation_tests.summary(config, Agent.load(config, directory))
+        metrics["conversation_tests"] = conversation_tests.summary(config, Assistant.load(config, directory))
     except Exception as e:  # the trainer sees why on the row; the server goes on
         logger.exception("training model version %s failed", version)
         _set(database, version, status="failed", error=f"{type(e).__name__}: {e}"[:2000],
@@ -296,7 +296,7 @@ def _experiment_turns(database: Database, since: dt.datetime,
 # --- comparison ---------------------------------------------------------------------------------------------
 
 
-def compare(database: Database, config: BotConfig, *, candidate: Agent, active: Agent, messages: list[str],
+def compare(database: Database, config: BotConfig, *, candidate: Assistant, active: Assistant, messages: list[str],
             messages_from: str) -> dict[str, Any]:
     """The candidate against the active model on the same data (see `bot/web/model_api.py` for the shape);
     `messages` (from `comparison_messages`) are replayed on both."""
@@ -313,7 +313,7 @@ def compare(database: Database, config: BotConfig, *, candidate: Agent, active: 
     }
 
 
-def comparison_messages(database: Database, active: Agent, messages: list[str] | None) -> tuple[list[str], str]:
+def comparison_messages(database: Database, active: Assistant, messages: list[str] | None) -> tuple[list[str], str]:
     """The messages a comparison replays and where they came from: the request's, or the review inbox's."""
     if messages is not None:
         return messages, "request"
@@ -343,7 +343,7 @@ def _cross_validation(candidate: ModelVersion, active: ModelVersion | None) -> d
             "per_intent": per_intent, "note": note}
 
 
-def _conversation_tests(config: BotConfig, candidate: Agent, active: Agent) -> dict[str, Any]:
+def _conversation_tests(config: BotConfig, candidate: Assistant, active: Assistant) -> dict[str, Any]:
     new, old = conversation_tests.summary(config, candidate), conversation_tests.summary(config, active)
     if "skipped" in new:
         return new
@@ -352,7 +352,7 @@ def _conversation_tests(config: BotConfig, candidate: Agent, active: Agent) -> d
             "newly_passing": sorted(set(old["failed_tests"]) - set(new["failed_tests"]))}
 
 
-def _replay(config: BotConfig, candidate: Agent, active: Agent) -> dict[str, Any]:
+def _replay(config: BotConfig, candidate: Assistant, active: Assistant) -> dict[str, Any]:
     """The replay evaluation's numbers for both, when the labelled messages and their data sets are here."""
     from bot.eval.datasets import DatasetError
     from bot.eval.replay import evaluate_replay
@@ -367,7 +367,8 @@ def _replay(config: BotConfig, candidate: Agent, active: Agent) -> dict[str, Any
         return {"skipped": f"回放评估的数据不可用，跳过：{e}"}
 
 
-def outcome_changes(config: BotConfig, texts: list[str], *, before: Agent, after: Agent) -> list[dict[str, Any]]:
+def outcome_changes(config: BotConfig, texts: list[str], *, before: Assistant,
+                    after: Assistant) -> list[dict[str, Any]]:
     """Every message whose outcome (answer/clarify/…, and which answer) differs between the two models."""
     from bot.eval.replay import ReplayItem, replay
 
@@ -386,14 +387,15 @@ def _observed(observation: Any) -> dict[str, Any]:
             "confidence": observation.confidence}
 
 
-def inbox_messages(database: Database, active: Agent, days: int = INBOX_DAYS) -> list[str]:
+def inbox_messages(database: Database, active: Assistant, days: int = INBOX_DAYS) -> list[str]:
     """The distinct texts (masked, as stored) of the review inbox's messages of the last `days` days that a
     candidate may answer differently: first those fixed or marked out of scope since the active version was
     activated (or within `days` when that is not known), the trainer's own work, then the open ones."""
     from bot.trainer.inbox import InboxContext, inbox_items, reviewed_since
 
     now = utcnow()
-    items = inbox_items(database, InboxContext.from_agent(active), (now - dt.timedelta(days=days)).date(), now.date())
+    since = (now - dt.timedelta(days=days)).date()
+    items = inbox_items(database, InboxContext.from_assistant(active), since, now.date())
     row = _row_or_none(database, active.version)
     since = row.activated_at if row is not None and row.activated_at else now - dt.timedelta(days=days)
     recent = reviewed_since(database, since)

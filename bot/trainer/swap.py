@@ -1,7 +1,7 @@
 """The live model of a running app, swapped without downtime.
 
-load the new version beside the serving one → warm it up → one reference assignment each for `app.state.agent`
-and `ConversationService.agent`. A turn reads `service.agent` once, so requests in flight finish on the model
+load the new version beside the serving one → warm it up → one reference assignment each for `app.state.assistant`
+and `ConversationService.assistant`. A turn reads `service.assistant` once, so requests in flight finish on the model
 they started with. Every process polls the database for the active version (and an experiment's candidate)
 every few seconds and swaps when it changed, so an activation reaches every worker.
 """
@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.config import BotConfig
 from bot.dialogue.engine import DialogueState, TurnOutcome
 from bot.model import MODEL_FILE, latest_model_dir
@@ -35,13 +35,13 @@ def bucket(key: str) -> float:
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) / 2**32
 
 
-class ExperimentAgent(Agent):
+class ExperimentAssistant(Assistant):
     """Answers the conversations whose key falls below `share` with the candidate, the others with the active
     model, and records which model answered in the turn's parse (`parse_data.model` of the user event).
     Everything else (the external turns of reminders, /model/parse, /status) is the active model's."""
 
-    def __init__(self, active: Agent, candidate: Agent, share: float) -> None:  # noqa: D107
-        # not Agent.__init__: this wraps two agents that are loaded already
+    def __init__(self, active: Assistant, candidate: Assistant, share: float) -> None:  # noqa: D107
+        # not Assistant.__init__: this wraps two assistants that are loaded already
         self.active, self.candidate, self.share = active, candidate, share
         self.model, self.config = active.model, active.config
         self.responder, self.engine = active.responder, active.engine
@@ -53,29 +53,29 @@ class ExperimentAgent(Agent):
                 sender_id: str = "default", history: list[dict[str, Any]] | None = None,
                 metadata: dict[str, Any] | None = None) -> tuple[ParseResult, TurnOutcome]:
         arm = self.arm(sender_id)
-        agent = self.candidate if arm == "candidate" else self.active
-        parse, outcome = agent.respond(text, channel, state, sender_id=sender_id, history=history,
+        assistant = self.candidate if arm == "candidate" else self.active
+        parse, outcome = assistant.respond(text, channel, state, sender_id=sender_id, history=history,
                                        metadata=metadata)
-        outcome.parse["model"] = {"version": agent.version, "arm": arm}
+        outcome.parse["model"] = {"version": assistant.version, "arm": arm}
         return parse, outcome
 
 
-def warm_up(agent: Agent) -> None:
+def warm_up(assistant: Assistant) -> None:
     """A few parses and one turn, so the first customer after the swap does not pay for lazy set-up."""
-    examples = agent.model.data.examples
+    examples = assistant.model.data.examples
     texts = [e.text for e in examples[:: max(1, len(examples) // WARM_UP_PARSES)][:WARM_UP_PARSES]] or ["你好"]
     for text in texts:
-        agent.parse(text)
-    agent.respond(texts[0], sender_id="warm-up")
+        assistant.parse(text)
+    assistant.respond(texts[0], sender_id="warm-up")
 
 
-def load_version(config: BotConfig, version: str) -> Agent:
+def load_version(config: BotConfig, version: str) -> Assistant:
     directory = model_dir(config, version)
     if directory is None:
         raise FileNotFoundError(f"model version {version}: no directory {config.path(config.models_dir) / version}")
-    agent = Agent.load(config, directory)
-    warm_up(agent)
-    return agent
+    assistant = Assistant.load(config, directory)
+    warm_up(assistant)
+    return assistant
 
 
 def model_dir(config: BotConfig, version: str) -> Path | None:
@@ -85,7 +85,7 @@ def model_dir(config: BotConfig, version: str) -> Path | None:
     return directory if (directory / MODEL_FILE).exists() else None
 
 
-def startup_agent(config: BotConfig, database: Database) -> Agent:
+def startup_assistant(config: BotConfig, database: Database) -> Assistant:
     """The model a starting process serves: the active version in the database. A newer model directory the
     database does not know was trained by `bot train`/`bot run` outside the registry: it is recorded and
     activated, as `bot run` has always served the newest model."""
@@ -96,32 +96,32 @@ def startup_agent(config: BotConfig, database: Database) -> Agent:
         registry.record_directory(database, latest, activate=True, actor="startup", config=config)
         active = latest.name
     if active is not None and model_dir(config, active) is not None:
-        return Agent.load(config, model_dir(config, active))
-    return Agent.load(config, latest)
+        return Assistant.load(config, model_dir(config, active))
+    return Assistant.load(config, latest)
 
 
 class LiveModel:
-    """Holds what one process serves: the active agent and, during an experiment, a candidate with its share.
-    `app_state` is the FastAPI app's state (its `agent` and `conversations`)."""
+    """Holds what one process serves: the active assistant and, during an experiment, a candidate with its share.
+    `app_state` is the FastAPI app's state (its `assistant` and `conversations`)."""
 
     def __init__(self, app_state: Any, config: BotConfig, database: Database,
                  poll_seconds: float = POLL_SECONDS) -> None:
         self.state, self.config, self.database = app_state, config, database
         self.poll_seconds = poll_seconds
-        self.candidate: Agent | None = None
+        self.candidate: Assistant | None = None
         self.share = 0.0
         self.swaps = 0
         self._lock = threading.Lock()  # one load-and-swap at a time; serving never takes it
 
     @property
-    def active(self) -> Agent:
-        return self.state.agent
+    def active(self) -> Assistant:
+        return self.state.assistant
 
-    def install(self, active: Agent, candidate: Agent | None, share: float) -> None:
-        served = ExperimentAgent(active, candidate, share) if candidate is not None and share > 0 else active
-        changed = active is not self.state.agent
-        self.state.agent = active
-        self.state.conversations.agent = served
+    def install(self, active: Assistant, candidate: Assistant | None, share: float) -> None:
+        served = ExperimentAssistant(active, candidate, share) if candidate is not None and share > 0 else active
+        changed = active is not self.state.assistant
+        self.state.assistant = active
+        self.state.conversations.assistant = served
         self.candidate, self.share = (candidate, share) if served is not active else (None, 0.0)
         self.swaps += changed
 
@@ -143,7 +143,7 @@ class LiveModel:
         """A version this process can load: one of its own project's model directories."""
         return version is not None and model_dir(self.config, version) is not None
 
-    def _agent(self, version: str | None, loaded: Agent | None) -> Agent:
+    def _agent(self, version: str | None, loaded: Assistant | None) -> Assistant:
         assert version is not None
         if loaded is not None and loaded.version == version:
             return loaded

@@ -468,7 +468,7 @@ def _shown(value: Any) -> Any:
 
 
 def _suggest(request: Request) -> Any:
-    agent = request.app.state.agent
+    agent = request.app.state.assistant
 
     def suggest(question: str) -> list[dict[str, Any]]:
         retriever = agent.model.retriever

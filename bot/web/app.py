@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.channels.app import app_router
 from bot.channels.notify import notify_router
 from bot.channels.wechat import wechat_router
@@ -33,7 +33,7 @@ from bot.security.limits import RateLimiter, client_ip, make_limiter, too_many_r
 from bot.security.masking import install_log_masking, mask_value
 from bot.security.sessions import Sessions
 from bot.storage import ConversationStore, Database
-from bot.trainer.swap import LiveModel, startup_agent
+from bot.trainer.swap import LiveModel, startup_assistant
 from bot.web.agent_api import agent_router
 from bot.web.docs import docs_router
 from bot.web.hub import LiveHub
@@ -44,9 +44,9 @@ from bot.web.trainer_edit_api import trainer_edit_router
 from bot.web.widget import widget_router
 
 
-def create_app(config: BotConfig, agent: Agent | None = None, database: Database | None = None) -> FastAPI:
-    """The app for `config`: the database's active model version (bot/trainer/swap.py `startup_agent`) unless
-    `agent` is given, the configured database (migrated to the current schema) unless `database` is given."""
+def create_app(config: BotConfig, assistant: Assistant | None = None, database: Database | None = None) -> FastAPI:
+    """The app for `config`: the database's active model version (bot/trainer/swap.py `startup_assistant`) unless
+    `assistant` is given, the configured database (migrated to the current schema) unless `database` is given."""
     docs = config.server.docs  # /docs and /openapi.json; off in production
     app = FastAPI(title="示例银行智能客服 API", version="0.1.0",
                   description="Rasa-compatible NLU and REST channel of the bank's self-service bot.",
@@ -57,7 +57,7 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     install_log_masking()
     app.state.config = config
     app.state.database = database or Database(config.storage.url, root=config.root)
-    app.state.agent = agent or startup_agent(config, app.state.database)  # the active version in the database
+    app.state.assistant = assistant or startup_assistant(config, app.state.database)
     store = ConversationStore(app.state.database,
                               session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes),
                               state_follows_customer=config.channels.state_follows == "customer",
@@ -68,9 +68,9 @@ def create_app(config: BotConfig, agent: Agent | None = None, database: Database
     app.state.background = set()  # grace-period tasks, kept referenced until they finish
     app.state.desk = AgentDesk(app.state.database, config.handoff)
     app.state.handover = Handover(app.state.desk, config.handoff, app.state.hub)
-    app.state.conversations = ConversationService(app.state.agent, store, handoff=app.state.handover,
+    app.state.conversations = ConversationService(app.state.assistant, store, handoff=app.state.handover,
                                                   limits=_limits(config, app.state.limiter))
-    app.state.live_model = LiveModel(app.state, config, app.state.database)  # swaps app.state.agent when told
+    app.state.live_model = LiveModel(app.state, config, app.state.database)  # swaps app.state.assistant when told
     _routes(app)
     app.add_middleware(JsonBodyMiddleware, paths=RASA_JSON_PATHS)
     install_edge(app, config, json_paths=RASA_JSON_PATHS)  # body limit, JSON guard, headers, CORS: outermost
@@ -128,8 +128,8 @@ def _limits(config: BotConfig, limiter: RateLimiter) -> Limits:
                   binding_window_seconds=config.security.binding_window_minutes * 60)
 
 
-def _agent(request: Request) -> Agent:
-    return request.app.state.agent
+def _agent(request: Request) -> Assistant:
+    return request.app.state.assistant
 
 
 def _conversations(request: Request) -> ConversationService:
@@ -153,7 +153,7 @@ def _reader(request: Request, authorization: Annotated[str | None, Header()] = N
                         headers={"WWW-Authenticate": "Bearer"})
 
 
-AgentDep = Annotated[Agent, Depends(_agent)]
+AssistantDep = Annotated[Assistant, Depends(_agent)]
 ConversationsDep = Annotated[ConversationService, Depends(_conversations)]
 ReaderDep = Annotated[str, Depends(_reader)]
 
@@ -164,8 +164,8 @@ def _routes(app: FastAPI) -> None:
         return {"status": "ok"}
 
     @app.get("/ready", tags=["ops"])
-    def ready(agent: AgentDep) -> dict[str, str]:
-        return {"status": "ready", "model": agent.version}
+    def ready(assistant: AssistantDep) -> dict[str, str]:
+        return {"status": "ready", "model": assistant.version}
 
     @app.get("/status", response_model=RasaStatus, tags=["rasa"])
     def status(request: Request) -> RasaStatus:
@@ -173,13 +173,13 @@ def _routes(app: FastAPI) -> None:
         return rasa_status(request)
 
     @app.post("/model/parse", tags=["rasa"])
-    def parse(body: ParseRequest, agent: AgentDep, request: Request) -> dict[str, Any]:
+    def parse(body: ParseRequest, assistant: AssistantDep, request: Request) -> dict[str, Any]:
         """Rasa's parse format: text, intent, intent_ranking, entities, plus the knowledge retrieval."""
         rates = request.app.state.config.security.rate_limits
         wait = request.app.state.limiter.hit(f"parse:ip:{_ip(request)}", rates.per_ip, rates.window_seconds)
         if wait > 0:
             raise too_many_requests(TooManyMessages(wait))
-        return dict(agent.parse(body.text))
+        return dict(assistant.parse(body.text))
 
     @app.post("/webhooks/rest/webhook", response_model=list[RestReply], response_model_exclude_none=True,
               tags=["rasa"])

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.agent import Agent
+from bot.assistant import Assistant
 from bot.storage.models import ModelVersion
 from bot.trainer import conversation_tests, registry
 from bot.trainer.registry import VersionError
@@ -207,10 +207,11 @@ def model_router() -> APIRouter:
 
 def rasa_status(request: Request) -> RasaStatus:
     """`GET /status`: the model this process serves, the database's active version and any experiment."""
-    agent: Agent = request.app.state.agent
-    metadata = agent.model.metadata
+    assistant: Assistant = request.app.state.assistant
+    metadata = assistant.model.metadata
     wanted = registry.desired(_database(request))
-    return RasaStatus(model_version=agent.version, model_file=f"models/{agent.version}", model_id=agent.version,
+    return RasaStatus(model_version=assistant.version, model_file=f"models/{assistant.version}",
+                      model_id=assistant.version,
                       intents=len(metadata.get("intents", [])),
                       knowledge_entries=int(metadata.get("n_knowledge_entries", 0)),
                       encoder=str(metadata.get("encoder")), metadata=metadata,
@@ -264,7 +265,7 @@ def _wait_trained(request: Request, version: str) -> ModelVersion:
     raise HTTPException(status_code=504, detail=f"模型 {version} 仍在训练中，请稍后用 GET /api/trainer/models 查看。")
 
 
-def _candidate(live: LiveModel, version: str) -> Agent:
+def _candidate(live: LiveModel, version: str) -> Assistant:
     for agent in (live.candidate, live.active):
         if agent is not None and agent.version == version:
             return agent

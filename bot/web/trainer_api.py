@@ -68,7 +68,7 @@ def trainer_router() -> APIRouter:
         """The review inbox: groups of near-identical customer messages that need a trainer, most important
         first (see the module docstring for the parameters and the shape)."""
         state = request.app.state
-        return build_inbox(state.database, InboxContext.from_agent(state.agent), filters)
+        return build_inbox(state.database, InboxContext.from_assistant(state.assistant), filters)
 
     @router.post("/inbox/dismiss", response_model=DismissResult)
     def dismiss_messages(body: DismissRequest, request: Request, session: TrainerDep) -> DismissResult:

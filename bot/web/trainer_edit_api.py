@@ -150,7 +150,7 @@ def trainer_edit_router() -> APIRouter:
             data = load_training_data(config.path(config.nlu_data))
         except TrainingDataError as e:
             raise HTTPException(status_code=422, detail=f"训练数据无法读取：{e}") from e
-        return suggestions(data, body.texts, request.app.state.agent, root=_shown_root(config))
+        return suggestions(data, body.texts, request.app.state.assistant, root=_shown_root(config))
 
     @router.put("/intents/{name}")
     def put_intent(name: str, body: LinesUpdate, trainer: TrainerDep, editor: EditorDep) -> dict[str, Any]:
@@ -229,7 +229,7 @@ def _findings(request: Request, body: ExamplesProposal | QuestionsProposal | Res
         return [{"level": "error", "message": f"数据文件无法读取：{e}", "where": "data"}]
     root = _shown_root(config)
     if isinstance(body, ExamplesProposal):
-        return example_findings(data, body.intent, body.texts, request.app.state.agent, root=root)
+        return example_findings(data, body.intent, body.texts, request.app.state.assistant, root=root)
     return response_findings(data, body.name, [v.model_dump(exclude_none=True) for v in body.variants], root=root)
 
 

@@ -27,7 +27,7 @@ class NoModelError(RuntimeError):
     pass
 
 
-class Agent:
+class Assistant:
     def __init__(self, model: TrainedModel, config: BotConfig) -> None:
         self.model = model
         self.config = config
@@ -37,7 +37,7 @@ class Agent:
                                      language=config.language, carry_over_slots=carry_over_slots(config, model))
 
     @classmethod
-    def load(cls, config: BotConfig, model_dir: Path | None = None) -> Agent:
+    def load(cls, config: BotConfig, model_dir: Path | None = None) -> Assistant:
         directory = model_dir or latest_model_dir(config)
         if directory is None:
             raise NoModelError(f"no trained model in {config.path(config.models_dir)}; run `bot train` first")

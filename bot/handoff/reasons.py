@@ -1,0 +1,38 @@
+"""Why a conversation went to a person, named once: each escalation kind's Chinese label (for agents, reports and
+the consoles) and its default queue priority (lower is served first; `handoff.priorities` in config.yml may
+override it)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Reason:
+    kind: str
+    label: str
+    priority: int
+
+
+REASONS: dict[str, Reason] = {r.kind: r for r in (
+    Reason("sensitive", "敏感业务", 1),
+    Reason("anger", "情绪/投诉", 2),
+    Reason("vip", "VIP客户", 2),
+    Reason("form_failed", "验证失败", 3),
+    Reason("request", "客户要求", 3),
+    Reason("fallback", "未能理解", 4),
+)}
+
+
+def reason_label(kind: str) -> str:
+    reason = REASONS.get(kind)
+    return reason.label if reason else kind
+
+
+def default_priorities() -> dict[str, int]:
+    return {kind: reason.priority for kind, reason in REASONS.items()}
+
+
+def reasons_json() -> list[dict[str, Any]]:
+    return [asdict(r) for r in REASONS.values()]
