@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run train test lint bench clean browser
+.PHONY: install run train test lint bench clean browser axe
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,7 +28,19 @@ browser:
 	dpkg -s chromium fonts-wqy-microhei >/dev/null 2>&1 || \
 		(apt-get update -q && apt-get install -y -q chromium fonts-wqy-microhei)
 
-test: install lint browser
+# axe-core, the accessibility checker the browser tests inject into pages: fetched at build time, never at run time
+# (tests/test_accessibility.py reads .bot/axe/node_modules/axe-core/axe.min.js; a new version here reinstalls)
+AXE_VERSION := 4.14.1
+AXE_STAMP := .bot/axe/installed-$(AXE_VERSION)
+
+$(AXE_STAMP):
+	npm install --prefix .bot/axe --no-save --no-audit --no-fund --loglevel=error axe-core@$(AXE_VERSION)
+	test -s .bot/axe/node_modules/axe-core/axe.min.js
+	touch $@
+
+axe: $(AXE_STAMP)
+
+test: install lint browser axe
 	$(PY) -m pytest -q
 
 bench: install

@@ -11,7 +11,7 @@ from typing import Any
 from bot.config import BotConfig
 from bot.dialogue import Reply, Responder
 from bot.dialogue.actions import ActionRunner, InProcessActionRunner, RemoteActionRunner
-from bot.dialogue.engine import DialogueEngine, DialogueState, TurnOutcome
+from bot.dialogue.engine import DialogueEngine, DialogueState, TurnOutcome, offer_threshold
 from bot.model import TrainedModel, latest_model_dir, load
 from bot.nlu.pipeline import ParseResult
 from bot.training_data import is_rasa_project
@@ -34,7 +34,8 @@ class Assistant:
         self.responder = Responder(model.data, config.dialogue, language=config.language)
         self.engine = DialogueEngine(model.data, config.dialogue, self.responder, action_runner(config),
                                      reparse=lambda text: dict(self.parse(text)), policies=model.policies,
-                                     language=config.language, carry_over_slots=carry_over_slots(config, model))
+                                     language=config.language, carry_over_slots=carry_over_slots(config, model),
+                                     offer_human_after=offer_threshold(config.handoff.max_fallbacks))
 
     @classmethod
     def load(cls, config: BotConfig, model_dir: Path | None = None) -> Assistant:

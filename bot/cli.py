@@ -374,11 +374,15 @@ def agents_add(username: Annotated[str, typer.Argument(help="Login name")],
                role: Annotated[str, typer.Option(
                    help="agent, supervisor, admin or trainer (the trainer's workbench at /trainer)")] = "agent",
                max_chats: Annotated[int, typer.Option(help="Chats at once")] = 3,
+               employee_no: Annotated[str | None, typer.Option(
+                   "--employee-no", help="工号, told to customers with the name, e.g. 1024")] = None,
                config: ConfigOption = Path("config.yml"), project: ProjectOption = None) -> None:
     """Create an agent account; the password is asked for (or read from BOT_AGENT_PASSWORD) and stored hashed."""
     import os
+    import re
 
     from bot.handoff.agents import AccountError, create_agent
+    from bot.handoff.desk import set_employee_no
     from bot.storage import Database
 
     settings = _config(config, project)
@@ -386,14 +390,20 @@ def agents_add(username: Annotated[str, typer.Argument(help="Login name")],
     unknown = [g for g in groups if g not in known]
     if unknown:
         _fail(f"unknown skill group(s) {unknown}; config.yml has {sorted(known)}")
+    if employee_no is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,16}", employee_no):
+        _fail(f"--employee-no takes 1-16 letters, digits or '-', not {employee_no!r}")
     password = os.environ.get("BOT_AGENT_PASSWORD") or typer.prompt("password", hide_input=True,
                                                                      confirmation_prompt=True)
+    database = Database(settings.storage.url, root=settings.root)
     try:
-        account = create_agent(Database(settings.storage.url, root=settings.root), username, name, password,
-                               role=role, groups=groups, max_chats=max_chats)
+        account = create_agent(database, username, name, password, role=role, groups=groups, max_chats=max_chats)
     except AccountError as e:
         _fail(str(e))
-    typer.echo(f"agent {account.username} ({account.display_name}, {account.role}) serves {', '.join(groups)}")
+    if employee_no:
+        set_employee_no(database, username, employee_no)
+    number = f", 工号{employee_no}" if employee_no else ""
+    typer.echo(f"agent {account.username} ({account.display_name}{number}, {account.role}) serves "
+               f"{', '.join(groups)}")
 
 
 @agents_app.command("disable")

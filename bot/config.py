@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from bot.handoff.reasons import default_priorities
+
 ENV_PREFIX = "BOT__"
 
 
@@ -199,6 +201,13 @@ class NotifyConfig(_Strict):
     wechat_window_hours: int = 48  # WeChat lets an account write to a customer this long after their last message
 
 
+class AttachmentsConfig(_Strict):
+    # images and files customers send (WeChat, WeCom, the app), kept in the database for the agent desk; the type
+    # is decided by the content's first bytes, whatever the sender declared
+    max_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
+    allowed_types: list[str] = ["image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf"]
+
+
 class ChannelsConfig(_Strict):
     app: AppChannelConfig = AppChannelConfig()
     wechat: WeChatChannelConfig = WeChatChannelConfig()
@@ -231,8 +240,8 @@ class HandoffConfig(_Strict):
     vip_max_fallbacks: int = Field(1, ge=1)  # VIP customers reach a person sooner
     default_group: str = "综合服务"
     groups: list[SkillGroupConfig] = [SkillGroupConfig(name="综合服务")]
-    priorities: dict[str, int] = {"sensitive": 1, "anger": 2, "vip": 2, "form_failed": 3, "request": 3,
-                                  "fallback": 4}  # lower is served first
+    # escalation kind -> queue priority, lower is served first; defaults and kinds: bot/handoff/reasons.py
+    priorities: dict[str, int] = Field(default_factory=default_priorities)
     average_handle_minutes: float = Field(4.0, gt=0)  # for the customer's estimated wait
     canned: dict[str, str] = {}  # short code -> text, e.g. "/hi": "您好，我是人工客服…"
     agent_grace_seconds: float = Field(60, ge=0)  # an agent's chats go back to the queue after this offline
@@ -300,6 +309,7 @@ class BotConfig(_Strict):
     channels: ChannelsConfig = ChannelsConfig()
     handoff: HandoffConfig = HandoffConfig()
     notify: NotifyConfig = NotifyConfig()
+    attachments: AttachmentsConfig = AttachmentsConfig()
     security: SecurityConfig = SecurityConfig()
     actions_package: str | None = "actions"  # custom actions run in-process through rasa_sdk's executor...
     action_endpoint: ActionEndpointConfig | None = None  # ...or on this action server when set

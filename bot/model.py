@@ -35,7 +35,7 @@ from bot.nlu.tokenise import Tokenizer
 from bot.retrieval.encoders import Encoder, load_encoder
 from bot.retrieval.knowledge import KnowledgeEntry, load_knowledge
 from bot.retrieval.retriever import KnowledgeRetriever
-from bot.training_data import TrainingData, TrainingDataError, load_training_data
+from bot.training_data import DisplayNames, TrainingData, TrainingDataError, load_training_data
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
@@ -49,6 +49,12 @@ class TrainedModel:
     data: TrainingData
     metadata: dict[str, Any] = field(default_factory=dict)
     policies: PolicyEnsemble | None = None  # None: rules and the answering policy alone decide (the bundled bot)
+
+    @property
+    def display_names(self) -> DisplayNames:
+        """How agents read this model's intents, slots and forms (`display_name` in nlu_data, kept in
+        metadata.json); a model trained before display names has none."""
+        return DisplayNames.from_json(self.metadata.get("display_names"))
 
 
 def build_nlu(config: BotConfig, data: TrainingData, encoder: Encoder | None,
@@ -125,6 +131,7 @@ def train(config: BotConfig, progress: Progress = lambda step: None, *, version:
         "encoder": config.retrieval.encoder,
         "intents": data.intents,
         "n_examples": len(data.examples),
+        "display_names": data.display_names.to_json(),
         "n_knowledge_entries": len(entries),
         "train_seconds": round(time.perf_counter() - started, 2),
         "data_fingerprint": data_fingerprint(config),

@@ -76,6 +76,32 @@ class SessionConfig:
 
 
 @dataclass
+class DisplayNames:
+    """How people read an intent, a slot or a form: the optional `display_name` nlu_data gives it (an intent's in
+    its nlu block's `metadata:` or in the domain's `intents:`, a slot's or a form's in the domain). A name without
+    one is absent: callers choose their own fallback."""
+
+    intents: dict[str, str] = field(default_factory=dict)
+    slots: dict[str, str] = field(default_factory=dict)
+    forms: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: DisplayNames) -> None:
+        self.intents.update(other.intents)
+        self.slots.update(other.slots)
+        self.forms.update(other.forms)
+
+    def to_json(self) -> dict[str, dict[str, str]]:
+        return {"intents": dict(self.intents), "slots": dict(self.slots), "forms": dict(self.forms)}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> DisplayNames:
+        """From a model's metadata.json (models trained before display names: none)."""
+        raw = raw if isinstance(raw, dict) else {}
+        return cls(**{kind: {str(k): str(v) for k, v in (raw.get(kind) or {}).items()}
+                      for kind in ("intents", "slots", "forms")})
+
+
+@dataclass
 class TrainingData:
     examples: list[Example] = field(default_factory=list)
     synonyms: dict[str, str] = field(default_factory=dict)  # surface form -> canonical value
@@ -98,6 +124,7 @@ class TrainingData:
     test_stories: list[dict[str, Any]] = field(default_factory=list)  # tests/ files, stories with `user:`
     builtin_responses: set[str] = field(default_factory=set)  # responses added from the built-in defaults
     notes: list[str] = field(default_factory=list)  # "file: what was read differently, and why", one line each
+    display_names: DisplayNames = field(default_factory=DisplayNames)
 
     @property
     def intents(self) -> list[str]:
@@ -134,6 +161,7 @@ class TrainingData:
         self.stories += other.stories
         self.test_stories += other.test_stories
         self.notes += other.notes
+        self.display_names.merge(other.display_names)
 
     def as_rasa_domain(self) -> dict[str, Any]:
         """The domain as Rasa serialises it (plain data), for policies and action servers."""
@@ -274,7 +302,9 @@ def parse_file(file: Path) -> TrainingData:
         forms, data.notes = _migrate_rasa2_domain(file, forms, data.slots, list(data.entities))
     data.forms, data.form_ignored_intents = _parse_forms(file, forms)
     data.actions = _parse_actions(file, document)
-    data.domain_intents = _parse_intents(file, document.get("intents") or [])
+    data.domain_intents = _parse_intents(file, document.get("intents") or [], data.display_names)
+    data.display_names.slots.update(_display_names(file, document.get("slots"), "slot"))
+    data.display_names.forms.update(_display_names(file, document.get("forms"), "form"))
     if "session_config" in document:
         data.session_config = _parse_session(file, document)
     return data
@@ -293,6 +323,9 @@ def _parse_nlu(file: Path, items: Any, data: TrainingData) -> None:
         lines = _block_lines(file, line, kind, name, item.get("examples"))
         if kind == "intent":
             data.examples += [_parse_example(file, ln, text, name) for ln, text in lines]
+            shown = _display_name(f"{file}:{line}: intent '{name}'", item.get("metadata"))
+            if shown:
+                data.display_names.intents[name] = shown
         elif kind == "synonym":
             data.synonyms.update({text: name for _, text in lines})
         elif kind == "regex":
@@ -473,7 +506,9 @@ def _parse_slot(file: Path, line: int, name: str, spec: Any) -> dict[str, Any]:
         raise TrainingDataError(f"{where}: an 'any' slot cannot influence the conversation")
     for mapping in spec.get("mappings") or []:
         _check_mapping(where, mapping)
-    return {"influence_conversation": kind != "any", "initial_value": None, "mappings": [], **plain(spec)}
+    # display_name is for people reading the conversation (TrainingData.display_names), not part of Rasa's slot
+    return {"influence_conversation": kind != "any", "initial_value": None, "mappings": [],
+            **{key: value for key, value in plain(spec).items() if key != "display_name"}}
 
 
 def _check_mapping(where: str, mapping: Any) -> None:
@@ -570,7 +605,7 @@ def _parse_actions(file: Path, document: Any) -> list[str]:
     return [str(a) for a in names]
 
 
-def _parse_intents(file: Path, intents: Any) -> dict[str, IntentSpec]:
+def _parse_intents(file: Path, intents: Any, names: DisplayNames) -> dict[str, IntentSpec]:
     if not isinstance(intents, list):
         raise TrainingDataError(f"{file}: 'intents' must be a list of intent names")
     result = {}
@@ -584,7 +619,27 @@ def _parse_intents(file: Path, intents: Any) -> dict[str, IntentSpec]:
             raise TrainingDataError(f"{where}: intent '{name}': use_entities must be true, false or a list")
         result[name] = IntentSpec(use if isinstance(use, bool) else tuple(str(e) for e in use),
                                   tuple(str(e) for e in spec.get("ignore_entities") or []), where)
+        if shown := _display_name(f"{where}: intent '{name}'", spec):
+            names.intents[name] = shown
     return result
+
+
+def _display_names(file: Path, specs: Any, kind: str) -> dict[str, str]:
+    """`display_name` of each slot or form of a domain mapping that gives one."""
+    if not isinstance(specs, dict):
+        return {}
+    return {str(name): shown for name, spec in specs.items()
+            if (shown := _display_name(f"{file}:{key_line(specs, name)}: {kind} '{name}'", spec))}
+
+
+def _display_name(where: str, spec: Any) -> str | None:
+    """A mapping's optional `display_name`: a non-empty string (Chinese for the bundled bot's agents)."""
+    if not isinstance(spec, dict) or spec.get("display_name") is None:
+        return None
+    shown = spec["display_name"]
+    if not isinstance(shown, str) or not shown.strip():
+        raise TrainingDataError(f"{where}: display_name must be a non-empty text, e.g. display_name: 挂失银行卡")
+    return shown.strip()
 
 
 def _parse_entities(file: Path, entities: Any) -> dict[str, EntitySpec]:

@@ -140,6 +140,10 @@ DEFAULT_ACTIONS = {"action_listen", "action_restart", "action_session_start", "a
                    "action_default_ask_rephrase", "action_two_stage_fallback", "action_unlikely_intent",
                    "action_back", "action_extract_slots"}
 LISTEN = "action:action_listen"
+BUILTIN_ACTIONS = {"action_handoff"}  # ours (bot/dialogue/engine.py HANDOFF_ACTION): a rule hands over to a person
+# responses the conversation service says by name, not from a rule: a sensitive matter's urgent step before the
+# hand-over (utter_urgent_<intent>, utter_urgent_sensitive)
+SERVICE_RESPONSE_PREFIXES = ("utter_urgent_",)
 
 
 def validate_data(config: BotConfig) -> tuple[list[str], list[str]]:
@@ -187,7 +191,8 @@ def unused_intents(data: TrainingData) -> list[str]:
 
 def undefined_actions(data: TrainingData) -> list[str]:
     """Responses, actions and forms used in stories and rules must be defined."""
-    known = set(data.actions) | set(data.forms) | DEFAULT_ACTIONS | {f"validate_{f}" for f in data.forms}
+    known = set(data.actions) | set(data.forms) | DEFAULT_ACTIONS | BUILTIN_ACTIONS
+    known |= {f"validate_{f}" for f in data.forms}
     problems = []
     for story in data.rules + data.stories:
         for step in _flat_steps(story):
@@ -230,7 +235,8 @@ def unused_responses(data: TrainingData, config: BotConfig) -> list[str]:
     used |= {config.dialogue.fallback_response, config.dialogue.clarify_response,
              config.dialogue.out_of_scope_response}
     return [f"response '{name}' is not used in any story or rule"
-            for name in data.responses if name not in used | data.builtin_responses]
+            for name in data.responses if name not in used | data.builtin_responses
+            and not name.startswith(SERVICE_RESPONSE_PREFIXES)]
 
 
 def contradictions(data: TrainingData) -> list[str]:

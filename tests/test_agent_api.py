@@ -247,7 +247,8 @@ def test_agents_reach_only_their_groups_and_their_own_hand_overs(app) -> None:
     assert client.post(f"/api/supervisor/handoffs/{handoff_id}/reassign", json={"agent_id": 1},
                        headers=xin).status_code == 403
 
-    # transferred to 信用卡: now it waits in xin's group, and wang (not of that group) no longer reaches it
+    # transferred to 信用卡: xin (online, of that group) gets it, and wang no longer reaches it
+    assert client.post("/api/agent/presence", json={"presence": "online"}, headers=xin).status_code == 200
     assert client.post(f"/api/agent/handoffs/{handoff_id}/transfer", json={"group": "信用卡"},
                        headers=wang).status_code == 200
     assert client.get(f"/api/agent/handoffs/{handoff_id}/context", headers=wang).status_code == 404
@@ -280,3 +281,13 @@ def test_queue_cards_and_the_supervisors_live_view_show_numbers_masked(app) -> N
     for viewer in (wang, boss):
         context = client.get(f"/api/agent/handoffs/{card['handoff_id']}/context", headers=viewer).json()
         assert "6222021234567890128" not in str(context) and "13812345678" not in str(context)
+
+
+def test_a_queue_card_quotes_the_button_the_customer_pressed_not_its_payload(app) -> None:
+    client = TestClient(app)
+    wang = login(client, "wang")
+    with widget_socket(client) as (socket, _):
+        socket.send_json({"type": "message", "text": "/request_human", "title": "转人工客服", "message_id": "b-1"})
+        bots_until_ack(socket)
+    card = client.get("/api/agent/queue", headers=wang).json()["waiting"][0]
+    assert card["last_message"] == "转人工客服"

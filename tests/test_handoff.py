@@ -15,7 +15,7 @@ from bot.handoff.agents import AccountError, authenticate, create_agent
 from bot.handoff.desk import AgentDesk, DeskError
 from bot.handoff.handover import Handover, parse_rating
 from bot.handoff.routing import is_open, next_opening, priority, skill_group
-from bot.handoff.triggers import detect_escalation
+from bot.handoff.triggers import TurnFacts, detect_escalation
 from bot.storage import ConversationStore, Database
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -47,13 +47,13 @@ def parse(intent: str, confidence: float = 0.9) -> dict:
     ("信用卡账单什么时候出", "credit_card_bill", {}, 0, "白金卡", None),
 ])
 def test_escalation_triggers(text, intent, slots, fallbacks, tier, kind) -> None:
-    found = detect_escalation(CONFIG, text, parse(intent), slots, fallbacks, tier)
+    found = detect_escalation(CONFIG, TurnFacts(text, parse(intent), slots, fallbacks, tier))
     assert (found.kind if found else None) == kind
 
 
 def test_pressing_zero_twice_asks_for_a_person() -> None:
-    assert detect_escalation(CONFIG, "0", parse("nlu_fallback"), {}, 0, previous_text="0").kind == "request"
-    assert detect_escalation(CONFIG, "0", parse("nlu_fallback"), {}, 0, previous_text="你好") is None
+    assert detect_escalation(CONFIG, TurnFacts("0", parse("nlu_fallback"), previous_text="0")).kind == "request"
+    assert detect_escalation(CONFIG, TurnFacts("0", parse("nlu_fallback"), previous_text="你好")) is None
 
 
 def test_routing_by_intent_then_category_then_default_and_priority() -> None:

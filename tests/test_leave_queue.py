@@ -11,7 +11,7 @@ from bot.dialogue.service import ConversationService, Inbound
 from bot.handoff.agents import create_agent
 from bot.handoff.desk import AgentDesk
 from bot.handoff.handover import CANCELLED_TEXT, Handover
-from bot.handoff.triggers import cancels_handoff, detect_escalation
+from bot.handoff.triggers import TurnFacts, cancels_handoff, detect_escalation
 from bot.storage import ConversationStore, Database
 from bot.storage.models import Handoff
 from tests.test_handoff import CONFIG, WORKDAY_NOON, parse
@@ -64,8 +64,8 @@ def test_not_cancel_phrases(text: str) -> None:
 
 
 def test_cancelling_words_do_not_ask_for_a_person() -> None:
-    assert detect_escalation(CONFIG, "取消转人工", parse("nlu_fallback"), {}, 0) is None
-    assert detect_escalation(CONFIG, "转人工", parse("nlu_fallback"), {}, 0).kind == "request"
+    assert detect_escalation(CONFIG, TurnFacts("取消转人工", parse("nlu_fallback"))) is None
+    assert detect_escalation(CONFIG, TurnFacts("转人工", parse("nlu_fallback"))).kind == "request"
 
 
 @pytest.mark.parametrize("text", ["不等了，取消转人工", "不等了", "不用人工了", "cancel"])

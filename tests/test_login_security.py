@@ -5,6 +5,7 @@ that neither exhausts memory nor keeps customers waiting."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -33,13 +35,18 @@ from tests.browser_support import served
 PASSWORD = "correct horse battery"
 
 
+WORKDAY_NOON = dt.datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))  # a Monday
+
+
 def make_app(bundled_assistant: Any, database: Database, trusted_proxies: tuple[str, ...] = (),
              **security: Any) -> FastAPI:
     config = bundled_assistant.config
     config = config.model_copy(update={
         "security": config.security.model_copy(update=security),
         "server": config.server.model_copy(update={"trusted_proxies": list(trusted_proxies)})})
-    return create_app(config, assistant=bundled_assistant, database=database)
+    app = create_app(config, assistant=bundled_assistant, database=database)
+    app.state.desk.clock = lambda: WORKDAY_NOON  # a hand-over here must find the desk open whenever tests run
+    return app
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
 from fastapi.testclient import TestClient
@@ -32,7 +33,30 @@ class StandIn:
         self.current_token = ""
         self.sent: list[dict] = []
         self.scripted: list[dict | int] = []  # next responses of message/custom/send: a body or an HTTP status
+        self.media: dict[str, Media] = {}  # what media/get serves, by media_id
         self.lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Media:
+    data: bytes
+    content_type: str
+    filename: str | None = None
+
+
+def reply_media(handler: JsonHandler, media: dict[str, Media], media_id: str) -> None:
+    """media/get as WeChat and WeCom answer it: the file with its type and name, or a JSON error."""
+    found = media.get(media_id)
+    if found is None:
+        handler.reply({"errcode": 40007, "errmsg": "invalid media_id"})
+        return
+    handler.send_response(200)
+    handler.send_header("Content-Type", found.content_type)
+    if found.filename:
+        handler.send_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(found.filename)}")
+    handler.send_header("Content-Length", str(len(found.data)))
+    handler.end_headers()
+    handler.wfile.write(found.data)
 
 
 def handler_for(state: StandIn) -> type[JsonHandler]:
@@ -40,6 +64,12 @@ def handler_for(state: StandIn) -> type[JsonHandler]:
         def do_GET(self) -> None:
             url = urlparse(self.path)
             query = parse_qs(url.query)
+            if url.path == "/cgi-bin/media/get":
+                if query.get("access_token") != [state.current_token]:
+                    self.reply({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"})
+                else:
+                    reply_media(self, state.media, query.get("media_id", [""])[0])
+                return
             if url.path != "/cgi-bin/token" or query.get("secret") != ["s3cret"]:
                 self.reply({"errcode": 40125, "errmsg": "invalid appsecret"})
                 return

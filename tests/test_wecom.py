@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from json_stand_in import JsonHandler, serving
 from sqlalchemy import func, select
 from test_agent_api import NOON, PASSWORD, login
+from test_wechat_api import Media, reply_media
 from wechatpy.enterprise.crypto import WeChatCrypto
 
 from bot.config import ChannelsConfig, ConfigError, NotifyConfig, WeComChannelConfig, load_config
@@ -57,6 +58,8 @@ class WeCom:
         self.welcomes: list[dict] = []
         self.transfers: list[dict] = []
         self.states: dict[str, int] = {}
+        self.media: dict[str, Media] = {}  # what media/get serves, by media_id
+        self.stuck = False  # sync_msg answers has_more=1 without moving the cursor, as it was seen to
 
     def customer_says(self, text: str, msgid: str, user: str = USER, menu_id: str | None = None) -> dict:
         content: dict[str, Any] = {"content": text} | ({"menu_id": menu_id} if menu_id else {})
@@ -88,6 +91,15 @@ def handler_for(state: WeCom) -> type[JsonHandler]:
         def do_GET(self) -> None:
             url = urlparse(self.path)
             query = parse_qs(url.query)
+            if url.path == "/cgi-bin/media/get":
+                with state.lock:
+                    state.calls.append(url.path)
+                    valid = query.get("access_token") == [state.current_token]
+                if valid:
+                    reply_media(self, state.media, query.get("media_id", [""])[0])
+                else:
+                    self.reply({"errcode": 42001, "errmsg": "access_token expired"})
+                return
             if url.path != "/cgi-bin/gettoken" or query.get("corpid") != [CORP_ID] \
                     or query.get("corpsecret") != [SECRET]:
                 self.reply({"errcode": 40001, "errmsg": "invalid secret"})
@@ -123,6 +135,8 @@ def sync_msg(state: WeCom, body: dict) -> dict:
     with state.lock:
         state.syncing -= 1
         state.sync_cursors.append(body["cursor"])
+        if state.stuck:
+            return {"errcode": 0, "errmsg": "ok", "next_cursor": body["cursor"], "has_more": 1, "msg_list": []}
         start = int(body["cursor"] or 0)
         page = state.log[start : start + min(state.page_size, body["limit"])]
         end = start + len(page)
@@ -451,10 +465,11 @@ def test_desk_handoff_agent_reply_and_close_end_the_wecom_session(bundled_assist
         reply = client.post(f"/api/agent/handoffs/{handoff}/messages", headers=agent, json={"text": "您好，我是小王"})
         assert reply.json()["delivered"] is True
         assert state.sent[-1]["touser"] == USER and state.texts()[-1] == "您好，我是小王"
+        sent_so_far = len(state.sent)
 
         state.customer_says("卡号后四位是1234", "msg-6003")  # with the agent: stored, the bot keeps quiet
         synced(client, app)
-        assert len(state.sent) == 3
+        assert len(state.sent) == sent_so_far, state.texts()
 
         closed = client.post(f"/api/agent/handoffs/{handoff}/close", headers=agent, json={"disposition": "已解决"})
         assert closed.status_code == 200

@@ -7,6 +7,8 @@ A missing, forged or expired token is refused with 401 before anything is stored
 
     POST /channels/app/messages   Authorization: Bearer <token>   {"message", "message_id"}
     GET  /channels/app/history    Authorization: Bearer <token>
+    GET  /channels/app/transcript   Authorization: Bearer <token>   → the conversation as a text file
+    POST /channels/app/attachments   Authorization: Bearer <token>   multipart: file, message_id (optional)
     POST /channels/app/binding-code   Authorization: Bearer <token>   → a code to send in WeChat: "绑定 123456"
     WS   /channels/app/ws   first frame {"type": "auth", "token": "<token>"}, then as in bot.channels.chat_socket
 """
@@ -15,19 +17,24 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Annotated, Any
 
 import jwt
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, WebSocket
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from bot.channels.chat_socket import serve_chat
 from bot.channels.handshake import first_frame
+from bot.channels.transcript import customer_history, transcript_response
 from bot.config import AppChannelConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected, TooManyMessages
 from bot.security.credentials import bearer_token
 from bot.security.limits import Throttled, client_ip, too_many_requests
+from bot.storage.attachments import Upload, kind_of, receive, sniff_mime
 
 CHANNEL = "app"
 CLOCK_SKEW_SECONDS = 30
@@ -59,6 +66,23 @@ class BindingCodeOut(BaseModel):
     code: str
     expires_in_seconds: int
     instruction: str  # what the app shows the customer
+
+
+class AttachmentOut(BaseModel):
+    id: str
+    kind: str  # image | file
+    mime: str
+    size: int
+    filename: str | None
+
+
+class AppAttachmentTurn(BaseModel):
+    conversation_id: str
+    duplicate: bool
+    stored: bool
+    attachment: AttachmentOut | None  # what was stored
+    refused: str | None  # why not, as told to the customer (also the reply)
+    replies: list[AppReply]
 
 
 class AppTurn(BaseModel):
@@ -151,10 +175,41 @@ def app_router() -> APIRouter:
         return BindingCodeOut(code=code, expires_in_seconds=minutes * 60,
                               instruction=f"请在{minutes}分钟内，在本行微信公众号或微信客服中发送：绑定 {code}")
 
+    @router.post("/attachments", response_model=AppAttachmentTurn,
+                 openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
+                     "type": "object", "required": ["file"], "properties": {
+                         "file": {"type": "string", "format": "binary"},
+                         "message_id": {"type": "string", "maxLength": 128}}}}}}})
+    async def attachment(customer: CustomerDep, service: ServiceDep, request: Request) -> AppAttachmentTurn:
+        """A picture or PDF the customer sends (multipart: `file`, optional `message_id` for retries). Checked by
+        its content; refused ones are answered with what may be sent (`stored: false`)."""
+        rates = request.app.state.config.security.rate_limits
+        wait = request.app.state.limiter.hit(f"attach:{customer.customer_id}", rates.per_sender,
+                                             rates.window_seconds)
+        if wait > 0:
+            raise too_many_requests(TooManyMessages(wait))
+        upload, message_id = read_upload(request.headers.get("content-type", ""), await request.body())
+        await run_in_threadpool(link, service, customer)
+        kind = kind_of(sniff_mime(upload.data) or upload.declared_mime or "")
+        try:
+            turn = await run_in_threadpool(receive, request.app, CHANNEL, customer.customer_id,
+                                           message_id or uuid.uuid4().hex, kind, lambda: upload)
+        except MessageRejected as e:
+            raise HTTPException(status_code=422, detail=str(e)) from e
+        replies = [AppReply(text=r["text"], buttons=r["buttons"], timestamp=r["timestamp"]) for r in turn.replies]
+        return AppAttachmentTurn(conversation_id=turn.conversation_id, duplicate=turn.duplicate,
+                                 stored=turn.attachment is not None, attachment=turn.attachment,
+                                 refused=turn.refused, replies=replies)
+
     @router.get("/history")
     def history(customer: CustomerDep, service: ServiceDep) -> list[dict[str, Any]]:
-        """The customer's app conversation so far, oldest first."""
-        return service.history(CHANNEL, customer.customer_id)
+        """The customer's app conversation so far, oldest first, with who said each bot message."""
+        return customer_history(service, CHANNEL, customer.customer_id)
+
+    @router.get("/transcript", include_in_schema=False)
+    def transcript(customer: CustomerDep, service: ServiceDep) -> Response:
+        """The customer's app conversation as a text file to save (聊天记录-20261130.txt)."""
+        return transcript_response(service, CHANNEL, customer.customer_id)
 
     @router.websocket("/ws")
     async def socket(websocket: WebSocket) -> None:
@@ -180,3 +235,23 @@ def app_router() -> APIRouter:
 def link(service: ConversationService, customer: AppCustomer) -> None:
     service.store.link_customer(CHANNEL, customer.customer_id, customer.customer_id, name=customer.name,
                                 tier=customer.tier, verified=customer.verified)
+
+
+def read_upload(content_type: str, body: bytes) -> tuple[Upload, str | None]:
+    """The `file` part (bytes, the name and type the app gave) and `message_id` of a multipart/form-data body;
+    422 when there is no file. (The standard library's MIME parser: binary parts come back byte for byte.)"""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise HTTPException(status_code=422, detail="send the file as multipart/form-data (field `file`)")
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\nMIME-Version: 1.0\r\n\r\n" + body)
+    parts = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()} \
+        if message.is_multipart() else {}
+    file = parts.get("file")
+    data = file.get_payload(decode=True) if file is not None else None
+    if not isinstance(data, bytes) or not data:
+        raise HTTPException(status_code=422, detail="没有收到文件，请重新选择图片或PDF后发送。")
+    id_part = parts.get("message_id")
+    message_id = id_part.get_payload(decode=True) if id_part is not None else None
+    message_id = message_id.decode("utf-8", "replace").strip()[:128] if isinstance(message_id, bytes) else None
+    declared = file.get_content_type() if file.get("content-type") else None
+    return Upload(data, file.get_filename(), declared), message_id or None

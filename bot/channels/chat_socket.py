@@ -5,6 +5,13 @@ server → client  {"type": "history", "messages"}   {"type": "typing"}   {"type
                  {"type": "bot", "text", "buttons", "timestamp", "reply_to", "duplicate"}
                  {"type": "error", "message", "message_id"?}   (the socket stays open)
                  {"type": "queue", "position", "text"}   (waiting for a person: the place, 0 once out of the queue)
+                 {"type": "handoff", "status", "agent", "employee_no", "text", "timestamp"}   (a person took, passed
+                 on or handed back the chat: status agent_joined | agent_left | transferred | requeued, `text` the
+                 notice to show, e.g. 客服小王（工号1024）为您服务; see `bot.handoff.notices`)
+`bot` frames of an agent carry "source": "agent", "agent" (display name) and "employee_no"; `history` messages
+carry the same `source`/`agent`/`employee_no` (source "handoff_notice" for a notice, "satisfaction" for the
+rating prompt). Right after `history` the socket is told where a hand-over stands: a `queue` frame while
+waiting, a `handoff` frame (agent_joined, empty text) while an agent has the chat.
 Frames of one socket are handled one at a time, so replies keep the order of the questions.
 A frame larger than `server.max_frame_bytes` or nested too deeply closes the socket with 1009, invalid UTF-8
 or a lone surrogate with 1007; nothing of such a frame is kept (`receive_frame`).
@@ -21,7 +28,10 @@ from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 
+from bot.channels.handoff_notices import state_frames
+from bot.channels.transcript import customer_history
 from bot.dialogue.service import Inbound, MessageRejected
+from bot.handoff.notices import SOURCE as NOTICE_SOURCE
 from bot.security.json_guard import UnsafeJson, loads_guarded, scrub
 from bot.security.limits import client_ip
 from bot.web.hub import after_grace
@@ -31,6 +41,8 @@ MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MAX_FRAME_DEPTH = 8  # the protocol's frames are flat objects
 MALFORMED = "消息格式有误，请刷新页面后重试。"
 BUSY = "抱歉，系统繁忙，请稍后再试或拨打客服热线 400-820-8888。"
+# replies after which the widget's status line may have changed: queued, given to an agent, or back to the bot
+HANDOFF_SOURCES = frozenset({"handoff", "handoff_cancelled", NOTICE_SOURCE})
 
 
 class Refusal(NamedTuple):
@@ -158,12 +170,15 @@ async def _answer(websocket: WebSocket, service: Any, channel: str, sender: str,
 
 async def _history(websocket: WebSocket, service: Any, channel: str, sender: str) -> None:
     try:
-        messages = await run_in_threadpool(service.history, channel, sender)
+        messages = await run_in_threadpool(customer_history, service, channel, sender)
+        states = await run_in_threadpool(state_frames, websocket.app, channel, sender)
     except Exception as e:
         log.exception("%s history failed for sender %s", channel, sender)
         raise FrameError(BUSY) from e
     # scrub: rows stored before input was checked may hold lone surrogates, which no frame can carry
     await websocket.send_json(jsonable_encoder({"type": "history", "messages": scrub(messages)}))
+    for frame in states:  # after a reload or a reconnect: the queue place, or who is serving
+        await websocket.send_json(jsonable_encoder(frame))
 
 
 async def _message(websocket: WebSocket, service: Any, channel: str, sender: str, frame: dict[str, Any]) -> None:
@@ -188,10 +203,14 @@ async def _message(websocket: WebSocket, service: Any, channel: str, sender: str
         log.exception("%s chat turn failed for sender %s", channel, sender)
         raise FrameError(BUSY, message_id) from e
     for reply in result.replies:
+        notice = {"source": NOTICE_SOURCE} if reply.get("source") == NOTICE_SOURCE else {}  # shown as a line
         await websocket.send_json(jsonable_encoder({
             "type": "bot", "text": reply.get("text", ""), "buttons": reply.get("buttons") or None,
-            "timestamp": reply.get("timestamp"), "reply_to": message_id, "duplicate": result.duplicate,
+            "timestamp": reply.get("timestamp"), "reply_to": message_id, "duplicate": result.duplicate, **notice,
         }))
+    if any(reply.get("source") in HANDOFF_SOURCES for reply in result.replies):  # the status line follows
+        for state in await run_in_threadpool(state_frames, websocket.app, channel, sender):
+            await websocket.send_json(jsonable_encoder(state))
     await websocket.send_json({"type": "ack", "message_id": message_id, "duplicate": result.duplicate})
 
 

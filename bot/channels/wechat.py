@@ -4,6 +4,10 @@ compatible and safe (AES) modes, passive replies.
 Untrusted XML is parsed with defusedxml first (no DTDs, no entity expansion, a size cap) and only then handed
 to wechatpy. WeChat retries a message it got no answer for within 5 s, with the same MsgId: the conversation
 service recognises the id and answers with the stored reply instead of processing it again.
+
+A picture (MsgType image) is fetched from the media API by its MediaId (with the account's access token, so only
+when `app_secret` is set), checked and stored for the agent desk (bot.storage.attachments). Pushes by the
+customer-service API return a `Delivery`: undelivered with the reason (45015: outside the 48 hours) for the agent.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 
 from bot.channels.callback_guard import Rejected, check_size_and_time, parse_untrusted_xml
-from bot.channels.wechat_api import WeChatAPIError, WeChatClient
+from bot.channels.delivery import DELIVERED, Delivery
+from bot.channels.wechat_api import WeChatAPIError, WeChatClient, refusal_reason
 from bot.config import WeChatChannelConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected
+from bot.storage.attachments import AttachmentRefused, Upload, not_fetched_text, receive
 
 CHANNEL = "wechat"
 log = logging.getLogger(__name__)
@@ -58,7 +64,7 @@ def wechat_router() -> APIRouter:
         message_id = _message_id(message)
         if await run_in_threadpool(service.store.delivered_by, CHANNEL, message.source, message_id) == "api":
             return PlainTextResponse("success")  # a retry of a message whose late answer went by the API
-        answering = asyncio.ensure_future(run_in_threadpool(_answer, service, config, message))
+        answering = asyncio.ensure_future(run_in_threadpool(_answer, request.app, config, message))
         done, _ = await asyncio.wait({answering}, timeout=config.reply_budget_seconds)
         if not done:  # WeChat gives up at 5 s: say "success" now, deliver by the customer-service API later
             answering.add_done_callback(lambda task: _deliver_late(request.app, message.source, message_id, task))
@@ -107,8 +113,11 @@ def _open(config: WeChatChannelConfig, body: bytes, signature: str, timestamp: s
     return parse_message(body), crypto
 
 
-def _answer(service: ConversationService, config: WeChatChannelConfig, message: Any) -> tuple[str | None, bool]:
+def _answer(app: Any, config: WeChatChannelConfig, message: Any) -> tuple[str | None, bool]:
     """(the text to reply with or None for "success", whether the message was a duplicate)."""
+    service: ConversationService = app.state.conversations
+    if message.type == "image" and config.app_secret:  # without the secret the picture cannot be fetched
+        return _image(app, message)
     text = _customer_text(config, message)
     if text is None:
         if message.type == "event" and getattr(message, "event", "") == "unsubscribe":
@@ -117,6 +126,26 @@ def _answer(service: ConversationService, config: WeChatChannelConfig, message: 
     message_id = _message_id(message)
     try:
         turn = service.handle(Inbound(CHANNEL, message.source, text, message_id, {"wechat_type": message.type}))
+    except MessageRejected as e:
+        return str(e), False
+    return "\n\n".join(r["text"] for r in turn.replies) or None, turn.duplicate
+
+
+def _image(app: Any, message: Any) -> tuple[str | None, bool]:
+    """A picture: fetched from the media API by its MediaId, stored for the agent desk and answered (see
+    bot.storage.attachments for what the bot says)."""
+    limit = app.state.config.attachments.max_bytes
+
+    def fetch() -> Upload:
+        try:
+            media = wechat_client(app).media(str(message.media_id), limit)
+        except WeChatAPIError as e:
+            log.warning("wechat picture of %s not fetched: %s", message.source, e)
+            raise AttachmentRefused(not_fetched_text("image")) from e
+        return Upload(media.data, media.filename, media.content_type)
+
+    try:
+        turn = receive(app, CHANNEL, message.source, _message_id(message), "image", fetch, {"wechat_type": "image"})
     except MessageRejected as e:
         return str(e), False
     return "\n\n".join(r["text"] for r in turn.replies) or None, turn.duplicate
@@ -146,19 +175,20 @@ def _send_once(app: Any, openid: str, message_id: str, text: str) -> None:
         send_by_api(app, openid, text)
 
 
-def send_by_api(app: Any, openid: str, text: str) -> bool:
-    """Send through the customer-service message API; False (and a stored event) when WeChat refuses."""
+def send_by_api(app: Any, openid: str, text: str) -> Delivery:
+    """Send through the customer-service message API; when WeChat refuses (or cannot be reached), an undelivered
+    Delivery with the reason in Chinese, and an audit entry. Truthy only when delivered."""
     client = wechat_client(app)
     try:
         client.send_text(openid, text)
-        return True
+        return DELIVERED
     except WeChatAPIError as e:
         conversation = app.state.conversations.store.find_conversation_of(CHANNEL, openid)
         log.warning("wechat delivery to %s failed: %s", openid, e)
         if conversation is not None:
             app.state.conversations.store.audit("wechat", "delivery_failed", conversation.id,
                                                 {"errcode": e.errcode, "text": text[:200]})
-        return False
+        return Delivery(False, refusal_reason(e))
 
 
 def wechat_client(app: Any) -> WeChatClient:

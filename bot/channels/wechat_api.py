@@ -5,14 +5,18 @@ The token is cached until shortly before it expires; a lock makes concurrent cal
 WeChat says is invalid or expired (40001, 40014, 42001) is refreshed and the call retried once; "system busy"
 (-1), HTTP 5xx and network errors are retried with back-off. 45015 means the customer has not written for 48
 hours: WeChat no longer lets the account write to them. `TokenClient` is the part WeCom's client
-(bot/channels/wecom_api.py) shares.
+(bot/channels/wecom_api.py) shares, including `media` (customers' pictures and files from `media/get`, read no
+further than the attachments' size limit).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
@@ -30,6 +34,15 @@ class WeChatAPIError(Exception):
 
 class OutsideWindow(WeChatAPIError):
     """The customer last wrote more than 48 hours ago."""
+
+
+def refusal_reason(error: WeChatAPIError, platform: str = "微信") -> str:
+    """Why a message did not reach the customer, for the agent who wrote it (Chinese)."""
+    if error.errcode == OUTSIDE_WINDOW:
+        return "客户超过48小时未互动，微信不允许主动发送"
+    if error.errcode == BUSY:  # what _request raises after its retries: no answer, or only busy/5xx ones
+        return f"{platform}服务器暂时无法连接（网络故障或对方繁忙），消息未送达，请稍后重试"
+    return f"{platform}拒绝发送（错误码{error.errcode}），消息未送达"
 
 
 class TokenClient:
@@ -88,6 +101,70 @@ class TokenClient:
                 last = e
             time.sleep(self.backoff * 2**attempt)
         raise WeChatAPIError(-1, f"{path} failed after {self.attempts} attempts: {last}")
+
+
+    def media(self, media_id: str, max_bytes: int) -> Media:
+        """A customer's picture or file from the temporary media API (`media/get`, the same path on WeChat and
+        WeCom). At most `max_bytes` + 1 bytes are read, enough for the caller to tell it is too large."""
+        for refreshed in (False, True):
+            params = {"access_token": self.access_token(force=refreshed), "media_id": media_id}
+            media = self._download("/cgi-bin/media/get", params, max_bytes + 1)
+            if isinstance(media, Media):
+                return media
+            code = int(media.get("errcode", -1))
+            if code in TOKEN_ERRORS and not refreshed:
+                continue
+            raise WeChatAPIError(code, str(media.get("errmsg", "")))
+        raise AssertionError("unreachable")
+
+    def _download(self, path: str, params: dict[str, str], limit: int) -> Media | dict[str, Any]:
+        """The file, or WeChat's JSON error body; network errors and 5xx retried with back-off."""
+        last: Exception | None = None
+        for attempt in range(self.attempts):
+            try:
+                with self.http.stream("GET", path, params=params) as response:
+                    if response.status_code < 500:
+                        return _media_or_error(response, limit)
+                    last = WeChatAPIError(int(response.status_code), "server error")
+            except httpx.TransportError as e:
+                last = e
+            time.sleep(self.backoff * 2**attempt)
+        raise WeChatAPIError(-1, f"{path} failed after {self.attempts} attempts: {last}")
+
+
+@dataclass(frozen=True)
+class Media:
+    data: bytes
+    content_type: str | None
+    filename: str | None
+
+
+def _media_or_error(response: httpx.Response, limit: int) -> Media | dict[str, Any]:
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower() or None
+    data = bytearray()
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) >= limit:
+            break
+    if content_type in ("application/json", "text/plain") and data[:1] == b"{":
+        try:
+            body = json.loads(bytes(data))
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "errcode" in body:
+            return body
+    return Media(bytes(data[:limit]), content_type, _filename(response.headers.get("content-disposition", "")))
+
+
+def _filename(disposition: str) -> str | None:
+    """The name in `Content-Disposition: attachment; filename="x.pdf"` (or RFC 5987's filename*=UTF-8''...)."""
+    for part in disposition.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "filename*" and "''" in value:
+            return unquote(value.split("''", 1)[1]) or None
+        if key.lower() == "filename":
+            return value.strip().strip('"') or None
+    return None
 
 
 class WeChatClient(TokenClient):

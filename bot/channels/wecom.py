@@ -6,7 +6,12 @@ a sync token). The endpoint answers "success" at once and reads the messages in 
 (a lease in the database, so also across workers); a callback that arrives during a sync makes it read once
 more. Customer messages go through the conversation service with WeCom's msgid as message id, so a page read
 twice (a crash before its cursor was saved, or the same msgid in two pages) is answered once. Answers go by
-`kf/send_msg`.
+`kf/send_msg`, which returns a `Delivery` (undelivered with the reason in Chinese, for the agent). Pictures and
+files are fetched by `media/get` and stored for the agent desk (bot.storage.attachments).
+
+A page of `kf/sync_msg` may hold messages read before (history): the customer's last-seen time, from which WeCom's
+48-hour window runs, is each message's own `send_time`, never "now". An answer with `has_more` whose cursor did
+not move stops the sync (logged): asking again would get the same answer, forever.
 
 Untrusted XML (the envelope and the decrypted message) is parsed with defusedxml (no DTDs, no entities, a size
 cap); wechatpy only gets the `Encrypt` value to check and decrypt.
@@ -31,16 +36,22 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
+from sqlalchemy import select
 from wechatpy.enterprise.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException
 
 from bot.channels.callback_guard import Rejected, check_size_and_time, parse_untrusted_xml
-from bot.channels.wechat_api import WeChatAPIError
+from bot.channels.delivery import DELIVERED, Delivery
+from bot.channels.wechat_api import WeChatAPIError, refusal_reason
 from bot.channels.wecom_api import ENDED, POOL, SERVICER, WeComClient
 from bot.config import WeComChannelConfig
 from bot.dialogue.service import Inbound, MessageRejected, clean_text
+from bot.storage.attachments import AttachmentRefused, Upload, not_fetched_text, receive
+from bot.storage.models import ChannelIdentity
 
 CHANNEL = "wecom"
+UNKNOWN_KFID = 0  # our own code: we never learnt which open_kfid the customer writes to
+SESSION_STATE_REFUSED = 95018  # the session is with a WeCom servicer (or ended): the API may not write
 FROM_CUSTOMER, SYSTEM_EVENT, FROM_SERVICER = 3, 4, 5  # sync_msg "origin"
 SESSION_ENDED = 3  # session_status_change change_type; 1 taken from the pool, 2 transferred, 4 reopened
 HANDING_OVER = "正在为您转接人工客服，请稍候，人工客服接入后会在这里直接回复您。"
@@ -203,9 +214,12 @@ def sync(app: Any, open_kfid: str, token: str, renew: Callable[[], bool] = lambd
         page = wecom_client(app).sync_msg(open_kfid, cursor, token)
         for message in page.get("msg_list") or []:
             _handle_safely(app, message)
-        cursor = str(page.get("next_cursor") or cursor)
+        previous, cursor = cursor, str(page.get("next_cursor") or cursor)
         store.save_cursor(name, cursor)
         if not page.get("has_more"):
+            return
+        if cursor == previous:  # "more" from where we stand: asking again would get the same page, forever
+            log.warning("wecom sync of %s stopped: has_more without an advancing cursor (%r)", open_kfid, cursor)
             return
 
 
@@ -229,6 +243,17 @@ def _handle_safely(app: Any, message: dict[str, Any]) -> None:
 
 
 def _from_customer(app: Any, message: dict[str, Any]) -> None:
+    """One customer message; the customer was last seen when they sent it, however late (or often) we read it."""
+    store = app.state.conversations.store
+    user = message["external_userid"]
+    seen_before = _last_seen(store, user)
+    try:
+        _customer_message(app, message)
+    finally:
+        _set_last_seen(store, user, seen_before, message.get("send_time"))
+
+
+def _customer_message(app: Any, message: dict[str, Any]) -> None:
     config: WeComChannelConfig = app.state.config.channels.wecom
     store = app.state.conversations.store
     user, open_kfid, msgid = message["external_userid"], message["open_kfid"], str(message["msgid"])
@@ -237,6 +262,8 @@ def _from_customer(app: Any, message: dict[str, Any]) -> None:
     text = customer_text(config, message)
     if _held_by_wecom(app, open_kfid, user):
         _store_only(store, user, text or describe(message), msgid, metadata)
+    elif message.get("msgtype") in ATTACHMENT_TYPES and _media_id(message):
+        _attachment(app, message, metadata)
     elif text is not None:
         _answer(app, config, Inbound(CHANNEL, user, text, msgid, metadata))
     elif _status(store, user) in ("queued", "human"):  # our desk has them: the agent sees what came
@@ -263,6 +290,52 @@ def _answer(app: Any, config: WeComChannelConfig, inbound: Inbound) -> None:
         send_text(app, inbound.sender, "\n\n".join(texts), open_kfid)
     if handing:
         _hand_to_wecom(app, config, open_kfid, inbound.sender, turn.conversation_id)
+
+
+def _attachment(app: Any, message: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """A picture or file: fetched by `media/get`, stored for the agent desk and answered (see
+    bot.storage.attachments for what the bot says). One that cannot be fetched is asked for again."""
+    user, kind = message["external_userid"], ATTACHMENT_TYPES[message["msgtype"]]
+    limit = app.state.config.attachments.max_bytes
+
+    def fetch() -> Upload:
+        try:
+            media = wecom_client(app).media(_media_id(message), limit)
+        except WeChatAPIError as e:  # e.g. the media expired (3 days): the customer is asked to send it again
+            log.warning("wecom %s of %s not fetched: %s", kind, user, e)
+            raise AttachmentRefused(not_fetched_text(kind)) from e
+        return Upload(media.data, media.filename, media.content_type)
+
+    turn = receive(app, CHANNEL, user, str(message["msgid"]), kind, fetch, metadata)
+    if turn.replies and not turn.duplicate:
+        send_text(app, user, "\n\n".join(r["text"] for r in turn.replies), metadata["open_kfid"])
+
+
+def _media_id(message: dict[str, Any]) -> str:
+    return str((message.get(message.get("msgtype", "")) or {}).get("media_id") or "")
+
+
+def _last_seen(store: Any, user: str) -> dt.datetime | None:
+    with store.database.session() as session:
+        return session.scalar(select(ChannelIdentity.last_seen_at).where(ChannelIdentity.channel == CHANNEL,
+                                                                          ChannelIdentity.external_id == user))
+
+
+def _set_last_seen(store: Any, user: str, before: dt.datetime | None, send_time: Any) -> None:
+    """Storing a message marks the customer seen "now"; WeCom's window runs from when they wrote, and a page
+    read again (history) must not reopen it: the later of what we knew and the message's own time."""
+    try:
+        sent = dt.datetime.fromtimestamp(int(send_time), dt.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return  # no time of its own: storing it counted as now
+    sent = min(sent, dt.datetime.now(dt.UTC))
+    if before is not None:
+        sent = max(sent, before if before.tzinfo else before.replace(tzinfo=dt.UTC))
+    with store.database.session() as session, session.begin():
+        identity = session.scalar(select(ChannelIdentity).where(ChannelIdentity.channel == CHANNEL,
+                                                                ChannelIdentity.external_id == user))
+        if identity is not None:
+            identity.last_seen_at = sent
 
 
 def _canned(app: Any, user: str, message: dict[str, Any], metadata: dict[str, Any]) -> None:
@@ -311,6 +384,7 @@ def describe(message: dict[str, Any]) -> str:
     return f"[{LABELS.get(kind, kind or '未知消息')}]"
 
 
+ATTACHMENT_TYPES = {"image": "image", "file": "file"}  # msgtype -> the attachment's kind
 LABELS = {"image": "图片", "voice": "语音", "video": "视频", "file": "文件", "location": "位置", "link": "链接",
           "miniprogram": "小程序", "business_card": "名片"}
 CANNED = {
@@ -426,22 +500,32 @@ def _hand_to_wecom(app: Any, config: WeComChannelConfig, open_kfid: str, user: s
 # --- sending ----------------------------------------------------------------------------------------------
 
 
-def send_text(app: Any, external_userid: str, text: str, open_kfid: str | None = None) -> bool:
-    """Send by `kf/send_msg`; False (and an audit entry) when WeCom refuses (48 hours passed, the send limit,
-    a WeCom servicer has the session) or the customer's open_kfid is not known."""
+def send_text(app: Any, external_userid: str, text: str, open_kfid: str | None = None) -> Delivery:
+    """Send by `kf/send_msg`. Undelivered, with the reason in Chinese (and an audit entry), when WeCom refuses
+    (48 hours passed, the send limit, a WeCom servicer has the session), cannot be reached, or the customer's
+    open_kfid is not known. Truthy only when delivered."""
     store = app.state.conversations.store
     open_kfid = open_kfid or store.cursor(f"wecom-kf:{external_userid}")
     try:
         if not open_kfid:
-            raise WeChatAPIError(0, "the customer's open_kfid is not known")
+            raise WeChatAPIError(UNKNOWN_KFID, "the customer's open_kfid is not known")
         wecom_client(app).send_text(open_kfid, external_userid, text)
-        return True
+        return DELIVERED
     except WeChatAPIError as e:
         log.warning("wecom delivery to %s failed: %s", external_userid, e)
         conversation = store.find_conversation_of(CHANNEL, external_userid)
         store.audit("wecom", "delivery_failed", conversation.id if conversation else external_userid,
                     {"errcode": e.errcode, "text": text[:200]})
-        return False
+        return Delivery(False, delivery_reason(e))
+
+
+def delivery_reason(error: WeChatAPIError) -> str:
+    """Why WeCom did not deliver, for the agent (Chinese)."""
+    if error.errcode == UNKNOWN_KFID:
+        return "不知道客户所在的微信客服账号（客户尚未在微信客服中发过消息），无法发送"
+    if error.errcode == SESSION_STATE_REFUSED:
+        return "客户的会话已由企业微信客服接待或已结束，机器人不能发送（错误码95018）"
+    return refusal_reason(error, "企业微信")
 
 
 def end_session(app: Any, external_userid: str) -> bool:

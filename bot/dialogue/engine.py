@@ -5,8 +5,8 @@ asks for each required slot, validates through its `validate_<form>` action, re-
 cancelled (取消/算了) and survives an interruption (an FAQ question is answered, then the form asks again);
 rules map intents to responses, custom actions (rasa_sdk, through an `ActionRunner`) and forms; knowledge
 questions get the knowledge base's answer; an ambiguous message gets "您是不是想问…" with the top 3; a message
-not understood twice in a row gets the offer of a human. A short follow-up such as "那信用卡呢" is read in the
-frame of the previous message.
+not understood `offer_human_after` times in a row (one less than `handoff.max_fallbacks`) gets the offer of a
+human. A short follow-up such as "那信用卡呢" is read in the frame of the previous message.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from bot.config import DialogueConfig
+from bot.config import DialogueConfig, HandoffConfig
 from bot.dialogue import ranking
 from bot.dialogue.actions import ActionError, ActionRunner, domain_payload, tracker_payload
 from bot.dialogue.policies import PolicyEnsemble
@@ -31,6 +31,7 @@ from bot.nlu.classifier import FALLBACK_INTENT, OOS_INTENTS
 from bot.training_data import TrainingData
 
 HANDOFF_ACTION = "action_handoff"  # built in: rules end with it to hand the conversation to a person
+HANDOFF_REQUESTED = "handoff_requested"  # the slot HANDOFF_ACTION sets: the intent whose rule asked for a person
 MAX_ACTION_CHAIN = 5  # followup actions one turn may trigger
 FOLLOW_UP = re.compile(r"^(那|那么|那要是|如果是|换成)?(?P<rest>.{1,12}?)(呢|怎么办|怎么样|行吗|可以吗)?[?？。!！]*$")
 Reparse = Callable[[str], dict[str, Any]]
@@ -58,6 +59,16 @@ YES_WORDS = frozenset({"嗯", "嗯嗯", "恩", "好", "好的", "好啊", "好�
                        "要", "需要", "行", "ok", "OK", "Ok", "麻烦了", "麻烦你了", "转吧", "转", "yes"})
 
 
+def offer_threshold(max_fallbacks: int) -> int:
+    """When the bot offers a person: one turn not understood before the hand-over itself (`handoff.max_fallbacks`
+    in config.yml), so the customer can choose before the bot decides; at once when that is the first turn."""
+    return max(1, max_fallbacks - 1)
+
+
+# when the caller (bot.assistant.Assistant) does not say: from config.yml's default `handoff.max_fallbacks`
+OFFER_HUMAN_AFTER = offer_threshold(HandoffConfig().max_fallbacks)
+
+
 class DialogueState(BaseModel):
     """What the bot remembers between turns (stored with the conversation)."""
 
@@ -72,6 +83,26 @@ class DialogueState(BaseModel):
     human_offered: bool = False  # the last turn offered a person: "好的" now means yes, please
     # the form a person took over from and what it had collected: for the agent's context, until the bot's next turn
     handed_over_task: dict[str, Any] | None = None
+
+    def start_afresh(self, failure_slots: list[str]) -> list[str]:
+        """A person takes over: the one place every counter and mark of the bot's attempt is reset, so that what
+        the customer says after the person closes the chat starts from zero - the form in progress (kept in
+        `handed_over_task` for the agent's context) with its slots and attempt counters, the turns not understood,
+        the offer of a person, the rule's request for one, the failure slots (`handoff.failure_slots`) and the last
+        message understood.
+        Returns the slots reset, for their events."""
+        collected = {name: self.slots.get(name) for name in self.loop_slots if self.slots.get(name) is not None}
+        if self.active_loop:
+            self.handed_over_task = {"form": self.active_loop, "slots": collected}
+        reset = self.leave_loop()
+        for name in [*failure_slots, HANDOFF_REQUESTED]:
+            if self.slots.get(name) is not None:
+                self.slots[name] = None
+                reset.append(name)
+        self.fallbacks, self.human_offered = 0, False
+        # what the bot last understood belongs to before the person: no follow-up reads it, no "0" pairs with it
+        self.latest_intent, self.latest_text, self.latest_entities = None, None, []
+        return reset
 
     def leave_loop(self) -> list[str]:
         """Leave the active form as if it never ran (cancelled, or a person took over): its slots, counters
@@ -131,8 +162,9 @@ class DialogueEngine:
     def __init__(self, data: TrainingData, config: DialogueConfig, responder: Responder,
                  runner: ActionRunner | None = None, reparse: Reparse | None = None,
                  policies: PolicyEnsemble | None = None, language: str = "zh",
-                 carry_over_slots: bool = False) -> None:
+                 carry_over_slots: bool = False, offer_human_after: int = OFFER_HUMAN_AFTER) -> None:
         self.data = data
+        self.offer_human_after = offer_human_after  # turns not understood in a row before a person is offered
         self.language = language
         self.carry_over_slots = carry_over_slots  # a new session keeps the previous one's slots (Rasa's default)
         # trained from stories and rules (a Rasa project): they choose the actions; without them, rules do
@@ -314,7 +346,7 @@ class DialogueEngine:
             return
         turn.state.fallbacks += 1
         options = [button for _, button in scored]
-        if turn.state.fallbacks >= 2:
+        if turn.state.fallbacks >= self.offer_human_after:
             turn.replies += self._offer_human(turn)
         elif PROBLEM_REPORT.search(turn.parse.get("text", "")):
             turn.replies += self._offer_human(turn, "utter_offer_human_problem")
@@ -569,7 +601,7 @@ class DialogueEngine:
             turn.replies += self._utter(turn, name)
         elif name == HANDOFF_ACTION:  # a rule hands over: the conversation service queues it for a person
             turn.action(name)
-            turn.set_slot("handoff_requested", turn.parse["intent"]["name"])
+            turn.set_slot(HANDOFF_REQUESTED, turn.parse["intent"]["name"])
         elif name in DEFAULT_ACTIONS and name not in self.data.actions:  # a project's own action overrides
             await self._default_action(turn, name)
         elif name in self.data.forms:

@@ -19,23 +19,25 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from bot.assistant import Assistant
+from bot.channels.registry import channel_info, channel_label
 from bot.dialogue.engine import DialogueState, TurnOutcome
 from bot.dialogue.responder import Reply
-from bot.handoff.context import CHANNEL_NAMES
-from bot.handoff.handover import Handover
+from bot.handoff.handover import Escalated, Handover
+from bot.handoff.reasons import SENSITIVE
 from bot.security.limits import MemoryLimiter, RateLimiter, Throttled
 from bot.storage import ConversationStore, TurnStart
 from bot.storage.reminders import DueReminder, ReminderStore, entity_list
+from bot.training_data import DisplayNames
 
 MAX_MESSAGE_CHARS = 2000
 LOCK_STRIPES = 64
 BINDING_CODE = re.compile(r"^(?:绑定|綁定|bind)\s*[:：]?\s*(\d{6})$", re.IGNORECASE)
-PLAIN_TEXT_CHANNELS = {"wechat", "wecom"}  # no buttons: options are numbered and answered with the number
 # channels whose sender the server verified (a signature, or a credential it issued): only these may be linked
 # to a bank customer by a binding code; a REST sender is whatever the caller wrote
 BINDABLE_CHANNELS = {"wechat", "wecom", "web"}
 # who the customer is comes from the channel's verified identity, never from what a client put in metadata
 IDENTITY_KEYS = frozenset({"customer_id", "verified", "tier", "name", "identity_verified"})
+URGENT_PREFIX = "utter_urgent_"  # a sensitive matter's urgent self-service step, said before the hand-over
 EXTERNAL_PREFIX = "EXTERNAL: "  # Rasa's text of a message the server makes from an intent (reminders, triggers)
 logger = logging.getLogger(__name__)
 
@@ -206,32 +208,52 @@ class ConversationService:
         replies = list(outcome.replies)
         if start.continued_from:
             replies.insert(0, continuation(start.continued_from))
-        handed_over = self.handoff.escalate_if_needed(start, text, parse, outcome.state) if self.handoff else []
+        handed_over = self.handoff.escalate_if_needed(start, text, parse, outcome.state, self.display_names) \
+            if self.handoff else None
         events = outcome.events
-        if handed_over:  # a person takes over: the form's "let's continue" prompts would only confuse
-            form = outcome.state.active_loop
-            replies = [r for r in replies if r.source != form and not r.source.startswith("utter_ask_")]
-            replies += handed_over
-            events = [*events, *self._leave_task(outcome.state)]
+        if handed_over is not None:
+            replies = self._handover_replies(replies, handed_over, outcome.state, inbound.channel)
+            events = [*events, *self._start_afresh(outcome.state)]
         state = {**state, "dialogue": outcome.state.model_dump()}
-        if inbound.channel in PLAIN_TEXT_CHANNELS:
+        if channel_info(inbound.channel).plain_text:  # no buttons: numbered options, answered by number
             replies, state["numbered_options"] = numbered(replies)
         return _Done(replies, parse, events, state, outcome.reminders)
 
-    def _leave_task(self, dialogue: DialogueState) -> list[dict[str, Any]]:
-        """A person takes over: the form in progress and the failure that brought them are over, so that what the
-        customer says after the person closes the chat starts afresh."""
-        collected = {name: dialogue.slots.get(name) for name in dialogue.loop_slots
-                     if dialogue.slots.get(name) is not None}
-        if dialogue.active_loop:
-            dialogue.handed_over_task = {"form": dialogue.active_loop, "slots": collected}
-        reset = dialogue.leave_loop()
+    def _handover_replies(self, replies: list[Reply], handed_over: Escalated, dialogue: DialogueState,
+                          channel: str) -> list[Reply]:
+        """What the customer reads when a person is asked for: the form's "let's continue" prompts and the offer
+        of a person would only confuse, so they go; for fraud or a stolen card (a `sensitive` hand-over) the
+        urgent self-service step (freeze the card, the 24-hour hotline) comes first, then the hand-over."""
+        form = dialogue.active_loop
+        kept = [r for r in replies if r.source != form and not r.source.startswith(("utter_ask_", "utter_offer_human"))]
+        if handed_over.escalation.kind == SENSITIVE:
+            urgent = self._urgent_step(handed_over.escalation.intent, channel)
+            if urgent:  # the step replaces the turn's general advice, which would bury it
+                kept = [*(r for r in kept if r.source == "continuation"), *urgent]
+        return [*kept, *handed_over.replies]
+
+    def _urgent_step(self, intent: str | None, channel: str) -> list[Reply]:
+        """The urgent self-service step for a sensitive matter, from the project's responses: for a sensitive
+        intent its `utter_urgent_<intent>` (none for a complaint: nothing to freeze), for a sensitive word
+        ("盗刷", "被骗") `utter_urgent_sensitive`."""
+        responder = getattr(self.assistant, "responder", None)
+        name = f"{URGENT_PREFIX}{intent or 'sensitive'}"
+        if responder is None or name not in responder.responses:
+            return []
+        return list(responder.utter(name, _reply_channel(channel), {}))
+
+    def _start_afresh(self, dialogue: DialogueState) -> list[dict[str, Any]]:
+        """A person takes over: every counter of the bot's attempt is reset (`DialogueState.start_afresh`), so that
+        what the customer says after the person closes the chat starts from zero; the events that say so."""
         assert self.handoff is not None
-        for name in self.handoff.config.failure_slots:
-            if dialogue.slots.get(name) is not None:
-                dialogue.slots[name] = None
-                reset.append(name)
+        reset = dialogue.start_afresh(self.handoff.config.failure_slots)
         return [{"event": "active_loop", "name": None}, *({"event": "slot", "name": n, "value": None} for n in reset)]
+
+    @property
+    def display_names(self) -> DisplayNames:
+        """The loaded model's display names of intents, slots and forms (stand-ins of the assistant: none)."""
+        model = getattr(self.assistant, "model", None)
+        return getattr(model, "display_names", None) or DisplayNames()
 
     def _bind(self, inbound: Inbound, code: str, state: dict[str, Any]) -> list[Reply]:
         """Link this channel identity to the app customer who was given `code` (state counts failures)."""
@@ -246,7 +268,7 @@ class ConversationService:
                                "再发送“绑定+绑定码”，例如：绑定 123456。", source="binding_failed")]
         customer = self.store.customer(customer_id)
         name = customer.name if customer and customer.name else ""
-        replies = [Reply(text=f"绑定成功！{name}您好，您的{CHANNEL_NAMES.get(inbound.channel, inbound.channel)}已与"
+        replies = [Reply(text=f"绑定成功！{name}您好，您的{channel_label(inbound.channel)}已与"
                               "手机银行App关联，人工客服也能看到您在各渠道的咨询记录。", source="binding_done")]
         elsewhere = self.store.live_state_elsewhere(customer_id, inbound.channel, inbound.sender) \
             if self.store.state_follows_customer else None
@@ -373,7 +395,7 @@ def binding_code(text: str) -> str | None:
 
 def continuation(continued_from: dict[str, Any]) -> Reply:
     """What the bot says when the customer carries on here what they started on another channel."""
-    where = CHANNEL_NAMES.get(continued_from.get("channel", ""), "其他渠道")
+    where = channel_label(str(continued_from.get("channel") or ""))
     said = str(continued_from.get("last_text") or "")
     said = said if len(said) <= 20 else said[:20] + "…"
     topic = f"聊到“{said}”" if said else "聊到一半"
@@ -388,10 +410,8 @@ def _after_session_start(session: TurnOutcome | None, outcome: TurnOutcome) -> N
 
 
 def _reply_channel(channel: str) -> str:
-    """Which answer variant a channel gets: WeChat (and WeCom) plain text, everything else the rich web/app one."""
-    if channel == "wecom":
-        return "wechat"
-    return channel if channel in ("web", "app", "wechat") else "web"
+    """Which answer variant of a response a channel gets (`channel:` in nlu_data responses)."""
+    return channel_info(channel).variant
 
 
 def _reply_dict(reply: Reply) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """The context package an agent sees on accepting a chat: who, where, what the bot understood, why it handed
-over, a short summary, earlier conversations and suggested answers.
+over, a one-paragraph summary, earlier conversations and suggested answers. Intents, slots and forms are
+shown by their display names (`display_name` in nlu_data, kept in the trained model: `TrainedModel.display_names`);
+a topic without one is shown by the customer's own words, never by its name.
 
 What it reads is stored masked already (`bot.storage.privacy`); it masks again with the same module as it
 reads, so rows stored before masking was introduced show masked too, and `scrub`s what it returns, so rows
@@ -12,55 +14,30 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from bot.handoff.routing import NOT_TOPICS
+from bot.channels.registry import channel_label
+from bot.handoff.reasons import SENSITIVE, reason_label
+from bot.handoff.routing import NOT_TOPICS, main_topic
 from bot.security.json_guard import scrub
 from bot.security.masking import mask_text
 from bot.storage.database import Database
 from bot.storage.models import ChannelIdentity, Conversation, Customer, Event, Handoff, utcnow
+from bot.training_data import DisplayNames
 
-CHANNEL_NAMES = {"web": "网页", "app": "手机银行App", "wechat": "微信", "wecom": "微信客服", "rest": "接口"}
 EARLIER_LINES = 12  # lines of each earlier conversation shown to the agent
-QUOTED_WORDS = 20  # characters of the customer's own words that stand for a topic without a title
-
-# What agents read instead of intent names: the bundled bot's intents (an intent not listed here is shown by the
-# customer's own words, never by its name)
-INTENT_TITLES = {
-    "check_balance": "查询余额", "query_transactions": "查询交易明细", "open_account": "开户", "close_account": "销户",
-    "change_phone_number": "修改预留手机号", "account_frozen": "账户被冻结", "sms_notification": "短信通知",
-    "deposit_certificate": "开存款证明", "report_card_loss": "挂失银行卡", "cancel_card_loss": "银行卡解挂",
-    "atm_card_retained": "ATM吞卡", "card_activation": "激活新卡", "card_replacement": "换卡补卡",
-    "credit_card_bill": "信用卡账单", "credit_card_repayment": "信用卡还款", "credit_card_overdue": "信用卡逾期",
-    "credit_card_installment": "信用卡分期", "credit_card_limit": "信用卡额度", "credit_card_apply": "申办信用卡",
-    "credit_card_points": "信用卡积分", "wechat_banking_bind": "微信绑定银行卡",
-    "mobile_banking_login_problem": "手机银行无法登录", "mobile_banking_register": "开通手机银行",
-    "reset_password": "修改密码", "forgot_password": "忘记密码", "account_locked": "密码错误被锁",
-    "ukey_service": "U盾", "exchange_rate": "汇率查询", "foreign_currency_exchange": "外币兑换",
-    "cross_border_remittance": "境外汇款", "deposit_rates": "存款利率", "time_deposit": "定期存款",
-    "wealth_products": "理财产品", "loan_apply": "申请贷款", "mortgage": "房贷", "loan_repayment": "贷款还款",
-    "branch_hours": "网点营业时间", "branch_location": "网点查询", "book_appointment": "网点预约",
-    "fee_inquiry": "费用咨询", "suspected_fraud": "疑似盗刷", "disputed_transaction": "交易争议",
-    "complaint": "投诉", "transfer_howto": "转账操作", "transfer_limit": "转账限额", "transfer_failed": "转账失败",
-    "transfer_reversal": "转错账", "request_human": "转人工", "greet": "问候", "thanks": "致谢", "goodbye": "告别",
-    "affirm": "确认", "deny": "否认", "chitchat": "闲聊", "bot_identity": "询问是否机器人",
-    "out_of_scope": "业务范围外的问题", "nlu_fallback": "未能理解的问题",
-}
-FORM_TITLES = {"card_loss_form": "挂失银行卡", "identity_form": "身份核验"}
-SLOT_LABELS = {
-    "customer_id": "客户号", "identity_verified": "身份已核验", "identity_failed": "身份核验未通过",
-    "id_attempts": "身份核验次数", "id_last4": "身份证后四位", "card_tail": "卡号后四位", "confirm_loss": "确认挂失",
-    "loss_reference": "挂失编号", "pending_action": "待办业务", "city": "城市", "district": "区县", "currency": "币种",
-    "card_type": "卡种", "handoff_requested": "转人工原因",
-}
-HIDDEN_SLOTS = {"requested_slot"}
+QUOTED_WORDS = 20  # characters of the customer's own words that stand for a topic without a display name
+SHANGHAI = ZoneInfo("Asia/Shanghai")  # the bank's dates, for agents
+HIDDEN_SLOTS = {"requested_slot", "handoff_requested"}  # the dialogue's bookkeeping
 WITHHELD_SLOTS = {"id_last4"}  # shown as provided, never its value: it is what identity checks ask for
-KIND_NAMES = {"request": "客户要求转人工", "sensitive": "敏感业务", "anger": "客户情绪激动或投诉",
-              "form_failed": "业务办理多次验证失败", "vip": "重要客户，智能客服未能理解",
-              "fallback": "智能客服未能理解"}
+SAID_ELSEWHERE = {"customer_id", "identity_verified"}  # the summary says who the customer is in its first words
 # snake_case: an intent, slot or form name
 _RAW_NAME = re.compile(r"(?<![A-Za-z0-9_])[a-z]+(?:_[a-z0-9]+)+(?![A-Za-z0-9_])")
+NO_NAMES = DisplayNames()
+WORDS_WEIGHT = 0.5  # how much the customer's own first question counts for suggestions, against the topic's name
+PLAIN_TIER = "standard"  # a customer without a tier worth telling the agent (bot.storage.models.Customer.tier)
 
 Suggest = Callable[[str], list[dict[str, Any]]]
 
@@ -69,52 +46,52 @@ def _hide(value: Any) -> str:
     return mask_text(str(value))
 
 
-def topic_title(intent: str, words: str | None = None) -> str:
-    """What an intent is about, in Chinese: its title, else the customer's own words (quoted), else a plain
-    "其他业务" - never the intent's name."""
-    if intent in INTENT_TITLES:
-        return INTENT_TITLES[intent]
+def topic_title(intent: str, words: str | None = None, names: DisplayNames = NO_NAMES) -> str:
+    """What an intent is about, in Chinese: its display name, else the customer's own words (quoted), else a
+    plain "其他业务" - never the intent's name."""
+    if intent in names.intents:
+        return names.intents[intent]
     if words and words.strip():
         said = words.strip()
         return f"“{said[:QUOTED_WORDS]}{'…' if len(said) > QUOTED_WORDS else ''}”"
     return "其他业务"
 
 
-def _readable(text: str) -> str:
-    """Text for agents with any intent, form or slot name in it said in Chinese."""
+def _readable(text: str, names: DisplayNames) -> str:
+    """Text for agents with any intent, form or slot name in it said by its display name."""
     def name(match: re.Match[str]) -> str:
         raw = match.group(0)
-        return INTENT_TITLES.get(raw) or FORM_TITLES.get(raw) or SLOT_LABELS.get(raw) or raw
+        return names.intents.get(raw) or names.forms.get(raw) or names.slots.get(raw) or raw
     return _RAW_NAME.sub(name, text)
 
 
-def reason_text(kind: str, detail: str | None) -> str:
+def reason_text(kind: str, detail: str | None, names: DisplayNames = NO_NAMES) -> str:
     """The hand-over's reason said once: "敏感业务（疑似盗刷）", also for rows stored with an older wording
     ("敏感业务：suspected_fraud", or the kind's name repeated)."""
-    label = KIND_NAMES.get(kind, kind)
-    said = _readable(detail or "").strip()
+    label = reason_label(kind)
+    said = _readable(detail or "", names).strip()
     while label and said.startswith(label) and said[len(label):len(label) + 1] in ("：", ":"):
         said = said[len(label) + 1:].strip()  # "敏感业务：敏感业务：x" -> "x"
     if not said or said == label:
         return label
-    if said.startswith(label):  # already says its kind: "敏感业务（疑似盗刷）", "客户要求转人工"
-        return said
-    if kind != "sensitive":
+    if label in said or kind != SENSITIVE:  # says its kind already: "客户要求转人工", "业务办理多次验证失败（…）"
         return said
     return f"{label}：{said}" if "（" in said else f"{label}（{said}）"
 
 
-def _slot_value(name: str, value: Any) -> str:
+def _slot_value(name: str, value: Any, names: DisplayNames) -> str:
     if name in WITHHELD_SLOTS:
         return "已提供"
     if isinstance(value, bool):
         return "是" if value else "否"
-    return _readable(_hide(value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a counter: 2, not 2.0
+    return _readable(_hide(value), names)
 
 
-def readable_slots(slots: dict[str, Any]) -> dict[str, str]:
-    """Slots as an agent reads them: Chinese labels, masked values, internal bookkeeping left out."""
-    return {SLOT_LABELS.get(k, k): _slot_value(k, v) for k, v in slots.items()
+def readable_slots(slots: dict[str, Any], names: DisplayNames = NO_NAMES) -> dict[str, str]:
+    """Slots as an agent reads them: display names, masked values, internal bookkeeping left out."""
+    return {names.slots.get(k, k): _slot_value(k, v, names) for k, v in slots.items()
             if v is not None and k not in HIDDEN_SLOTS}
 
 
@@ -136,6 +113,21 @@ def topic_turns(events: list[Event]) -> list[tuple[str, str]]:
     return turns
 
 
+def collected_slots(events: list[Event]) -> dict[str, Any]:
+    """Every slot the bot filled since this matter began (the session's start, or the end of an earlier hand-over),
+    with its latest value: what the customer gave even when a form later reset it (a wrong ID number, a form that
+    gave up), and the failures that brought the person."""
+    collected: dict[str, Any] = {}
+    for event in events:
+        data = event.data or {}
+        if event.type in ("session_started", "restart") or (
+                event.type == "handoff" and data.get("status") in ("closed", "cancelled", "abandoned")):
+            collected = {}
+        elif event.type == "slot" and data.get("value") is not None:
+            collected[str(data.get("name"))] = data["value"]
+    return collected
+
+
 def summary_of(handoff: Handoff, now: dt.datetime | None = None) -> dict[str, Any]:
     created = handoff.created_at if handoff.created_at.tzinfo else handoff.created_at.replace(tzinfo=dt.UTC)
     return {"handoff_id": handoff.id, "conversation_id": handoff.conversation_id, "group": handoff.group,
@@ -153,13 +145,15 @@ def conversation_topics(database: Database, conversation_id: str) -> list[str]:
         return [intent for intent, _ in topic_turns(list(events))]
 
 
-def build_context(database: Database, handoff_id: int, role: str, suggest: Suggest | None = None) -> dict[str, Any]:
+def build_context(database: Database, handoff_id: int, role: str, suggest: Suggest | None = None,
+                  names: DisplayNames | None = None) -> dict[str, Any]:
     """The package for hand-over `handoff_id` (`KeyError` when there is none). `role` (agent, supervisor,
-    admin) is kept for callers; every role gets the same masked package."""
-    return scrub(_package(database, handoff_id, suggest))
+    admin) is kept for callers; every role gets the same masked package. `names`: the loaded model's display
+    names (`app.state.assistant.model.display_names`); without them topics are the customer's own words."""
+    return scrub(_package(database, handoff_id, suggest, names or NO_NAMES))
 
 
-def _package(database: Database, handoff_id: int, suggest: Suggest | None) -> dict[str, Any]:
+def _package(database: Database, handoff_id: int, suggest: Suggest | None, names: DisplayNames) -> dict[str, Any]:
     with database.session() as session:
         handoff = session.get(Handoff, handoff_id)
         if handoff is None:
@@ -175,34 +169,53 @@ def _package(database: Database, handoff_id: int, suggest: Suggest | None) -> di
         earlier = session.scalars(select(Conversation).where(Conversation.customer_id == customer.id,
                                                              Conversation.id != conversation.id)
                                   .order_by(Conversation.started_at.desc()).limit(5)).all() if customer else []
-        earlier_summaries = [_earlier(session, c) for c in earlier]
+        earlier_summaries = [_earlier(session, c, names) for c in earlier]
         dialogue = (conversation.state or {}).get("dialogue") or {}
         task = dialogue.get("handed_over_task") or {}  # the form the customer was in when the person took over
-        raw_slots = {**(dialogue.get("slots") or {}), **(task.get("slots") or {})}
+        raw_slots = {**collected_slots(list(events)), **(task.get("slots") or {}),
+                     **{k: v for k, v in (dialogue.get("slots") or {}).items() if v is not None}}
         checked_id = raw_slots.get("customer_id") if raw_slots.get("identity_verified") else None
         verified_customer = session.get(Customer, str(checked_id)) if customer is None and checked_id else None
-    transcript = [item for e in events if (item := _transcript_item(e)) is not None]
-    slots = readable_slots(raw_slots)
+    transcript = [item for e in events if (item := _transcript_item(e, names)) is not None]
     topics = topic_turns(list(events))
-    # what the customer's matter is about, in their own (masked) words: the latest question on the main topic
-    topic_question = scrub(topics[-1][1]) if topics else ""
     form = dialogue.get("active_loop") or task.get("form")
     who = _who(customer, verified_customer, raw_slots)
-    reason = _hide(reason_text(handoff.reason, handoff.detail))
+    reason = _hide(reason_text(handoff.reason, handoff.detail, names))
     return {
         "handoff": summary_of(handoff),
         "customer": who,
         "linked_channels": [_channel_line(i, identity) for i in linked if i is not None],
         "channel": conversation.channel,
         "reason": reason,
-        "summary": _summary(conversation.channel, who, topics, reason, slots),
-        "slots": slots,
+        "summary": summary_paragraph(conversation.channel, who, topics, raw_slots, reason, names, form),
+        "slots": readable_slots(raw_slots, names),
         "active_form": form,
-        "active_form_title": FORM_TITLES.get(form, "业务办理") if form else None,
+        "active_form_title": (names.forms.get(form) or "业务办理") if form else None,
         "transcript": transcript,
         "earlier_conversations": earlier_summaries,
-        "suggestions": (suggest(topic_question) if suggest and topic_question else []),
+        "suggestions": topic_suggestions(suggest, topics, names) if suggest else [],
     }
+
+
+def topic_suggestions(suggest: Suggest, turns: list[tuple[str, str]], names: DisplayNames,
+                      most: int = 5) -> list[dict[str, Any]]:
+    """Knowledge answers for the conversation's matter, not its last message: searched with the customer's first
+    question on the main topic and with the topic's display name, ranked by their confidence summed over both
+    searches (an answer both find comes first; the customer's words, often vague - "我的卡丢了" - count half).
+    Nothing when no matter was named."""
+    topic = main_topic([intent for intent, _ in turns])
+    if topic is None:
+        return []
+    first = scrub(next(words for intent, words in turns if intent == topic))
+    searches = [(first, WORDS_WEIGHT), *([(names.intents[topic], 1.0)] if topic in names.intents else [])]
+    found: dict[Any, dict[str, Any]] = {}
+    score: dict[Any, float] = {}
+    for query, weight in searches:
+        for item in suggest(query) if query.strip() else []:
+            key = item.get("id")
+            found.setdefault(key, item)
+            score[key] = score.get(key, 0.0) + weight * float(item.get("confidence") or 0.0)
+    return sorted(found.values(), key=lambda item: -score[item.get("id")])[:most]
 
 
 def _who(customer: Customer | None, verified_customer: Customer | None,
@@ -224,24 +237,29 @@ def _who(customer: Customer | None, verified_customer: Customer | None,
 
 
 def _channel_line(linked: ChannelIdentity, current: ChannelIdentity | None) -> dict[str, Any]:
-    """A channel identity as agents see it: the channel's name, never the visitor id or credential behind it."""
-    name = CHANNEL_NAMES.get(linked.channel, "其他渠道")
+    """A channel identity as agents see it: the channel's Chinese name and when the customer was last there
+    ("微信（11月28日）"), never the visitor id or credential behind it."""
+    name = channel_label(linked.channel)
     here = current is not None and linked.id == current.id
-    return {"channel": linked.channel, "name": name, "current": here, "id": "本次会话" if here else "已关联"}
+    seen = linked.last_seen_at if linked.last_seen_at.tzinfo else linked.last_seen_at.replace(tzinfo=dt.UTC)
+    date = f"{seen.astimezone(SHANGHAI).month}月{seen.astimezone(SHANGHAI).day}日"
+    return {"channel": linked.channel, "name": name, "current": here, "date": date,
+            "text": f"{name}（{'本次会话' if here else date}）", "id": "本次会话" if here else date}
 
 
-def _earlier(session: Any, conversation: Conversation) -> dict[str, Any]:
+def _earlier(session: Any, conversation: Conversation, names: DisplayNames) -> dict[str, Any]:
     """Another conversation of the same customer (any linked channel): its topics and its last lines."""
     events = session.scalars(select(Event).where(Event.conversation_id == conversation.id,
                                                  Event.type.in_(("user", "bot", "active_loop", "session_started")))
                              .order_by(Event.seq)).all()
-    lines = [item for e in events if (item := _transcript_item(e)) is not None]
+    lines = [item for e in events if (item := _transcript_item(e, names)) is not None]
     return {"conversation_id": conversation.id, "channel": conversation.channel,
-            "started_at": conversation.started_at.isoformat(), "summary": _topics(topic_turns(list(events))),
+            "started_at": conversation.started_at.isoformat(),
+            "summary": _topics(topic_turns(list(events)), names) or "未说明具体业务",
             "transcript": lines[-EARLIER_LINES:]}
 
 
-def _transcript_item(event: Event) -> dict[str, Any] | None:
+def _transcript_item(event: Event, names: DisplayNames = NO_NAMES) -> dict[str, Any] | None:
     stamp = event.timestamp if event.timestamp.tzinfo else event.timestamp.replace(tzinfo=dt.UTC)
     data, when = event.data or {}, stamp.isoformat()
     if event.type == "user":
@@ -263,27 +281,68 @@ def _transcript_item(event: Event) -> dict[str, Any] | None:
                 "transferred": f"转接至{data.get('group')}：{data.get('note') or ''}",
                 "ticket": "非工作时间，已留言待回电", "abandoned": "客户已离开",
                 "cancelled": "客户取消转人工"}.get(data.get("status"), "")
-        return {"role": "system", "text": _hide(text), "timestamp": when, "intent": None, "entities": []}
+        return {"role": "system", "text": _hide(_readable(text, names)), "timestamp": when, "intent": None,
+                "entities": []}
     return None
 
 
-def _topics(turns: list[tuple[str, str]]) -> str:
+def _topics(turns: list[tuple[str, str]], names: DisplayNames, most: int = 5) -> str:
+    """The conversation's topics in the order the customer raised them, each once."""
     titles: list[str] = []
     for intent, words in turns:
-        title = topic_title(intent, words)
+        title = topic_title(intent, words, names)
         if title not in titles:
             titles.append(title)
-    return "、".join(titles[:5]) or "未说明具体业务"
+    return "、".join(titles[:most])
 
 
-def _summary(channel: str, who: dict[str, Any] | None, turns: list[tuple[str, str]], reason: str,
-             slots: dict[str, str]) -> str:
+# --- the summary paragraph -------------------------------------------------------------------------------
+
+
+def summary_paragraph(channel: str, who: dict[str, Any] | None, turns: list[tuple[str, str]],
+                      slots: dict[str, Any], reason: str, names: DisplayNames, form: str | None = None) -> str:
+    """What an agent reads first, in one paragraph of plain Chinese: who (as far as the bot knows), where, the
+    matter (the main topic first), what the customer provided, what failed, and why a person is needed.
+    E.g. "张伟（已核验身份）通过网页咨询挂失银行卡，已提供卡号后四位（6688）、身份证后四位，身份核验未通过。
+    转人工原因：业务办理多次验证失败（身份核验未通过）。"
+    """
+    topic = main_topic([intent for intent, _ in turns])
+    matter = topic_title(topic, next(w for i, w in reversed(turns) if i == topic), names) if topic else None
+    others = _topics([(i, w) for i, w in turns if i != topic], names, most=3)
+    asked = f"咨询{matter}" if matter else "联系人工客服，未说明具体业务"
+    clauses = [f"{_person(who)}通过{channel_label(channel)}{asked}"]
+    if others:
+        clauses.append(f"此前还问了{others}")
+    if form and names.forms.get(form) and names.forms.get(form) != matter:
+        clauses.append(f"正在办理{names.forms[form]}")
+    provided = _provided(slots, names)
+    if provided:
+        clauses.append(f"已提供{provided}")
+    failed = [names.slots.get(k, k) for k, v in slots.items() if v is True and k not in SAID_ELSEWHERE]
+    clauses += failed
+    return f"{'，'.join(clauses)}。转人工原因：{reason}。"
+
+
+def _person(who: dict[str, Any] | None) -> str:
+    """The customer as the summary's first words, agreeing with what the bot knows (never "未登录客户" for a
+    customer it identified)."""
     if who is None:
-        person = "未登录客户"
-    else:
-        name = who.get("name") or f"客户{who['id']}"
-        details = [d for d in (who.get("tier"), "已核验身份" if who.get("verified") else "未核验身份") if d]
-        person = f"{name}（{'，'.join(details)}）"
-    filled = "，已提供：" + "、".join(f"{k}：{v}" for k, v in slots.items()) if slots else ""
-    return (f"{person}通过{CHANNEL_NAMES.get(channel, '其他渠道')}咨询：{_topics(turns)}{filled}。"
-            f"转人工原因：{reason}。")
+        return "未登录客户"
+    name = who.get("name") or f"客户{who['id']}"
+    tier = who.get("tier") if who.get("tier") != PLAIN_TIER else None
+    details = [d for d in (tier, "已核验身份" if who.get("verified") else "未核验身份") if d]
+    if who.get("name"):
+        details.insert(0, f"客户号{who['id']}")
+    return f"{name}（{'，'.join(details)}）"
+
+
+def _provided(slots: dict[str, Any], names: DisplayNames) -> str:
+    """What the customer gave the bot: text slots by display name with masked values ("卡号后四位（6688）"),
+    withheld ones only named; states (yes/no) and counters are not something the customer provided."""
+    items = []
+    for name, value in slots.items():
+        if value is None or isinstance(value, bool | int | float) or name in HIDDEN_SLOTS | SAID_ELSEWHERE:
+            continue
+        shown = names.slots.get(name, name)
+        items.append(shown if name in WITHHELD_SLOTS else f"{shown}（{_slot_value(name, value, names)}）")
+    return "、".join(items)

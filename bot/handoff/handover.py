@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from bot.config import HandoffConfig
@@ -12,14 +13,25 @@ from bot.dialogue.engine import DialogueState
 from bot.dialogue.responder import Reply
 from bot.handoff.context import conversation_topics
 from bot.handoff.desk import AgentDesk, QueueTicket
+from bot.handoff.notices import SOURCE as NOTICE_SOURCE
+from bot.handoff.notices import notice_for
 from bot.handoff.routing import conversation_group, group_named, priority
-from bot.handoff.triggers import cancels_handoff, detect_escalation
+from bot.handoff.triggers import Escalation, TurnFacts, cancels_handoff, detect_escalation
 from bot.security.masking import mask_text
 from bot.storage import TurnStart
 from bot.storage.models import utcnow
+from bot.training_data import DisplayNames
 
 CANCELLED_TEXT = "好的，已为您取消转人工，您可以继续向我提问。"
 RATING_WORDS = {"非常满意": 5, "很满意": 5, "满意": 4, "一般": 3, "非常不满意": 1, "很不满意": 1, "不满意": 2}
+
+
+@dataclass(frozen=True)
+class Escalated:
+    """A hand-over just requested: why, and what the customer is told about it (queue place, or hours)."""
+
+    escalation: Escalation
+    replies: list[Reply]
 
 
 class Handover:
@@ -58,26 +70,39 @@ class Handover:
         self.hub.to_customer(channel, sender, {"type": "queue", "position": ticket.position,
                                                "text": f"排队中：{ahead}，预计约{ticket.eta_minutes}分钟"})
 
-    def escalate_if_needed(self, start: TurnStart, text: str, parse: dict[str, Any],
-                           state: DialogueState) -> list[Reply]:
+    def escalate_if_needed(self, start: TurnStart, text: str, parse: dict[str, Any], state: DialogueState,
+                           names: DisplayNames | None = None) -> Escalated | None:
+        """Queue the conversation for a person when a trigger fires on this turn's facts. The caller resets the
+        dialogue's counters (`DialogueState.start_afresh`) when it returns a hand-over."""
         previous = (start.state.get("dialogue") or {}).get("latest_text")
-        escalation = detect_escalation(self.config, text, parse, state.slots, state.fallbacks, start.customer_tier,
-                                       previous_text=previous)
+        facts = TurnFacts(text=text, parse=parse, slots=dict(state.slots), fallbacks=state.fallbacks,
+                          tier=start.customer_tier, previous_text=previous, active_loop=state.active_loop,
+                          names=names or DisplayNames())
+        escalation = detect_escalation(self.config, facts)
         if escalation is None:
-            return []
+            return None
+        group = self.group_for(start, parse)
+        with self.desk.changes_held() as changes:  # given to an agent at once: said after the bot's words
+            ticket = self.desk.request(start.conversation_id, group, priority(self.config, escalation.kind,
+                                                                             start.customer_tier),
+                                       escalation.kind, escalation.detail)
+        joined = [payload for conversation_id, payload in changes
+                  if conversation_id == start.conversation_id and payload.get("status") == "assigned"]
+        self.desk.tell([change for change in changes if change[1] not in joined])  # other chats it made room for
+        self.queue_changed()  # the customer's socket (if any) gets their place as a status line too
+        replies = [Reply(text=self.describe(ticket), source="handoff")]
+        replies += [Reply(text=notice.text, source=NOTICE_SOURCE) for payload in joined
+                    if (notice := notice_for(payload, None)) is not None]
+        return Escalated(escalation, replies)
+
+    def group_for(self, start: TurnStart, parse: dict[str, Any]) -> str:
+        """The skill group for this conversation: its main topic decides (`routing.conversation_group`), whatever
+        triggered the hand-over - a request, the offered button, a failed form, anger, a sensitive word."""
         top = (parse.get("retrieval") or {}).get("top") or {}
-        # the conversation's main topic decides, whatever triggered the hand-over (a request, a button, a failed form)
         topics = conversation_topics(self.desk.database, start.conversation_id)
         if not (start.state.get("dialogue") or {}).get("active_loop"):  # a question of its own, not a form answer
             topics.append(parse.get("intent", {}).get("name"))
-        group = conversation_group(self.config, topics, [top["category"]] if top.get("category") else [])
-        ticket = self.desk.request(start.conversation_id, group.name, priority(self.config, escalation.kind,
-                                                                              start.customer_tier),
-                                   escalation.kind, escalation.detail)
-        state.fallbacks = 0
-        state.slots["handoff_requested"] = None
-        self.queue_changed()  # the customer's socket (if any) gets their place as a status line too
-        return [Reply(text=self.describe(ticket), source="handoff")]
+        return conversation_group(self.config, topics, [top["category"]] if top.get("category") else []).name
 
     def describe(self, ticket: QueueTicket) -> str:
         if ticket.status == "assigned":

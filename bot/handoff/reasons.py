@@ -15,13 +15,20 @@ class Reason:
     priority: int
 
 
+SENSITIVE = "sensitive"  # fraud, a stolen card, a disputed transaction: the customer first gets the urgent step
+ANGER = "anger"
+VIP = "vip"
+FORM_FAILED = "form_failed"
+REQUEST = "request"
+FALLBACK = "fallback"
+
 REASONS: dict[str, Reason] = {r.kind: r for r in (
-    Reason("sensitive", "敏感业务", 1),
-    Reason("anger", "情绪/投诉", 2),
-    Reason("vip", "VIP客户", 2),
-    Reason("form_failed", "验证失败", 3),
-    Reason("request", "客户要求", 3),
-    Reason("fallback", "未能理解", 4),
+    Reason(SENSITIVE, "敏感业务", 1),
+    Reason(ANGER, "情绪/投诉", 2),
+    Reason(VIP, "VIP客户", 2),
+    Reason(FORM_FAILED, "验证失败", 3),
+    Reason(REQUEST, "客户要求", 3),
+    Reason(FALLBACK, "未能理解", 4),
 )}
 
 

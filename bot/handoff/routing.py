@@ -12,10 +12,16 @@ NOT_TOPICS = frozenset({"request_human", "nlu_fallback", "greet", "thanks", "goo
                         "bot_identity", "out_of_scope"})
 
 
+# Intents that say how the customer feels about their matter more than what it is ("你们这服务太差劲了"): the topic
+# only when the customer named no other matter, so that anger about a lost card still goes to the card team
+MOOD_TOPICS = frozenset({"complaint"})
+
+
 def main_topic(intents: list[str | None]) -> str | None:
     """The conversation's main topic: the latest intent that names a matter (not a greeting, a yes/no, a request
-    for a person or a message not understood), or None."""
-    return next((i for i in reversed(intents) if i and i not in NOT_TOPICS), None)
+    for a person or a message not understood; a complaint only when nothing else was asked), or None."""
+    matters = [i for i in intents if i and i not in NOT_TOPICS]
+    return next((i for i in reversed(matters) if i not in MOOD_TOPICS), None) or next(reversed(matters), None)
 
 
 def conversation_group(config: HandoffConfig, topics: list[str | None],

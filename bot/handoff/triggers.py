@@ -1,47 +1,72 @@
-"""When the bot hands over: each rule of `handoff` in config.yml, checked after the bot's turn."""
+"""When the bot hands over: each rule of `handoff` in config.yml, checked after the bot's turn on the facts of
+that turn (`TurnFacts`). A new trigger reads what it needs from the facts (add a field there) and returns one of
+the kinds named in bot/handoff/reasons.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.config import HandoffConfig
-from bot.handoff.context import topic_title
+from bot.handoff.reasons import ANGER, FALLBACK, FORM_FAILED, REQUEST, SENSITIVE, VIP
+from bot.training_data import DisplayNames
 
 REQUEST_INTENT = "request_human"
 
 
 @dataclass(frozen=True)
+class TurnFacts:
+    """What the bot knows after one turn of the customer's: enough for every trigger to decide."""
+
+    text: str  # the customer's message (a chosen option's payload when they answered by number)
+    parse: dict[str, Any] = field(default_factory=dict)  # the parse the turn acted on
+    slots: dict[str, Any] = field(default_factory=dict)  # after the turn
+    fallbacks: int = 0  # consecutive turns not understood, this one included
+    tier: str | None = None  # the linked customer's tier (白金卡, 私人银行 …)
+    previous_text: str | None = None  # the customer's message before this one
+    active_loop: str | None = None  # the form in progress after the turn
+    names: DisplayNames = field(default_factory=DisplayNames)  # the model's display names, for the detail
+
+    @property
+    def intent(self) -> str:
+        return str((self.parse.get("intent") or {}).get("name") or "")
+
+    def title(self, name: str, kind: str = "intents") -> str:
+        """How agents read an intent or a slot: its display name, else the name itself."""
+        return getattr(self.names, kind).get(name) or name
+
+
+@dataclass(frozen=True)
 class Escalation:
-    kind: str  # request | sensitive | anger | form_failed | fallback | vip
+    kind: str  # one of bot.handoff.reasons.REASONS
     detail: str  # for the agent: what exactly triggered it
+    intent: str | None = None  # the sensitive intent that triggered it (None: a word, or another kind)
 
 
-def detect_escalation(config: HandoffConfig, text: str, parse: dict[str, Any], slots: dict[str, Any],
-                      fallbacks: int, tier: str | None = None, previous_text: str | None = None) -> Escalation | None:
+def detect_escalation(config: HandoffConfig, facts: TurnFacts) -> Escalation | None:
     """The reason to hand this conversation to a person now, or None. Checked in order of urgency."""
-    intent = parse.get("intent", {}).get("name", "")
-    lowered = text.lower()
-    if intent in config.sensitive_intents:
-        return Escalation("sensitive", f"敏感业务（{topic_title(intent)}）")
+    text, slots, lowered = facts.text, facts.slots, facts.text.lower()
+    if facts.intent in config.sensitive_intents:
+        shown = facts.names.intents.get(facts.intent) or "其他业务"  # never the intent's name
+        return Escalation(SENSITIVE, f"敏感业务（{shown}）", facts.intent)
     if word := next((w for w in config.sensitive_words if w in text), None):
-        return Escalation("sensitive", f"疑似盗刷或诈骗（“{word}”）")
+        return Escalation(SENSITIVE, f"疑似盗刷或诈骗（“{word}”）")
     if angry := next((w for w in config.anger_words if w.lower() in lowered), None):
-        return Escalation("anger", f"客户情绪激动或投诉（“{angry}”）")
-    asks = intent == REQUEST_INTENT or any(w.lower() in lowered for w in config.request_words)
+        return Escalation(ANGER, f"客户情绪激动或投诉（“{angry}”）")
+    asks = facts.intent == REQUEST_INTENT or any(w.lower() in lowered for w in config.request_words)
     if asks and not cancels_handoff(text):  # "取消转人工" names a person but does not ask for one
-        return Escalation("request", "客户要求转人工")
-    if slots.get("handoff_requested"):
-        return Escalation("request", f"按业务规则转人工（{slots['handoff_requested']}）")
-    if text.strip() == "0" and (previous_text or "").strip() == "0":  # "press 0 for a person", twice
-        return Escalation("request", "客户连续按0要求转人工")
+        return Escalation(REQUEST, "客户要求转人工")
+    if requested := slots.get("handoff_requested"):  # a rule ended with action_handoff for this intent
+        return Escalation(REQUEST, f"按业务规则转人工（{facts.title(str(requested))}）")
+    if text.strip() == "0" and (facts.previous_text or "").strip() == "0":  # "press 0 for a person", twice
+        return Escalation(REQUEST, "客户连续按0要求转人工")
     if failed := next((s for s in config.failure_slots if slots.get(s)), None):
-        return Escalation("form_failed", f"业务办理多次验证失败（{failed}）")
-    vip = tier is not None and tier in config.vip_tiers
-    if vip and fallbacks >= config.vip_max_fallbacks:
-        return Escalation("vip", f"{tier}客户，智能客服未能理解")
-    if fallbacks >= config.max_fallbacks:
-        return Escalation("fallback", f"连续{fallbacks}次未能理解客户的问题")
+        return Escalation(FORM_FAILED, f"业务办理多次验证失败（{facts.title(failed, 'slots')}）")
+    vip = facts.tier is not None and facts.tier in config.vip_tiers
+    if vip and facts.fallbacks >= config.vip_max_fallbacks:
+        return Escalation(VIP, f"{facts.tier}客户，智能客服未能理解")
+    if facts.fallbacks >= config.max_fallbacks:
+        return Escalation(FALLBACK, f"连续{facts.fallbacks}次未能理解客户的问题")
     return None
 
 

@@ -83,7 +83,7 @@ class EdgePolicy:
 def page_csp(host: str | None, frame_ancestors: str) -> str:
     # 'self' covers same-host WebSockets in CSP 3 browsers only, so ws:/wss: of the host are named too
     sockets = f" ws://{host} wss://{host}" if host and HOST.match(host) else ""
-    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; font-src 'self'; "
             f"connect-src 'self'{sockets}; object-src 'none'; base-uri 'none'; form-action 'self'; "
             f"frame-ancestors {frame_ancestors}")
 
@@ -188,7 +188,9 @@ def install_edge(app: FastAPI, config: BotConfig, json_paths: Iterable[str] = ()
                            max_age=600)
     # WeChat and WeCom have a limit of their own (their callbacks' XML), which their routes check again
     own_limits = (("/channels/wechat", config.channels.wechat.max_body_bytes),
-                  ("/channels/wecom", config.channels.wecom.max_body_bytes))
+                  ("/channels/wecom", config.channels.wecom.max_body_bytes),
+                  # a file and its multipart framing
+                  ("/channels/app/attachments", config.attachments.max_bytes + 64 * 1024))
     app.add_middleware(EdgeMiddleware, policy=EdgePolicy(
         max_body_bytes=server.max_body_bytes, json_paths=frozenset(json_paths), frame_origins=origins,
         hsts=server.behind_tls, own_limits=own_limits))

@@ -41,6 +41,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/widget.css"): "public",
     ("GET", "/demo.{kind}"): "public",
     ("WS", "/ws/chat"): "visitor",
+    ("GET", "/widget/transcript"): "visitor",  # the credential as Authorization: Bearer
     # the agent desk
     ("GET", "/agent"): "public",
     ("GET", "/agent.js"): "public",
@@ -52,13 +53,30 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/agent/handoffs/{handoff_id}/accept"): "agent",
     ("GET", "/api/agent/handoffs/{handoff_id}/context"): "agent",
     ("POST", "/api/agent/handoffs/{handoff_id}/messages"): "agent",
+    ("POST", "/api/agent/handoffs/{handoff_id}/messages/{seq}/retry"): "agent",
+    ("POST", "/api/agent/handoffs/{handoff_id}/messages/{seq}/callback"): "agent",
     ("POST", "/api/agent/handoffs/{handoff_id}/notes"): "agent",
     ("POST", "/api/agent/handoffs/{handoff_id}/transfer"): "agent",
     ("POST", "/api/agent/handoffs/{handoff_id}/close"): "agent",
     ("GET", "/api/agent/canned"): "agent",
     ("GET", "/api/agent/groups"): "agent",
+    ("GET", "/api/agent/colleagues"): "agent",
+    ("GET", "/api/agent/meta"): "agent",
     ("GET", "/api/agent/knowledge"): "agent",
+    # the agent desk's library (bot/web/desk_library_api.py): past conversations, labels, canned replies
+    ("GET", "/agent-library.js"): "public",
+    ("GET", "/agent-library.css"): "public",
+    ("GET", "/api/agent/conversations"): "agent",
+    ("GET", "/api/agent/conversations/{conversation_id}"): "agent",
+    ("PUT", "/api/agent/conversations/{conversation_id}/labels/{label}"): "agent",
+    ("DELETE", "/api/agent/conversations/{conversation_id}/labels/{label}"): "agent",
+    ("GET", "/api/agent/labels"): "agent",
+    ("GET", "/api/agent/canned-replies"): "agent",
+    ("POST", "/api/agent/canned-replies"): "agent",
+    ("PUT", "/api/agent/canned-replies/{reply_id}"): "agent",
+    ("DELETE", "/api/agent/canned-replies/{reply_id}"): "agent",
     ("WS", "/api/agent/ws"): "agent",
+    ("GET", "/api/agent/attachments/{attachment_id}"): "agent",  # also only agents who may see the chat
     ("GET", "/api/supervisor/overview"): "supervisor",
     ("POST", "/api/supervisor/handoffs/{handoff_id}/reassign"): "supervisor",
     ("GET", "/api/admin/agents"): "supervisor",
@@ -93,7 +111,9 @@ ROUTES: dict[tuple[str, str], Access] = {
     # the bank's app
     ("POST", "/channels/app/messages"): "customer",
     ("POST", "/channels/app/binding-code"): "customer",
+    ("POST", "/channels/app/attachments"): "customer",
     ("GET", "/channels/app/history"): "customer",
+    ("GET", "/channels/app/transcript"): "customer",
     ("WS", "/channels/app/ws"): "customer",
     # WeChat, WeCom, the bank's systems
     ("GET", "/channels/wechat"): "wechat",

@@ -13,6 +13,10 @@ and live frame is masked (`bot.security.masking`), whatever was stored before ma
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +24,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request, WebSocke
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import select
 from starlette.requests import HTTPConnection
 
@@ -28,9 +32,12 @@ from bot.channels import wecom
 from bot.channels.chat_socket import receive_frame
 from bot.channels.handshake import first_frame
 from bot.channels.outbound import push_to_customer
+from bot.channels.registry import channel_info, channels_json
 from bot.handoff.agents import DESK_ROLES, SUPERVISING_ROLES, AccountError, authenticate, create_agent, may_reach
 from bot.handoff.context import build_context, summary_of
-from bot.handoff.desk import AgentDesk, DeskError
+from bot.handoff.desk import AgentDesk, DeskError, latest_transfer, reply_deliveries, set_employee_no
+from bot.handoff.library.canned import picker as canned_picker
+from bot.handoff.reasons import reasons_json
 from bot.security.credentials import bearer_token
 from bot.security.json_guard import is_valid_text, scrub
 from bot.security.limits import Throttled, client_ip, too_many_requests
@@ -45,6 +52,8 @@ STATIC = Path(__file__).parent / "static"
 DISPOSITIONS = ("已解决", "未解决", "转线下处理", "客户无应答")
 MAX_ID = 2**63 - 1  # the database's BIGINT: a larger id would fail in the driver, not answer 404/422
 UNMASKED_CONTEXT_KEYS = {"suggestions"}  # the knowledge base's answers: the bank's own text
+RECENT_ROWS = 20  # rows of the supervisor's 待回电 and 最近评价 lists
+CLOSED_ROWS = 5  # an agent's recently closed chats (with the customer's rating) under 我的会话
 
 
 class Login(BaseModel):
@@ -69,8 +78,16 @@ class Text(BaseModel):
 
 
 class Transfer(BaseModel):
-    group: str
-    note: str = ""
+    """To a skill group (`group`) or to a named online colleague (`agent_id`): exactly one of the two."""
+    group: str | None = Field(None, min_length=1, max_length=64)
+    agent_id: int | None = Field(None, ge=1, le=MAX_ID)
+    note: str = Field("", max_length=500)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Transfer:
+        if (self.group is None) == (self.agent_id is None):
+            raise ValueError("请选择转接的技能组或同事（二选一）")
+        return self
 
 
 class Close(BaseModel):
@@ -88,6 +105,7 @@ class NewAgent(BaseModel):
     role: str = Field("agent", pattern=r"^(agent|supervisor|admin|trainer)$")
     groups: list[str] = Field(min_length=1)
     max_chats: int = Field(3, ge=1, le=20)
+    employee_no: str | None = Field(None, min_length=1, max_length=16, pattern=r"^[A-Za-z0-9-]+$")  # 工号
 
 
 def _sessions(connection: HTTPConnection) -> Sessions:
@@ -195,14 +213,17 @@ def agent_router() -> APIRouter:
                                  .order_by(Handoff.priority, Handoff.created_at)).all()
             mine = db.scalars(select(Handoff).where(Handoff.status == "assigned",
                                                     Handoff.agent_id == account.id)).all()
+            closed = db.scalars(select(Handoff).where(Handoff.status == "closed", Handoff.agent_id == account.id)
+                                .order_by(Handoff.closed_at.desc(), Handoff.id.desc()).limit(CLOSED_ROWS)).all()
             visible = [h for h in waiting if may_reach(session, h)]
             return {"agent": _agent_json(account), "waiting": [_summary(db, h) for h in visible],
-                    "mine": [_summary(db, h) for h in mine]}
+                    "mine": [_summary(db, h) for h in mine], "closed": [_summary(db, h) for h in closed]}
 
     @router.post("/api/agent/handoffs/{handoff_id}/accept")
     def accept(handoff: HandoffDep, session: SessionDep, desk: DeskDep, request: Request) -> dict[str, Any]:
-        _desk_call(desk.accept, handoff.id, session.agent_id)
-        request.app.state.handover.queue_changed()
+        """Take a waiting chat; a chat already given to this agent (automatically) is simply theirs: 200."""
+        if _desk_call(desk.accept, handoff.id, session.agent_id):
+            request.app.state.handover.queue_changed()
         return _context(request, handoff.id, session)
 
     @router.get("/api/agent/handoffs/{handoff_id}/context")
@@ -212,27 +233,59 @@ def agent_router() -> APIRouter:
     @router.post("/api/agent/handoffs/{handoff_id}/messages")
     def message(handoff: HandoffDep, body: Text, session: SessionDep, desk: DeskDep,
                 request: Request) -> dict[str, Any]:
+        """Send a reply. When it does not reach the customer, that is recorded in the transcript (a `delivery`
+        event) and the answer says why; see `/retry` and `/callback`."""
         sent = _desk_call(desk.agent_message, handoff.id, session.agent_id, body.text)
-        delivered = _to_customer(request, sent["conversation_id"], {
-            "type": "bot", "text": sent["text"], "buttons": None, "timestamp": sent["timestamp"], "reply_to": None,
-            "duplicate": False, "from": "agent"})
-        warning = None if delivered else "消息已保存，但未能送达：客户已离线或微信48小时互动窗口已过。"
-        return {"text": sent["text"], "timestamp": sent["timestamp"], "delivered": delivered, "warning": warning}
+        delivered, reason = _deliver_reply(request, sent)
+        if not delivered:
+            desk.record_delivery(sent["conversation_id"], sent["seq"], False, reason)
+        return {"seq": sent["seq"], "text": sent["text"], "timestamp": sent["timestamp"], "delivered": delivered,
+                "reason": reason, "warning": None if delivered else f"消息已保存，但未能送达：{reason}"}
+
+    @router.post("/api/agent/handoffs/{handoff_id}/messages/{seq}/retry",
+                 responses={409: {"description": "already delivered, being retried, or not this agent's"}})
+    def retry(handoff: HandoffDep, seq: Annotated[int, PathParam(ge=0, le=MAX_ID)], session: SessionDep,
+              desk: DeskDep, request: Request) -> dict[str, Any]:
+        """Push an undelivered reply again and record the outcome; a delivered one is never sent twice. A widget
+        or app customer who has reopened the chat got the stored reply in their history: it is recorded as
+        delivered then, not pushed a second time."""
+        with _retrying(handoff.id, seq):
+            reply = _desk_call(desk.undelivered_reply, handoff.id, session.agent_id, seq)
+            if _back_with_history(request, reply["conversation_id"]):
+                delivered, reason, note = True, None, "客户已重新打开对话，已在聊天记录中收到这条消息"
+            else:
+                (delivered, reason), note = _deliver_reply(request, reply), None
+            desk.record_delivery(reply["conversation_id"], seq, delivered, reason)
+        return {"seq": seq, "delivered": delivered, "reason": reason, "note": note}
+
+    @router.post("/api/agent/handoffs/{handoff_id}/messages/{seq}/callback", status_code=201)
+    def callback(handoff: HandoffDep, seq: Annotated[int, PathParam(ge=0, le=MAX_ID)], session: SessionDep,
+                 desk: DeskDep, request: Request) -> dict[str, Any]:
+        """Instead of a retry: a callback ticket for the undelivered reply (on the supervisors' 待回电 list)."""
+        with _retrying(handoff.id, seq):
+            ticket_id = _desk_call(desk.callback_ticket, handoff.id, session.agent_id, seq)
+        request.app.state.handover.queue_changed()
+        return {"seq": seq, "ticket_id": ticket_id}
 
     @router.post("/api/agent/handoffs/{handoff_id}/notes")
     def note(handoff: HandoffDep, body: Text, session: SessionDep, desk: DeskDep) -> dict[str, str]:
         _desk_call(desk.note, handoff.id, session.agent_id, body.text)
         return {"status": "noted"}
 
-    @router.post("/api/agent/handoffs/{handoff_id}/transfer")
+    @router.post("/api/agent/handoffs/{handoff_id}/transfer", responses={409: {"description": "refused: why"}})
     def transfer(handoff: HandoffDep, body: Transfer, session: SessionDep, desk: DeskDep,
                  request: Request) -> dict[str, str]:
-        try:
-            desk.transfer(handoff.id, session.agent_id, body.group, body.note)
-        except (DeskError, KeyError) as e:
-            raise HTTPException(status_code=409, detail=str(e)) from e
+        """To another agent of a group (never back to this one; refused when nobody else there is online with
+        room) or to a named online colleague with room."""
+        if body.agent_id is not None:
+            name = _desk_call(desk.transfer_to_agent, handoff.id, session.agent_id, body.agent_id, body.note)
+            message = f"已转接给{name}"
+        else:
+            assert body.group is not None
+            _desk_call(desk.transfer, handoff.id, session.agent_id, body.group, body.note)
+            message = f"已转接至{body.group}"
         request.app.state.handover.queue_changed()
-        return {"status": "transferred"}
+        return {"status": "transferred", "message": message}
 
     @router.post("/api/agent/handoffs/{handoff_id}/close")
     def close(handoff: HandoffDep, body: Close, session: SessionDep, desk: DeskDep,
@@ -244,6 +297,7 @@ def agent_router() -> APIRouter:
         if survey is not None:
             _to_customer(request, conversation_id, {"type": "bot", "text": survey["text"],
                                                     "buttons": survey["buttons"], "timestamp": survey["timestamp"],
+                                                    "source": survey["source"],
                                                     "reply_to": None, "duplicate": False})
         _end_channel_session(request, conversation_id)  # after the survey: an ended session takes no messages
         request.app.state.handover.queue_changed()
@@ -251,11 +305,25 @@ def agent_router() -> APIRouter:
 
     @router.get("/api/agent/canned")
     def canned(session: SessionDep, request: Request) -> list[dict[str, str]]:
-        return [{"code": c, "text": t} for c, t in request.app.state.config.handoff.canned.items()]
+        """What the reply box's picker lists: the agent's own, their groups', global and config replies, one per
+        code (the one "/code" expands to: `bot.handoff.library.canned`)."""
+        return canned_picker(request.app.state.database, session.agent_id, session.groups,
+                             request.app.state.config.handoff.canned)
 
     @router.get("/api/agent/groups")
     def groups(session: SessionDep, request: Request) -> list[str]:
         return [g.name for g in request.app.state.config.handoff.groups]
+
+    @router.get("/api/agent/colleagues")
+    def colleagues(session: SessionDep, desk: DeskDep) -> list[dict[str, Any]]:
+        """Desk accounts with presence and load, for the transfer dialog (the caller marked `me`)."""
+        return [{**c, "me": c["id"] == session.agent_id} for c in desk.colleagues()]
+
+    @router.get("/api/agent/meta")
+    def meta(session: SessionDep) -> dict[str, Any]:
+        """What the console names by label: channels (bot/channels/registry.py) and hand-over reasons
+        (bot/handoff/reasons.py), so the page keeps no copy of its own."""
+        return {"channels": channels_json(), "reasons": reasons_json()}
 
     @router.get("/api/agent/knowledge")
     def knowledge(q: str, session: SessionDep, request: Request) -> list[dict[str, Any]]:
@@ -268,10 +336,18 @@ def agent_router() -> APIRouter:
             agents = db.scalars(select(AgentAccount)).all()
             load = {a.id: sum(1 for h in open_handoffs if h.agent_id == a.id and h.status == "assigned")
                     for a in agents}
+            tickets = db.scalars(select(Handoff).where(Handoff.status == "ticket")
+                                 .order_by(Handoff.created_at.desc()).limit(RECENT_ROWS)).all()
+            rated = db.scalars(select(Handoff).where(Handoff.rating.is_not(None))
+                               .order_by(Handoff.closed_at.desc(), Handoff.id.desc()).limit(RECENT_ROWS)).all()
+            names = {a.id: a.display_name for a in agents}
             return {"groups": _group_queues(request, open_handoffs),
-                    "agents": [{"id": a.id, "display_name": a.display_name, "presence": a.presence,
-                                "load": load[a.id], "max_chats": a.max_chats, "groups": a.groups} for a in agents],
-                    "live": [_summary(db, h) for h in open_handoffs if h.status == "assigned"]}
+                    "agents": [{"id": a.id, "display_name": a.display_name, "employee_no": a.employee_no,
+                                "presence": a.presence, "load": load[a.id], "max_chats": a.max_chats,
+                                "groups": a.groups} for a in agents],
+                    "live": [_summary(db, h) for h in open_handoffs if h.status == "assigned"],
+                    "callbacks": [_summary(db, h) for h in tickets],
+                    "rated": [{**_summary(db, h), "agent": names.get(h.agent_id or 0)} for h in rated]}
 
     @router.post("/api/supervisor/handoffs/{handoff_id}/reassign")
     def reassign(session: SupervisorDep, handoff: HandoffDep, body: Reassign, desk: DeskDep,
@@ -291,6 +367,9 @@ def agent_router() -> APIRouter:
                                    role=body.role, groups=body.groups, max_chats=body.max_chats)
         except AccountError as e:
             raise HTTPException(status_code=409, detail=str(e)) from e
+        if body.employee_no:
+            set_employee_no(request.app.state.database, body.username, body.employee_no)
+            account.employee_no = body.employee_no
         request.app.state.conversations.store.audit(f"agent-id:{session.agent_id}", "create_agent",
                                                     body.username, {"role": body.role, "groups": body.groups})
         return _agent_json(account)
@@ -429,7 +508,8 @@ def _desk_call(method: Any, *args: Any) -> Any:
 
 def _agent_json(account: AgentAccount) -> dict[str, Any]:
     return {"id": account.id, "username": account.username, "display_name": account.display_name,
-            "role": account.role, "groups": account.groups, "presence": account.presence}
+            "employee_no": account.employee_no, "role": account.role, "groups": account.groups,
+            "presence": account.presence}
 
 
 def _account(request: Request, agent_id: int) -> AgentAccount:
@@ -449,16 +529,55 @@ def _summary(db: Any, handoff: Handoff) -> dict[str, Any]:
     return _shown({**summary_of(handoff), "channel": conversation.channel if conversation else None,
                    "customer": None if customer is None else {"id": customer.id, "name": customer.name,
                                                               "tier": customer.tier, "verified": customer.verified},
-                   "last_message": (last.data or {}).get("text") if last else None})
+                   "last_message": _customer_words(last.data or {}) if last else None,
+                   "transfer": latest_transfer(db, handoff), **_rating(handoff),
+                   "created_at": _iso(handoff.created_at), "closed_at": _iso(handoff.closed_at)})
+
+
+def _customer_words(data: dict[str, Any]) -> str:
+    """What the customer sent as they saw it: a button's title rather than its payload (e.g. "/request_human")."""
+    return (data.get("metadata") or {}).get("button_title") or data.get("text", "")
+
+
+def _rating(handoff: Handoff) -> dict[str, Any]:
+    """The customer's rating and comment of a hand-over (the comment stored masked, shown masked again)."""
+    return {"rating": handoff.rating, "comment": handoff.comment, "disposition": handoff.disposition}
+
+
+def _iso(moment: Any) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 def _context(request: Request, handoff_id: int, session: AgentSession) -> dict[str, Any]:
     """The context package, masked for every role: no desk screen needs more than a number's last digits."""
     try:
-        context = build_context(request.app.state.database, handoff_id, session.role, _suggest(request))
+        names = request.app.state.assistant.model.display_names
+        context = build_context(request.app.state.database, handoff_id, session.role, _suggest(request), names=names)
     except KeyError as e:
         raise HTTPException(status_code=404, detail=f"没有编号为 {handoff_id} 的转人工记录。") from e
+    with request.app.state.database.session() as db:
+        handoff = db.get(Handoff, handoff_id)
+        assert handoff is not None
+        context["transcript"] = _with_deliveries(db, handoff.conversation_id, context.get("transcript") or [])
+        context.update(transfer=latest_transfer(db, handoff), mine=handoff.status == "assigned" and
+                       handoff.agent_id == session.agent_id, **_rating(handoff))
     return {key: value if key in UNMASKED_CONTEXT_KEYS else _shown(value) for key, value in context.items()}
+
+
+def _with_deliveries(db: Any, conversation_id: str, transcript: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The transcript's agent replies with their event seq and, when it failed, their delivery: the n-th agent
+    line is the conversation's n-th agent `bot` event."""
+    replies = [e.seq for e in db.scalars(select(Event).where(Event.conversation_id == conversation_id,
+                                                             Event.type == "bot").order_by(Event.seq))
+               if ((e.data or {}).get("data") or {}).get("source") == "agent"]
+    states = reply_deliveries(db, conversation_id)
+    agent_lines = iter(replies)
+    shown = []
+    for item in transcript:
+        if item.get("role") == "agent" and (seq := next(agent_lines, None)) is not None:
+            item = {**item, "seq": seq, "delivery": states.get(seq)}
+        shown.append(item)
+    return shown
 
 
 def _shown(value: Any) -> Any:
@@ -488,13 +607,61 @@ def _identity(request: Request, conversation_id: str) -> ChannelIdentity | None:
         return db.get(ChannelIdentity, conversation.identity_id) if conversation else None
 
 
-def _to_customer(request: Request, conversation_id: str, frame: dict[str, Any]) -> bool:
+def _to_customer(request: Request, conversation_id: str, frame: dict[str, Any]) -> tuple[bool, str | None]:
     """Deliver to the customer's channel now: an open widget/app socket, WeChat's customer-service API or
-    WeCom's kf/send_msg. Returns whether it was delivered (it is stored either way)."""
+    WeCom's kf/send_msg. Whether it was delivered, and why not (it is stored either way)."""
     identity = _identity(request, conversation_id)
     if identity is None:
-        return False
-    return push_to_customer(request.app, identity.channel, identity.external_id, frame)
+        return False, "找不到客户的渠道信息"
+    result = push_to_customer(request.app, identity.channel, identity.external_id, frame)
+    if result:
+        return True, None
+    return False, getattr(result, "reason", None) or _why_not(identity.channel)
+
+
+def _why_not(channel: str) -> str:
+    """A reason when the sender gave none, from what the channel registry says about pushing to it."""
+    info = channel_info(channel)
+    if info.push == "socket":
+        return "客户已离开聊天窗口"
+    if info.push == "api":
+        return f"{info.label}未能送达（可能已超过48小时未互动）"
+    return f"{info.label}渠道无法主动发送消息"
+
+
+def _back_with_history(request: Request, conversation_id: str) -> bool:
+    """A socket customer (widget, app) connected now: they reconnected after the failed push, and a reconnecting
+    chat loads its stored history, this reply included."""
+    identity = _identity(request, conversation_id)
+    return identity is not None and channel_info(identity.channel).push == "socket" and \
+        request.app.state.hub.customer_connected(identity.channel, identity.external_id)
+
+
+def _deliver_reply(request: Request, reply: dict[str, Any]) -> tuple[bool, str | None]:
+    """An agent's reply as the customer's channel gets it: marked as a person's, with their name and 工号."""
+    return _to_customer(request, reply["conversation_id"], {
+        "type": "bot", "text": reply["text"], "buttons": None, "timestamp": reply["timestamp"], "reply_to": None,
+        "duplicate": False, "from": "agent", "source": "agent", "agent": reply["agent"],
+        "employee_no": reply["employee_no"]})
+
+
+_RETRYING: set[tuple[int, int]] = set()
+_RETRYING_LOCK = threading.Lock()
+
+
+@contextmanager
+def _retrying(handoff_id: int, seq: int) -> Iterator[None]:
+    """One retry (or callback) of a reply at a time, so two clicks never deliver it twice."""
+    key = (handoff_id, seq)
+    with _RETRYING_LOCK:
+        if key in _RETRYING:
+            raise HTTPException(status_code=409, detail="这条消息正在重发，请稍候。")
+        _RETRYING.add(key)
+    try:
+        yield
+    finally:
+        with _RETRYING_LOCK:
+            _RETRYING.discard(key)
 
 
 def _end_channel_session(request: Request, conversation_id: str) -> None:
@@ -510,5 +677,7 @@ def _last_bot_event(request: Request, conversation_id: str) -> dict[str, Any] | 
                           .order_by(Event.seq.desc()).limit(1))
         if event is None:
             return None
-        return {"text": event.data.get("text"), "buttons": (event.data.get("data") or {}).get("buttons"),
-                "timestamp": event.timestamp.isoformat()}
+        moment = event.timestamp if event.timestamp.tzinfo else event.timestamp.replace(tzinfo=dt.UTC)  # SQLite
+        data = event.data.get("data") or {}
+        return {"text": event.data.get("text"), "buttons": data.get("buttons"), "source": data.get("source"),
+                "timestamp": moment.isoformat()}

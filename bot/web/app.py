@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 
 from bot.assistant import Assistant
 from bot.channels.app import app_router
+from bot.channels.handoff_notices import HandoffNotices
 from bot.channels.notify import notify_router
 from bot.channels.wechat import wechat_router
 from bot.channels.wecom import wecom_router
@@ -35,6 +36,8 @@ from bot.security.sessions import Sessions
 from bot.storage import ConversationStore, Database
 from bot.trainer.swap import LiveModel, startup_assistant
 from bot.web.agent_api import agent_router
+from bot.web.attachments_api import attachments_router
+from bot.web.desk_library_api import library_router
 from bot.web.docs import docs_router
 from bot.web.hub import LiveHub
 from bot.web.model_api import RasaStatus, model_router, rasa_status
@@ -68,6 +71,7 @@ def create_app(config: BotConfig, assistant: Assistant | None = None, database: 
     app.state.background = set()  # grace-period tasks, kept referenced until they finish
     app.state.desk = AgentDesk(app.state.database, config.handoff)
     app.state.handover = Handover(app.state.desk, config.handoff, app.state.hub)
+    app.state.desk.on_change(HandoffNotices(app))  # the customer hears who joins, passes on and leaves
     app.state.conversations = ConversationService(app.state.assistant, store, handoff=app.state.handover,
                                                   limits=_limits(config, app.state.limiter))
     app.state.live_model = LiveModel(app.state, config, app.state.database)  # swaps app.state.assistant when told
@@ -77,6 +81,8 @@ def create_app(config: BotConfig, assistant: Assistant | None = None, database: 
     app.include_router(widget_router())  # the demo page at /, widget.js and the widget's WebSocket
     app.state.sessions = Sessions(app.state.database, hours=config.security.session_hours)
     app.include_router(agent_router())  # the agent desk: /agent console and /api/agent, /api/supervisor
+    app.include_router(attachments_router())  # customers' pictures and files, for the desk
+    app.include_router(library_router())  # the desk's library: past conversations, labels, canned replies
     app.include_router(app_router())  # the bank's mobile app: customers signed in by the app's back end
     app.include_router(wechat_router())  # the WeChat official account's server URL
     app.include_router(wecom_router())  # WeCom customer service (微信客服): callback, then sync_msg

@@ -4,21 +4,24 @@ A bank embeds `<script src="https://bot.example/widget.js" data-server="https://
 The socket is `/ws/chat`; the widget's first frame presents the visitor credential the server issued it
 (`bot.security.credentials`), later frames are described in `bot.channels.chat_socket`. On a signed-in page
 the first frame also carries `token`, a token of the app channel's kind (`bot.channels.app`): the visitor is
-then linked to that bank customer.
+then linked to that bank customer. `GET /widget/transcript` with the credential as `Authorization: Bearer`
+downloads the visitor's conversation as text.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, Header, HTTPException, Request, Response, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from bot.channels.app import TokenRejected, verify_token
 from bot.channels.chat_socket import serve_chat
 from bot.channels.handshake import first_frame
+from bot.channels.transcript import transcript_response
+from bot.security.credentials import bearer_token
 from bot.security.origins import origin_allowed
 
 STATIC = Path(__file__).parent / "static"
@@ -50,6 +53,16 @@ def widget_router() -> APIRouter:
         """The demo page's script and styles, in files so that its CSP needs no 'unsafe-inline'."""
         media_type = {"js": "text/javascript", "css": "text/css"}[kind]
         return FileResponse(STATIC / f"demo.{kind}", media_type=f"{media_type}; charset=utf-8", headers=NO_CACHE)
+
+    @router.get("/widget/transcript", include_in_schema=False)
+    def transcript(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+        """The visitor's own conversation as a text file: `Authorization: Bearer <visitor credential>` (the one
+        the socket's `welcome` gave); the credential names the visitor, so nobody else's can be read."""
+        visitor_id = request.app.state.visitor_credentials.verify(bearer_token(authorization))
+        if visitor_id is None:
+            raise HTTPException(status_code=401, detail="请先打开在线客服再下载聊天记录。",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return transcript_response(request.app.state.conversations, CHANNEL, visitor_id)
 
     @router.websocket("/ws/chat")
     async def chat(websocket: WebSocket) -> None:

@@ -11,10 +11,7 @@
   const MAX_BACKOFF_MS = 30000;
   const PRESENCE = { online: "在线", away: "小休", offline: "离线" };
   const ROLE = { agent: "坐席", supervisor: "主管", admin: "管理员" };
-  const CHANNEL = { web: "网页", app: "手机银行App", wechat: "微信", wecom: "微信客服", rest: "接口" };
   const ROLE_NAME = { user: "客户", bot: "机器人", agent: "坐席" };
-  const REASON = { request: "客户要求", sensitive: "敏感业务", anger: "情绪/投诉", form_failed: "验证失败",
-                   fallback: "未能理解", vip: "VIP" };
 
   const $ = (id) => document.getElementById(id);
 
@@ -29,6 +26,8 @@
     unread: new Set(),
     canned: [],
     groups: [],
+    closed: [],             // my recently closed chats (with the customer's rating)
+    meta: { channels: {}, reasons: {} },  // labels from GET /api/agent/meta (the server's one table of each)
     socket: null,
     attempt: 0,
     retryTimer: null,
@@ -70,6 +69,42 @@
     if (s < 60) return `${s}秒`;
     if (s < 3600) return `${Math.floor(s / 60)}分${String(s % 60).padStart(2, "0")}秒`;
     return `${Math.floor(s / 3600)}小时${Math.floor((s % 3600) / 60)}分`;
+  }
+
+  // channels' and hand-over reasons' Chinese names come from the server (GET /api/agent/meta)
+  function channelName(code) {
+    if (!code) return "";
+    const info = state.meta.channels[code];
+    return info ? info.label : "其他渠道";
+  }
+
+  function reasonLabel(kind) {
+    const info = state.meta.reasons[kind];
+    return info ? info.label : "";
+  }
+
+  function loadMeta() {
+    return api("GET", "/api/agent/meta").then((meta) => {
+      state.meta = {
+        channels: Object.fromEntries((meta.channels || []).map((c) => [c.name, c])),
+        reasons: Object.fromEntries((meta.reasons || []).map((r) => [r.kind, r])),
+      };
+      renderQueue();
+      if (state.context) renderContext(state.context);
+    }).catch(failed);
+  }
+
+  function stars(rating) {
+    const n = Math.max(0, Math.min(5, Number(rating) || 0));
+    return `${"★".repeat(n)}${"☆".repeat(5 - n)} ${n}分`;
+  }
+
+  // "转接自 小王：客户想赎回理财" — where a chat I got came from (a colleague's transfer or a supervisor's reassignment)
+  function transferText(transfer) {
+    if (!transfer) return "";
+    const from = transfer.from_agent || "排队";
+    const head = transfer.via === "reassign" ? `主管改派自 ${from}` : `转接自 ${from}`;
+    return transfer.note ? `${head}：${transfer.note}` : head;
   }
 
   function customerName(summary) {
@@ -175,15 +210,17 @@
     $("console-view").hidden = false;
     renderMe();
     showView("desk");
+    loadMeta();
     refreshQueue();
     connect();
-    api("GET", "/api/agent/canned").then((list) => { state.canned = list || []; renderCannedHint(); }).catch(failed);
+    loadCanned();
     api("GET", "/api/agent/groups").then((list) => { state.groups = list || []; }).catch(failed);
   }
 
   function renderMe() {
     const me = state.me || {};
-    $("agent-name").textContent = `${me.display_name || me.username || ""}（${ROLE[me.role] || me.role || ""}）`;
+    const number = me.employee_no ? `工号${me.employee_no} · ` : "";
+    $("agent-name").textContent = `${me.display_name || me.username || ""}（${number}${ROLE[me.role] || me.role || ""}）`;
     $("agent-groups").textContent = (me.groups || []).length ? `技能组：${me.groups.join("、")}` : "";
     $("agent-groups").title = $("agent-groups").textContent;
     for (const button of document.querySelectorAll(".presence button")) {
@@ -215,6 +252,7 @@
       const known = new Set(state.mine.map((s) => s.handoff_id));
       state.waiting = queue.waiting || [];
       state.mine = queue.mine || [];
+      state.closed = queue.closed || [];
       state.fetchedAt = Date.now();
       if (queue.agent && typeof queue.agent === "object") {  // if the server reports my account (presence) too
         state.me = { ...state.me, ...queue.agent };
@@ -223,7 +261,8 @@
       }
       const fresh = state.mine.filter((s) => !known.has(s.handoff_id));
       renderQueue();
-      if (state.openId !== null && !state.mine.some((s) => s.handoff_id === state.openId)) {
+      const readOnly = state.context && !state.context.mine;  // a closed chat opened to read it stays open
+      if (state.openId !== null && !readOnly && !state.mine.some((s) => s.handoff_id === state.openId)) {
         const wasOpen = state.openId;
         closeChat();
         toast(`会话 #${wasOpen} 已不在您的接待列表中（已转接、重新分配、结束，或断线后重新排队）。`);
@@ -248,6 +287,8 @@
     mineList.replaceChildren(...state.mine.map((s) => queueCard(s, true)));
     $("mine-empty").hidden = state.mine.length > 0;
     $("mine-count").textContent = String(state.mine.length);
+    $("closed-list").replaceChildren(...state.closed.map(closedCard));
+    $("closed-section").hidden = state.closed.length === 0;
     tickWaits();
   }
 
@@ -260,23 +301,16 @@
 
     const top = el("div", "row");
     top.append(el("span", `tag${summary.priority <= 1 ? " urgent" : ""}`, summary.group));
-    top.append(el("span", "who", customerName(summary)));
+    top.append(mine ? opener(summary, customerName(summary)) : el("span", "who", customerName(summary)));
     if (summary.customer && summary.customer.tier) top.append(el("span", "tier", summary.customer.tier));
     top.append(el("span", "wait", duration(summary.waiting_seconds || 0)));
     card.append(top);
-    const label = REASON[summary.reason];
-    const detail = summary.detail || "";
-    // a detail that already names its kind ("敏感业务（疑似盗刷）") is said once
-    const reason = label ? (detail.startsWith(label) ? detail : `${label}：${detail}`) : (detail || summary.reason || "");
-    card.append(el("p", "reason", `${CHANNEL[summary.channel] || summary.channel || ""} · ${reason}`));
+    card.append(el("p", "reason", `${channelName(summary.channel)} · ${reasonOf(summary)}`));
+    if (summary.transfer) card.append(el("p", "transfer-note", transferText(summary.transfer)));
     if (summary.last_message) card.append(el("p", "last", `“${summary.last_message}”`));
 
     if (mine) {
-      card.tabIndex = 0;
-      card.setAttribute("role", "button");
-      card.setAttribute("aria-label", `打开会话 ${customerName(summary)} ${summary.group}`);
       card.addEventListener("click", () => openChat(summary.handoff_id));
-      card.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openChat(summary.handoff_id); } });
     } else {
       const accept = el("button", "accept primary", "接入");
       accept.type = "button";
@@ -285,6 +319,35 @@
       card.append(accept);
     }
     return card;
+  }
+
+  function reasonOf(summary) {
+    // the detail says the reason in full ("业务办理多次验证失败（身份核验未通过）"): the kind's label only without one
+    return summary.detail || reasonLabel(summary.reason) || summary.reason || "";
+  }
+
+  // a chat I closed: who, the result, and the customer's rating and comment; opens read-only
+  function closedCard(summary) {
+    const card = el("li", "qcard closed");
+    card.dataset.handoff = String(summary.handoff_id);
+    if (summary.handoff_id === state.openId) card.classList.add("selected");
+    const top = el("div", "row");
+    top.append(el("span", "tag", summary.group), opener(summary, customerName(summary)));
+    top.append(el("span", "wait", summary.disposition || "已结束"));
+    card.append(top);
+    card.append(el("p", "rating-line", summary.rating ? `客户评价 ${stars(summary.rating)}` : "客户未评价"));
+    if (summary.comment) card.append(el("p", "last", `“${summary.comment}”`));
+    card.addEventListener("click", () => openChat(summary.handoff_id));
+    return card;
+  }
+
+  // the card's keyboard way in: a button named by what it shows (the whole card opens the chat on a click)
+  function opener(summary, text) {
+    const button = el("button", "who opener", text);
+    button.type = "button";
+    button.title = `打开会话 #${summary.handoff_id}`;
+    button.addEventListener("click", (event) => { event.stopPropagation(); openChat(summary.handoff_id); });
+    return button;
   }
 
   function tickWaits() {
@@ -337,13 +400,29 @@
 
     const h = context.handoff || {};
     $("chat-title").textContent = `${customerName(context)} · ${h.group || ""}`;
-    $("chat-sub").textContent = `会话 #${handoffId} · ${CHANNEL[context.channel] || context.channel || ""} · 转人工原因：${context.reason || ""}`;
+    $("chat-sub").textContent = `会话 #${handoffId} · ${channelName(context.channel)} · 转人工原因：${context.reason || ""}`;
+    $("chat-transfer").textContent = transferText(context.transfer);
+    $("chat-transfer").hidden = !context.transfer;
+    const ended = !context.mine;
+    $("chat-ended").hidden = !ended;
+    $("chat-ended").textContent = ended ? endedText(context) : "";
+    $("composer").hidden = ended;
+    $("transfer-open").hidden = ended;
+    $("close-open").hidden = ended;
     renderTranscript($("transcript"), context.transcript || []);
     renderContext(context);
-    if (switching) {
+    if (switching && !ended) {
       $("reply").value = "";
       $("reply").focus();
     }
+  }
+
+  function endedText(context) {
+    const h = context.handoff || {};
+    const state_ = h.status === "closed" ? `会话已结束${context.disposition ? `（${context.disposition}）` : ""}`
+      : "这个会话不在您的接待列表中，仅可查看";
+    if (!context.rating) return `${state_} · 客户未评价`;
+    return `${state_} · 客户评价 ${stars(context.rating)}${context.comment ? ` · “${context.comment}”` : ""}`;
   }
 
   function closeChat() {
@@ -365,11 +444,13 @@
 
   function entry(item) {
     const role = ROLE_LABEL[item.role] ? item.role : "system";
-    const row = el("li", `entry ${role}`);
+    const row = el("div", `entry ${role}`);  // the transcript is a role=log, not a list
     const time = parseTime(item.timestamp);
     if (role !== "system") {
       const meta = el("div", "meta");
-      meta.append(el("span", "", item.role === "user" ? customerName(state.context) : ROLE_LABEL[role]));
+      const who = item.role === "user" ? customerName(state.context)
+        : (role === "agent" && item.author ? `${ROLE_LABEL[role]} ${item.author}` : ROLE_LABEL[role]);
+      meta.append(el("span", "", who));
       meta.append(document.createTextNode(" "));
       // a quick-reply button the customer clicked arrives as its payload, e.g. /request_human
       if (role === "user" && /^\/[A-Za-z_]+/.test(item.text || "")) meta.append(el("span", "payload-tag", "快捷按钮"));
@@ -378,7 +459,10 @@
       meta.append(stamp);
       row.append(meta);
     }
-    row.append(el("div", "bubble", role === "system" ? `${item.text} · ${clock.format(time)}` : item.text));
+    const bubble = el("div", "bubble", role === "system" ? `${item.text} · ${clock.format(time)}` : item.text);
+    if (item.attachment) bubble.append(attachmentView(item.attachment));
+    row.append(bubble);
+    if (role === "agent" && item.delivery) row.append(deliveryView(item));
     if (role === "user" && (item.intent || (item.entities || []).length)) {
       const nlu = el("div", "nlu");
       if (item.intent && item.intent.name) {
@@ -394,6 +478,94 @@
     return row;
   }
 
+  // an undelivered reply: why, and what the agent can do (send it again, or have the customer called back)
+  function deliveryView(item) {
+    const d = item.delivery;
+    const box = el("div", `delivery ${d.delivered ? "ok" : "failed"}`);
+    if (d.delivered) {
+      box.append(el("span", "", "重试后已送达"));
+      return box;
+    }
+    box.append(el("span", "why", `未送达（${d.reason || "原因未知"}）`));
+    const mine = Boolean(state.context && state.context.mine);  // not in a supervisor's read-only view
+    if (d.callback_handoff_id) {
+      box.append(el("span", "", `已转回电工单 #${d.callback_handoff_id}`));
+    } else if (mine && item.seq !== undefined && state.openId !== null) {
+      const retry = el("button", "", "重试");
+      retry.type = "button";
+      retry.setAttribute("aria-label", "重试发送这条消息");
+      retry.addEventListener("click", () => retryReply(item.seq, retry));
+      const ticket = el("button", "", "转回电工单");
+      ticket.type = "button";
+      ticket.addEventListener("click", () => callbackReply(item.seq, ticket));
+      box.append(retry, ticket);
+    }
+    return box;
+  }
+
+  async function retryReply(seq, button) {
+    const id = state.openId;
+    button.disabled = true;
+    try {
+      const result = await api("POST", `/api/agent/handoffs/${id}/messages/${seq}/retry`);
+      toast(result.delivered ? (result.note || "已重新发送，客户已收到") : `仍未送达：${result.reason || "原因未知"}`);
+    } catch (e) { failed(e); }
+    if (state.openId === id) await reloadOpenChat();
+  }
+
+  async function callbackReply(seq, button) {
+    const id = state.openId;
+    button.disabled = true;
+    try {
+      const result = await api("POST", `/api/agent/handoffs/${id}/messages/${seq}/callback`);
+      toast(`已转回电工单 #${result.ticket_id}，主管视图“待回电工单”可见`);
+    } catch (e) { failed(e); }
+    if (state.openId === id) await reloadOpenChat();
+  }
+
+  async function reloadOpenChat() {
+    const id = state.openId;
+    try {
+      const context = await api("GET", `/api/agent/handoffs/${id}/context`);
+      if (state.openId === id) showChat(id, context);
+    } catch (e) { failed(e); }
+  }
+
+  // an image or a file the customer sent: fetched with the session's token (never a token in a URL)
+  function attachmentView(attachment) {
+    const box = el("div", "attachment");
+    const path = `/api/agent/attachments/${encodeURIComponent(attachment.id)}`;
+    const size = attachment.size ? ` · ${Math.max(1, Math.round(attachment.size / 1024))}KB` : "";
+    const load = async () => {
+      const response = await fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
+      if (!response.ok) throw new Error(String(response.status));
+      return URL.createObjectURL(await response.blob());
+    };
+    if (attachment.kind === "image") {
+      const img = el("img");
+      img.alt = attachment.filename || "客户发送的图片";
+      box.append(img);
+      load().then((url) => { img.src = url; })
+        .catch(() => { box.replaceChildren(el("span", "attachment-error", "图片无法加载")); });
+    } else {
+      const link = el("a", "attachment-file", `📎 ${attachment.filename || "附件"}${size}`);
+      link.href = "#";
+      link.addEventListener("click", async (event) => {
+        event.preventDefault();
+        try {
+          const url = await load();
+          const save = el("a");
+          save.href = url;
+          save.download = attachment.filename || "附件";
+          save.click();
+          setTimeout(() => URL.revokeObjectURL(url), 10000);
+        } catch { toast("附件无法下载，请稍后重试。"); }
+      });
+      box.append(link);
+    }
+    return box;
+  }
+
   function appendEntry(item) {
     const list = $("transcript");
     const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
@@ -403,6 +575,11 @@
     return node;
   }
 
+  function loadCanned() {
+    api("GET", "/api/agent/canned").then((list) => { state.canned = list || []; renderCannedHint(); }).catch(failed);
+  }
+  document.addEventListener("agent-library:canned-changed", loadCanned);  // managed in the 快捷回复 tab
+
   function renderContext(context) {
     const customer = context.customer;
     $("ctx-name").textContent = customer ? (customer.name || customer.id) : "未登录访客";
@@ -410,11 +587,17 @@
     const verified = el("span", `badge ${customer && customer.verified ? "ok" : "no"}`,
                         customer && customer.verified ? "已核身" : "未核身");
     $("ctx-verified").replaceChildren(verified);
-    $("ctx-channel").textContent = CHANNEL[context.channel] || context.channel || "—";
+    $("ctx-channel").textContent = channelName(context.channel) || "—";
     $("ctx-linked").textContent = (context.linked_channels || [])
-      .map((l) => `${CHANNEL[l.channel] || l.channel}：${l.id}`).join("；") || "—";
+      .map((l) => l.text || channelName(l.channel)).join("；") || "—";
+    $("ctx-transfer-section").hidden = !context.transfer;
+    $("ctx-transfer").textContent = transferText(context.transfer);
     $("ctx-reason").textContent = context.reason || "—";
     $("ctx-summary").textContent = context.summary || "—";
+    const conversationId = context.handoff && context.handoff.conversation_id;
+    if (conversationId && window.AgentLibrary) {
+      window.AgentLibrary.labelEditor(conversationId, $("ctx-labels")).catch(failed);
+    }
     $("ctx-form").textContent = context.active_form || "无";
     const slots = Object.entries(context.slots || {});
     $("ctx-slots").replaceChildren(...slots.flatMap(([k, v]) => [el("dt", "", k), el("dd", "", v)]));
@@ -429,7 +612,7 @@
     const item = el("li", "");
     const details = el("details", "earlier");
     details.append(el("summary", "",
-      `${dayClock.format(parseTime(c.started_at))} · ${CHANNEL[c.channel] || c.channel}：${c.summary}`));
+      `${dayClock.format(parseTime(c.started_at))} · ${channelName(c.channel)}：${c.summary}`));
     for (const line of c.transcript || []) {
       details.append(el("p", `earlier-line ${line.role}`, `${ROLE_NAME[line.role] || ""}：${line.text}`));
     }
@@ -551,7 +734,10 @@
         if (state.openId === id) appendEntry({ role: "note", text, timestamp: new Date().toISOString() });
       } else {
         const sent = await api("POST", `/api/agent/handoffs/${id}/messages`, { text });
-        if (state.openId === id) appendEntry({ role: "agent", text: sent.text, timestamp: sent.timestamp });
+        const delivery = sent.delivered ? null : { delivered: false, reason: sent.reason };
+        if (state.openId === id) appendEntry({ role: "agent", text: sent.text, timestamp: sent.timestamp, seq: sent.seq, delivery,
+                                             author: state.me && state.me.display_name });
+        if (!sent.delivered) toast(sent.warning || `消息未送达：${sent.reason || ""}`, 6000);
       }
       if (state.openId === id) reply.value = "";
     } catch (e) {
@@ -569,20 +755,44 @@
     dialog.querySelector("[data-cancel]").addEventListener("click", () => dialog.close());
   }
 
+  // the dialog offers every skill group and the colleagues online now, with their load (a full one is shown, not
+  // choosable); the value says which: "group:理财" or "agent:7"
   $("transfer-open").addEventListener("click", async () => {
-    if (!state.groups.length) {
-      try { state.groups = await api("GET", "/api/agent/groups"); } catch (e) { failed(e); return; }
-    }
-    const select = $("transfer-group");
+    let colleagues = [];
+    try {
+      if (!state.groups.length) state.groups = await api("GET", "/api/agent/groups");
+      colleagues = await api("GET", "/api/agent/colleagues");
+    } catch (e) { failed(e); return; }
+    const select = $("transfer-target");
     const current = state.context && state.context.handoff ? state.context.handoff.group : null;
-    select.replaceChildren(...state.groups.map((g) => {
+    const groups = el("optgroup");
+    groups.label = "技能组";
+    groups.append(...state.groups.map((g) => {
       const option = el("option", "", g === current ? `${g}（当前）` : g);
-      option.value = g;
+      option.value = `group:${g}`;
       return option;
     }));
+    const people = el("optgroup");
+    people.label = "在线同事";
+    const online = colleagues.filter((c) => !c.me && c.presence === "online");
+    people.append(...online.map((c) => {
+      const full = c.load >= c.max_chats;
+      const number = c.employee_no ? `（工号${c.employee_no}）` : "";
+      const option = el("option", "", `${c.display_name}${number} · 接待中 ${c.load}/${c.max_chats}${full ? " · 已满" : ""}`);
+      option.value = `agent:${c.id}`;
+      option.disabled = full;
+      return option;
+    }));
+    if (!online.length) {
+      const none = el("option", "", "暂无其他在线同事");
+      none.disabled = true;
+      people.append(none);
+    }
+    select.replaceChildren(groups, people);
     const other = state.groups.find((g) => g !== current);
-    if (other) select.value = other;
+    if (other) select.value = `group:${other}`;
     $("transfer-note").value = "";
+    $("transfer-error").hidden = true;
     $("transfer-dialog").showModal();
   });
 
@@ -590,14 +800,23 @@
     event.preventDefault();
     const id = state.openId;
     if (id === null) return;
-    const group = $("transfer-group").value;
+    const [kind, ...rest] = $("transfer-target").value.split(":");
+    const target = rest.join(":");
+    const body = { note: $("transfer-note").value.trim() };
+    if (kind === "agent") body.agent_id = Number(target);
+    else body.group = target;
     try {
-      await api("POST", `/api/agent/handoffs/${id}/transfer`, { group, note: $("transfer-note").value.trim() });
+      const result = await api("POST", `/api/agent/handoffs/${id}/transfer`, body);
       $("transfer-dialog").close();
-      toast(`会话 #${id} 已转接至${group}`);
+      toast(`会话 #${id} ${result.message || "已转接"}`);
       closeChat();
       refreshQueue();
-    } catch (e) { failed(e); }
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 409) {  // refused: said in the dialog, the chat stays mine
+        $("transfer-error").textContent = e.message;
+        $("transfer-error").hidden = false;
+      } else failed(e);
+    }
   });
 
   $("close-open").addEventListener("click", () => {
@@ -715,7 +934,7 @@
       for (const s of state.mine) if (s.handoff_id === id) s.last_message = frame.text;
       if (id === state.openId) {
         renderQueue();
-        appendEntry({ role: "user", text: frame.text, timestamp: frame.timestamp });
+        appendEntry({ role: "user", text: frame.text, timestamp: frame.timestamp, attachment: frame.attachment });
         refreshOpenChatSoon();
       } else {
         state.unread.add(id);
@@ -807,6 +1026,22 @@
       return row;
     }));
     $("sup-live-empty").hidden = o.live.length > 0;
+    const callbacks = o.callbacks || [];
+    $("sup-callbacks").tBodies[0].replaceChildren(...callbacks.map((s) => {
+      const row = el("tr");
+      row.append(cell(`#${s.handoff_id}`), cell(s.group), cell(customerName(s)), cell(channelName(s.channel)),
+                 cell(s.detail || ""), cell(s.created_at ? dayClock.format(parseTime(s.created_at)) : "—", "num"));
+      return row;
+    }));
+    $("sup-callbacks-empty").hidden = callbacks.length > 0;
+    const rated = o.rated || [];
+    $("sup-rated").tBodies[0].replaceChildren(...rated.map((s) => {
+      const row = el("tr");
+      row.append(cell(`#${s.handoff_id}`), cell(s.group), cell(customerName(s)), cell(s.agent || "—"),
+                 cell(stars(s.rating), "stars"), cell(s.comment || "—", "comment"));
+      return row;
+    }));
+    $("sup-rated-empty").hidden = rated.length > 0;
   }
 
   async function watch(handoffId) {

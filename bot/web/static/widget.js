@@ -28,6 +28,9 @@
     reconnecting: "已断开，正在重连…",
     offline: "网络已断开，恢复后自动重连…",
   };
+  const CANCEL_QUEUE_TEXT = "取消转人工";  // the server's phrase for leaving the queue (bot/handoff/triggers.py)
+  const RATING_COMMENT_MAX = 200;
+  const RATING_TITLE = /^[1-5]分$/;
 
   // ---------------------------------------------------------------- storage (may be disabled by the browser)
   const storage = (area) => ({
@@ -84,8 +87,16 @@
     return svg;
   }
 
+  // 客服小王（工号1024）, as the server words it (bot/handoff/notices.py agent_title)
+  function agentTitle(name, employeeNo) {
+    const title = `客服${name || ""}`;
+    return employeeNo ? `${title}（工号${employeeNo}）` : title;
+  }
+
+  const NO_ZONE = /T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/;  // a server time without its zone is UTC
+
   function hhmm(timestamp) {
-    const d = timestamp ? new Date(timestamp) : new Date();
+    const d = timestamp ? new Date(NO_ZONE.test(timestamp) ? `${timestamp}Z` : timestamp) : new Date();
     if (Number.isNaN(d.getTime())) return "";
     return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
   }
@@ -131,6 +142,7 @@
   const CHAT_ICON = "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-4.5 3.6A.3.3 0 0 1 4 21.4V18a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2zm3 6.5a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01zm5 0a1.5 1.5 0 1 0 0 .01z";
   const CLOSE_ICON = "M6.4 5 12 10.6 17.6 5 19 6.4 13.4 12 19 17.6 17.6 19 12 13.4 6.4 19 5 17.6 10.6 12 5 6.4z";
   const SEND_ICON = "M3.4 20.4 21 12 3.4 3.6 3.4 10.1 15 12 3.4 13.9z";
+  const DOWNLOAD_ICON = "M11 3h2v9.2l3.3-3.3 1.4 1.4-5.7 5.7-5.7-5.7 1.4-1.4 3.3 3.3zM4 18h16v2H4z";
 
   const launcher = el("button", {
     class: "launcher", type: "button", "aria-label": "打开在线客服", "aria-expanded": "false",
@@ -139,10 +151,18 @@
 
   const status = el("p", { class: "status", id: "bbw-status", role: "status", text: STATUS_TEXT.connecting });
   const closeButton = el("button", { class: "close", type: "button", "aria-label": "关闭客服窗口" }, icon(CLOSE_ICON));
-  const header = el("header", { class: "head" },
+  const downloadButton = el("button", {
+    class: "head-button", type: "button", "aria-label": "下载聊天记录", title: "下载聊天记录",
+  }, icon(DOWNLOAD_ICON));
+  const header = el("header", { class: "head", role: "none" },  // the panel's title bar, not a second banner
     el("div", { class: "avatar", "aria-hidden": "true", text: "银" }),
     el("div", { class: "head-text" }, el("h2", { class: "title", id: "bbw-title", text: "在线客服" }), status),
-    closeButton);
+    downloadButton, closeButton);
+
+  // while waiting for a person: a way out of the queue
+  const cancelQueueButton = el("button", { class: "cancel-queue", type: "button", text: "取消排队" });
+  const queueBar = el("div", { class: "queuebar", hidden: "" },
+    el("span", { class: "queuebar-text", text: "正在为您转接人工客服，请稍候" }), cancelQueueButton);
 
   const log = el("div", {
     class: "log", role: "log", "aria-live": "polite", "aria-relevant": "additions", "aria-label": "聊天记录",
@@ -166,7 +186,7 @@
   const panel = el("section", {
     class: "panel", id: "bbw-panel", role: "dialog", "aria-modal": "false", "aria-labelledby": "bbw-title",
     hidden: "",
-  }, header, scroller, form, hint);
+  }, header, queueBar, scroller, form, hint);
 
   root.append(css, launcher, panel);
 
@@ -179,29 +199,75 @@
 
   function retireQuickReplies() {
     for (const button of log.querySelectorAll(".quick button")) button.disabled = true;
+    for (const box of log.querySelectorAll(".rating")) box.remove();  // the customer wrote something else
   }
 
-  function addMessage({ role, text, timestamp, buttons, messageId, state }) {
+  // `agent`: {name, employeeNo} when a person at the desk wrote it; `source`: the server's source of a bot message
+  function addMessage({ role, text, timestamp, buttons, messageId, state, agent, source }) {
     if (role === "user") retireQuickReplies();
     const body = el("span", { class: "text" });
     if (role === "bot") appendRich(body, (text || "").trim()); else body.append(text || "");
-    const who = el("span", { class: "sr-only", text: role === "user" ? "我说：" : "客服说：" });
+    const speaker = role === "user" ? "我" : agent ? agentTitle(agent.name) : "智能客服";
+    const who = el("span", { class: "sr-only", text: `${speaker}说：` });
     const bubble = el("div", { class: "bubble" }, who, body);
     const meta = el("div", { class: "meta" }, el("time", { text: hhmm(timestamp) }));
     if (timestamp) meta.firstChild.setAttribute("datetime", timestamp);
-    const row = el("div", { class: `msg ${role}` }, bubble, meta);
+    const row = el("div", { class: `msg ${role}${agent ? " agent" : ""}` }, bubble, meta);
+    if (agent) {
+      row.prepend(el("div", { class: "sender", "aria-hidden": "true" },
+        el("span", { class: "tag", text: "人工" }), agentTitle(agent.name)));
+    }
     if (messageId) row.dataset.id = messageId;
     if (state) setState(row, state);
     if (role === "bot" && buttons && buttons.length) {
-      const quick = el("div", { class: "quick", role: "group", "aria-label": "快捷回复" });
+      const rating = source === "satisfaction" || buttons.every((b) => RATING_TITLE.test(b.title || ""));
+      const quick = el("div", { class: "quick", role: "group", "aria-label": rating ? "评分" : "快捷回复" });
       for (const b of buttons) {
-        quick.append(el("button", { type: "button", text: b.title, onclick: () => send(b.payload, b.title) }));
+        const onclick = rating ? () => chooseRating(row, b) : () => send(b.payload, b.title);
+        quick.append(el("button", { type: "button", text: b.title, onclick }));
       }
       row.append(quick);
     }
     log.append(row);
     scrollToEnd();
     return row;
+  }
+
+  // a score chosen: an optional comment, then one message "4分 意见" (or "4分" when skipped)
+  function chooseRating(row, button) {
+    const score = (button.title || "").replace(/[^1-5]/g, "") || String(button.payload);
+    for (const b of row.querySelectorAll(".quick button")) {
+      b.setAttribute("aria-pressed", String(b.textContent === button.title));
+    }
+    row.querySelector(".rating")?.remove();
+    const id = `bbw-comment-${uuid()}`;
+    const comment = el("textarea", {
+      id, class: "comment", rows: "3", maxlength: String(RATING_COMMENT_MAX), placeholder: "例如：回答很清楚",
+    });
+    const count = el("span", { class: "count", "aria-live": "polite", text: `0/${RATING_COMMENT_MAX}` });
+    comment.addEventListener("input", () => { count.textContent = `${comment.value.length}/${RATING_COMMENT_MAX}`; });
+    const finish = (withComment) => {
+      const text = withComment ? comment.value.trim().slice(0, RATING_COMMENT_MAX) : "";
+      box.remove();
+      send(text ? `${score}分 ${text}` : `${score}分`);
+    };
+    const box = el("form", { class: "rating", "aria-label": "补充评价" },
+      el("label", { for: id, text: "补充您的意见（选填）" }), comment,
+      el("div", { class: "rating-actions" }, count,
+        el("button", { type: "button", class: "skip", text: "跳过", onclick: () => finish(false) }),
+        el("button", { type: "submit", class: "submit", text: "提交" })));
+    box.addEventListener("submit", (event) => { event.preventDefault(); finish(true); });
+    row.append(box);
+    scrollToEnd();
+    comment.focus();
+  }
+
+  // a hand-over notice ("客服小王为您服务"): a centred line of the conversation, not anyone's bubble
+  function addSystemLine(text, timestamp) {
+    const line = el("div", { class: "sysline", role: "note" }, el("span", { text }));
+    if (timestamp) line.title = hhmm(timestamp);
+    log.append(line);
+    scrollToEnd();
   }
 
   function setState(row, state) {
@@ -245,8 +311,11 @@
         const clicked = lastButtons.find((b) => b.payload === m.text);
         addMessage({ role: "user", text: clicked ? clicked.title : m.text, timestamp: m.timestamp, messageId: m.message_id });
         lastUser = m.message_id;
+      } else if (m.source === "handoff_notice") {
+        addSystemLine(m.text, m.timestamp);
       } else {
-        addMessage({ role: "bot", text: m.text, timestamp: m.timestamp, buttons: m.buttons });
+        const agent = m.source === "agent" ? { name: m.agent, employeeNo: m.employee_no } : null;
+        addMessage({ role: "bot", text: m.text, timestamp: m.timestamp, buttons: m.buttons, agent, source: m.source });
         lastButtons = m.buttons || [];
         if (lastUser) answered.add(lastUser);
       }
@@ -265,9 +334,30 @@
   let retryTimer = null;
   const inflight = new Set();  // ids sent on the current socket
 
+  // who has the conversation: the bot, the queue (its status text) or a person ({name, employeeNo})
+  let serving = { kind: "bot" };
+  let connection = "connecting";
+
   function setStatus(key) {
-    status.textContent = STATUS_TEXT[key];
-    panel.dataset.status = key;
+    connection = key;
+    showServing();
+  }
+
+  function serve(next) {
+    serving = next;
+    showServing();
+  }
+
+  function showServing() {
+    const online = connection === "online";
+    const kind = online ? serving.kind : connection;
+    queueBar.hidden = serving.kind !== "queue";
+    panel.dataset.serving = serving.kind;
+    panel.dataset.status = online && serving.kind === "queue" ? "queued" : connection;
+    if (!online) status.textContent = STATUS_TEXT[kind];
+    else if (kind === "queue") status.textContent = serving.text || "排队中，请稍候";
+    else if (kind === "agent") status.textContent = `在线 · ${agentTitle(serving.name, serving.employeeNo)}为您服务`;
+    else status.textContent = STATUS_TEXT.online;
   }
 
   function connect() {
@@ -341,8 +431,9 @@
         }
         if (socket) socket.send(JSON.stringify({ type: "history" }));
         break;
-      case "history":
+      case "history":  // where a hand-over stands follows in a queue or handoff frame
         renderHistory(Array.isArray(frame.messages) ? frame.messages : []);
+        serving = { kind: "bot" };
         ready = true;
         attempt = 0;
         setStatus("online");
@@ -351,10 +442,20 @@
       case "typing":
         showTyping(true);
         break;
-      case "bot":
+      case "bot": {
         if (frame.duplicate && answered.has(frame.reply_to)) break;
-        addMessage({ role: "bot", text: frame.text, timestamp: frame.timestamp, buttons: frame.buttons });
+        if (frame.source === "handoff_notice") {  // e.g. 客服小王（工号1024）为您服务, said in the customer's turn
+          addSystemLine(frame.text, frame.timestamp);
+          break;
+        }
+        const byAgent = frame.source === "agent" || frame.from === "agent";
+        const agent = byAgent ? { name: frame.agent || serving.name, employeeNo: frame.employee_no || serving.employeeNo } : null;
+        addMessage({ role: "bot", text: frame.text, timestamp: frame.timestamp, buttons: frame.buttons, agent, source: frame.source });
         if (panel.hidden) launcher.querySelector(".badge").hidden = false;
+        break;
+      }
+      case "handoff":  // a person joined, passed the chat on, left, or it went back to the queue
+        onHandoff(frame);
         break;
       case "ack": {
         settle(frame.message_id);
@@ -364,12 +465,8 @@
         break;
       }
       case "queue":  // waiting for a person: the place in the queue in the status line, cleared at 0
-        if (frame.position > 0 && frame.text) {
-          status.textContent = frame.text;
-          panel.dataset.status = "queued";
-        } else {
-          setStatus("online");
-        }
+        if (frame.position > 0 && frame.text) serve({ kind: "queue", text: frame.text });
+        else if (serving.kind === "queue") serve({ kind: "bot" });  // cancelled; a person who joined stays
         break;
       case "error": {
         if (frame.message_id) {
@@ -385,6 +482,14 @@
       default:
         break;
     }
+  }
+
+  function onHandoff(frame) {
+    if (frame.text) addSystemLine(frame.text, frame.timestamp);
+    if (frame.status === "agent_joined") serve({ kind: "agent", name: frame.agent, employeeNo: frame.employee_no });
+    else if (frame.status === "agent_left") serve({ kind: "bot" });
+    else if (frame.status === "transferred" || frame.status === "requeued") serve({ kind: "queue", text: frame.text });
+    if (frame.text && panel.hidden) launcher.querySelector(".badge").hidden = false;
   }
 
   function showTyping(on) {
@@ -407,6 +512,36 @@
     start();
     flush();
   }
+
+  cancelQueueButton.addEventListener("click", () => send(CANCEL_QUEUE_TEXT));
+
+  // ---------------------------------------------------------------- the transcript, as a text file
+  async function downloadTranscript() {
+    if (!visitor) {
+      addNotice("还没有聊天记录可以下载。");
+      return;
+    }
+    downloadButton.disabled = true;
+    try {
+      const response = await fetch(`${serverBase}/widget/transcript`, {
+        headers: { Authorization: `Bearer ${visitor}` }, cache: "no-store",
+      });
+      if (!response.ok) throw new Error(String(response.status));
+      const url = URL.createObjectURL(await response.blob());
+      const d = new Date();
+      const day = `${d.getFullYear()}${String(d.getMonth() + 1).padStart(2, "0")}${String(d.getDate()).padStart(2, "0")}`;
+      const link = el("a", { href: url, download: `聊天记录-${day}.txt`, hidden: "" });
+      root.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    } catch {
+      addNotice("聊天记录下载失败，请稍后再试。");
+    } finally {
+      downloadButton.disabled = false;
+    }
+  }
+  downloadButton.addEventListener("click", downloadTranscript);
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
