@@ -7,9 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -18,40 +16,36 @@ if not CHROMIUM.exists():
     pytest.skip("needs Chromium at /usr/bin/chromium (apt-get install -y chromium fonts-wqy-microhei)",
                 allow_module_level=True)
 
-from browser_support import SHOTS, ask, assert_clean, bubble_texts, chromium, open_widget, served  # noqa: E402
-from browser_support import new_page as _new_page  # noqa: E402
-from playwright.sync_api import Browser, Page, expect  # noqa: E402
+from browser_support import (  # noqa: E402
+    PASSWORD,
+    SHOTS,
+    DeskAgent,
+    ask,
+    assert_clean,
+    assert_fits,
+    bubble_texts,
+    chromium,
+    desk_app,
+    desk_page,
+    log_in,
+    open_widget,
+    send_reply,
+    served,
+)
+from playwright.sync_api import Browser, expect  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "correct horse battery"
 APP_SECRET = "test-secret-of-the-banks-app-backend-0123456789"
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 CARD = "6222021234567890128"  # passes the Luhn check: a real card number's shape
-NOON_IN_SHANGHAI = datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))  # a Monday: groups are open
 
 
 @pytest.fixture(scope="module")
 def base_url(bundled_assistant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app served by uvicorn on a free port with its own SQLite database, an agent and a supervisor."""
-    from bot.assistant import Assistant
-    from bot.config import load_config
-    from bot.handoff.agents import create_agent
-    from bot.storage import Database
-    from bot.web.app import create_app
-
-    data = tmp_path_factory.mktemp("agent-console")
-    url = f"sqlite:///{data / 'bot.db'}"
-    config = load_config(ROOT / "config.yml", environ={
-        "BOT__MODELS_DIR": str(bundled_assistant.config.path(bundled_assistant.config.models_dir)),
-        "DATABASE_URL": url,
-        "BOT__CHANNELS__APP__SECRET": APP_SECRET,
-    })
-    app = create_app(config, Assistant(bundled_assistant.model, config))
-    app.state.desk.clock = lambda: NOON_IN_SHANGHAI
-    database = Database(url, root=config.root)
-    create_agent(database, "wang", "小王", PASSWORD, groups=["综合服务", "借记卡与账户"])
-    create_agent(database, "zhao", "赵主管", PASSWORD, role="supervisor", groups=["综合服务", "信用卡"])
-
+    app, _ = desk_app(bundled_assistant, tmp_path_factory.mktemp("agent-console"), agents=[
+        DeskAgent("wang", "小王", ["综合服务", "借记卡与账户"]),
+        DeskAgent("zhao", "赵主管", ["综合服务", "信用卡"], role="supervisor"),
+    ], environ={"BOT__CHANNELS__APP__SECRET": APP_SECRET})
     with served(app) as url:
         yield url
 
@@ -62,27 +56,6 @@ def browser() -> Iterator[Browser]:
         yield browser
 
 
-def new_page(browser: Browser, width: int = 1280, height: int = 860) -> Page:
-    """A fresh browser context (its own storage) in Shanghai time that records JS alerts and page errors."""
-    return _new_page(browser, width, height, timezone_id="Asia/Shanghai")
-
-
-# --- the console ---------------------------------------------------------------------------------------------
-
-def log_in(page: Page, base_url: str, username: str, password: str = PASSWORD) -> None:
-    page.goto(f"{base_url}/agent")
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(password)
-    page.get_by_role("button", name="登录").click()
-
-
-def send_reply(page: Page, text: str) -> None:
-    box = page.locator("#reply")
-    box.fill(text)
-    box.press("Enter")
-    expect(box).to_have_value("")
-
-
 def test_customer_is_handed_to_an_agent_and_back_to_the_bot(browser: Browser, base_url: str) -> None:
     started = time.monotonic()
     for asset, kind in (("agent.js", "text/javascript"), ("agent.css", "text/css"), ("agent", "text/html")):
@@ -90,7 +63,7 @@ def test_customer_is_handed_to_an_agent_and_back_to_the_bot(browser: Browser, ba
         assert response.ok and response.headers["content-type"].startswith(kind), asset
 
     # the customer: two messages the bot cannot understand, then the offer of a person
-    customer = new_page(browser)
+    customer = desk_page(browser)
     customer.goto(base_url)
     open_widget(customer)
     ask(customer, "asdf qwer zxcv")
@@ -104,7 +77,7 @@ def test_customer_is_handed_to_an_agent_and_back_to_the_bot(browser: Browser, ba
     customer.screenshot(path=SHOTS / "agent-console-customer-waiting.png")
 
     # the agent: a wrong password first, then the console
-    agent = new_page(browser, 1440, 900)
+    agent = desk_page(browser, 1440, 900)
     log_in(agent, base_url, "wang", "not the password")
     expect(agent.get_by_role("alert")).to_have_text("用户名或密码错误")
     agent.screenshot(path=SHOTS / "agent-console-login.png")
@@ -179,7 +152,7 @@ def test_customer_is_handed_to_an_agent_and_back_to_the_bot(browser: Browser, ba
 
     # a supervisor watches: queues per group, agents' presence and load, the live chat read-only
     # (their console's socket is refused: it falls back to polling every 5 s and keeps retrying)
-    supervisor = new_page(browser, 1440, 900)
+    supervisor = desk_page(browser, 1440, 900)
     refused: list[str] = []
     supervisor.route_web_socket(re.compile(r".*/api/agent/ws.*"), lambda ws: (refused.append(ws.url), ws.close()))
     log_in(supervisor, base_url, "zhao")
@@ -237,7 +210,7 @@ def test_the_agent_sees_what_a_linked_customer_said_in_the_app(browser: Browser,
                       headers={"Authorization": f"Bearer {token}"})
     assert said.status_code == 200, said.text
 
-    customer = new_page(browser)  # the bank's signed-in page embeds the widget with the customer's token
+    customer = desk_page(browser)  # the bank's signed-in page embeds the widget with the customer's token
     page_html = (f'<!doctype html><html lang="zh-CN"><meta charset="utf-8"><title>网上银行</title><body>'
                  f'<script src="/widget.js" data-server="/" data-token="{token}"></script></body></html>')
     customer.goto(f"{base_url}/health")  # a page of the bot's own origin, then the bank's markup in it
@@ -246,7 +219,7 @@ def test_the_agent_sees_what_a_linked_customer_said_in_the_app(browser: Browser,
     ask(customer, "转人工")  # 小王 may still be online from the test before: then the chat is assigned at once
     expect(customer.locator(".msg.bot").last).to_contain_text(re.compile("您是下一位|前面还有|已为您接通"))
 
-    agent = new_page(browser, 1440, 900)
+    agent = desk_page(browser, 1440, 900)
     log_in(agent, base_url, "wang")
     card = agent.locator("#waiting-list .qcard, #mine-list .qcard", has_text="李娜")
     expect(card).to_have_count(1)
@@ -277,17 +250,13 @@ ONE_LINE = "el => el.getClientRects().length === 1 && el.getBoundingClientRect()
 def test_the_console_fits_a_phone_and_the_desktop_layout_stays(browser: Browser, base_url: str) -> None:
     """At 390 px nothing overflows sideways, the tab labels stay on one line and 退出 is not covered; at 1280 px
     the three columns and the one-row top bar are as before."""
-    phone = new_page(browser, 390, 844)
+    phone = desk_page(browser, 390, 844)
     log_in(phone, base_url, "zhao")  # a supervisor: both tabs in the bar
     expect(phone.locator("#agent-name")).to_contain_text("赵主管")
     tabs = phone.locator(".tabs .tab:visible")
     expect(tabs.filter(has_text=re.compile("^(我的工作台|主管视图)$"))).to_have_count(2)  # and any other views
 
-    def fits() -> None:
-        width = phone.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)")
-        assert width <= 390, f"the page is {width} px wide at a 390 px viewport"
-
-    fits()
+    assert_fits(phone, 390)
     for tab in tabs.all():
         assert tab.evaluate(ONE_LINE), f"{tab.inner_text()!r} wraps"
     for name in ("在线", "小休", "离线"):
@@ -309,15 +278,15 @@ def test_the_console_fits_a_phone_and_the_desktop_layout_stays(browser: Browser,
     # the supervisor view fits too (its tables scroll inside their cards)
     phone.get_by_role("button", name="主管视图").click()
     expect(phone.get_by_role("heading", name="坐席状态")).to_be_visible()
-    fits()
+    assert_fits(phone, 390)
     phone.screenshot(path=SHOTS / "agent-console-390-supervisor.png", full_page=True)
     phone.get_by_role("button", name="我的工作台").click()
 
     logout.click()  # an ordinary click: Playwright refuses when another element would receive it
     expect(phone.get_by_role("button", name="登录")).to_be_visible()
-    fits()
+    assert_fits(phone, 390)
 
-    desktop = new_page(browser, 1280, 860)
+    desktop = desk_page(browser, 1280, 860)
     log_in(desktop, base_url, "zhao")
     expect(desktop.locator("#agent-name")).to_contain_text("赵主管")
     columns = desktop.locator("#desk-view").evaluate("el => getComputedStyle(el).gridTemplateColumns").split()

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -20,46 +18,34 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 
 import httpx  # noqa: E402
-from browser_support import SHOTS, assert_clean, chromium, served  # noqa: E402
-from browser_support import new_page as _new_page  # noqa: E402
+from browser_support import (  # noqa: E402
+    SHOTS,
+    DeskAgent,
+    agent_headers,
+    assert_clean,
+    assert_fits,
+    axe_violations,
+    chromium,
+    desk_app,
+    desk_page,
+    serve_axe,
+    served,
+)
+from browser_support import log_in as submit_login  # noqa: E402
 from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "correct horse battery"
 PHONE = "13812346688"
-NOON_IN_SHANGHAI = datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))  # a Monday: groups are open
 GREETING = "您好，我是小王，请问有什么可以帮您？"
-AXE = ROOT / ".bot" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
-AXE_PATH = "/__axe__/axe.min.js"  # served on the page's own origin, which its CSP allows
-AXE_RUN = """async ([selector, tags]) => {
-  const result = await axe.run(document.querySelector(selector), {runOnly: {type: 'tag', values: tags},
-                                                                  preload: false});
-  return result.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-}"""
-WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
 @pytest.fixture(scope="module")
 def base_url(bundled_assistant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app served by uvicorn with its own SQLite database and one agent, and two past conversations that
     went to that agent through the REST webhook and the desk's API (accepted and closed)."""
-    from bot.assistant import Assistant
-    from bot.config import load_config
-    from bot.handoff.agents import create_agent
-    from bot.storage import Database
-    from bot.web.app import create_app
-
-    data = tmp_path_factory.mktemp("desk-library")
-    url = f"sqlite:///{data / 'bot.db'}"
-    config = load_config(ROOT / "config.yml", environ={
-        "BOT__MODELS_DIR": str(bundled_assistant.config.path(bundled_assistant.config.models_dir)),
-        "DATABASE_URL": url,
-    })
-    app = create_app(config, Assistant(bundled_assistant.model, config))
-    app.state.desk.clock = lambda: NOON_IN_SHANGHAI
-    database = Database(url, root=config.root)
-    create_agent(database, "wang", "小王", PASSWORD, groups=["综合服务", "借记卡与账户"])
-    create_agent(database, "zhao", "赵主管", PASSWORD, role="supervisor", groups=["综合服务"])
+    app, _ = desk_app(bundled_assistant, tmp_path_factory.mktemp("desk-library"), agents=[
+        DeskAgent("wang", "小王", ["综合服务", "借记卡与账户"]),
+        DeskAgent("zhao", "赵主管", ["综合服务"], role="supervisor"),
+    ])
     with served(app) as base:
         with httpx.Client(base_url=base, timeout=30) as http:
             _past_conversation(http, "old-sms", [f"我的手机号{PHONE}收不到验证码", "转人工"])
@@ -70,8 +56,7 @@ def base_url(bundled_assistant, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def _past_conversation(http: httpx.Client, sender: str, messages: list[str]) -> None:
     for text in messages:
         assert http.post("/webhooks/rest/webhook", json={"sender": sender, "message": text}).status_code == 200
-    token = http.post("/api/agent/login", json={"username": "wang", "password": PASSWORD}).json()["token"]
-    agent = {"Authorization": f"Bearer {token}"}
+    agent = agent_headers(http, "wang")
     [waiting] = http.get("/api/agent/queue", headers=agent).json()["waiting"]
     assert http.post(f"/api/agent/handoffs/{waiting['handoff_id']}/accept", headers=agent).status_code == 200
     assert http.post(f"/api/agent/handoffs/{waiting['handoff_id']}/close", headers=agent,
@@ -86,25 +71,14 @@ def browser() -> Iterator[Browser]:
 
 
 def new_page(browser: Browser, width: int = 1280, height: int = 860) -> Page:
-    page = _new_page(browser, width, height, timezone_id="Asia/Shanghai")
-    assert AXE.is_file(), f"axe-core is missing at {AXE}: run `make axe` (part of `make test`)"
-    source = AXE.read_bytes()
-    page.context.route(re.compile(re.escape(AXE_PATH) + "$"),
-                       lambda route: route.fulfill(status=200, content_type="text/javascript", body=source))
+    """A desk page that can load axe-core."""
+    page = desk_page(browser, width, height)
+    serve_axe(page)
     return page
 
 
-def axe_violations(page: Page, selector: str) -> list[str]:
-    if not page.evaluate("typeof axe !== 'undefined'"):
-        page.add_script_tag(url=AXE_PATH)
-    return page.evaluate(AXE_RUN, [selector, WCAG_AA])
-
-
 def log_in(page: Page, base_url: str, username: str = "wang") -> None:
-    page.goto(f"{base_url}/agent")
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(PASSWORD)
-    page.get_by_role("button", name="登录").click()
+    submit_login(page, base_url, username)
     expect(page.locator("#agent-name")).to_contain_text("小王" if username == "wang" else "主管")
 
 
@@ -113,11 +87,6 @@ def search(page: Page, **fields: str) -> None:
     for label, value in fields.items():
         page.locator("#lib-form").get_by_label(label, exact=True).fill(value)
     page.locator("#lib-form").get_by_role("button", name="搜索").click()
-
-
-def no_sideways_overflow(page: Page, width: int) -> None:
-    scrolled = page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)")
-    assert scrolled <= width, f"the page is {scrolled} px wide at a {width} px viewport"
 
 
 def test_an_agent_finds_labels_and_finds_again_an_old_conversation(browser: Browser, base_url: str) -> None:
@@ -178,15 +147,15 @@ def test_an_agent_finds_labels_and_finds_again_an_old_conversation(browser: Brow
     expect(page.locator("#lib-count")).to_have_text("没有符合条件的会话")
     search(page, 标签="验证码问题")
     expect(results).to_have_count(1)
-    no_sideways_overflow(page, 1280)
-    assert axe_violations(page, "#library-view") == []
+    assert_fits(page, 1280)
+    assert axe_violations(page, "历史会话 at 1280 px", "#library-view") == []
     page.screenshot(path=SHOTS / "desk-library-1280.png")
 
     page.set_viewport_size({"width": 390, "height": 844})
     results.first.click()
     expect(page.get_by_role("list", name="历史会话记录")).to_be_visible()
-    no_sideways_overflow(page, 390)
-    assert axe_violations(page, "#library-view") == []
+    assert_fits(page, 390)
+    assert axe_violations(page, "历史会话 at 390 px", "#library-view") == []
     page.screenshot(path=SHOTS / "desk-library-390.png", full_page=True)
 
     page.get_by_role("button", name="我的工作台").click()  # agent.js's own tab takes the library away
@@ -230,8 +199,8 @@ def test_an_agent_manages_a_personal_canned_reply_and_sends_it_by_code(browser: 
     page.get_by_role("button", name="删除 /temp").click()
     page.get_by_role("button", name="删除 /temp").click()  # the second click confirms
     expect(replies.filter(has_text="/temp")).to_have_count(0)
-    no_sideways_overflow(page, 1280)
-    assert axe_violations(page, "#canned-view") == []
+    assert_fits(page, 1280)
+    assert axe_violations(page, "快捷回复 at 1280 px", "#canned-view") == []
     page.screenshot(path=SHOTS / "desk-library-canned-1280.png")
 
     with httpx.Client(base_url=base_url, timeout=30) as http:  # a customer asks for a person now
@@ -245,8 +214,7 @@ def test_an_agent_manages_a_personal_canned_reply_and_sends_it_by_code(browser: 
 
     # the chat view can show and change the open conversation's labels with the library's function
     with httpx.Client(base_url=base_url, timeout=30) as http:
-        token = http.post("/api/agent/login", json={"username": "wang", "password": PASSWORD}).json()["token"]
-        [chat] = http.get("/api/agent/queue", headers={"Authorization": f"Bearer {token}"}).json()["mine"]
+        [chat] = http.get("/api/agent/queue", headers=agent_headers(http, "wang")).json()["mine"]
     page.evaluate("""(id) => {
       const box = document.createElement('div');
       box.id = 'chat-labels';
@@ -259,8 +227,8 @@ def test_an_agent_manages_a_personal_canned_reply_and_sends_it_by_code(browser: 
     page.set_viewport_size({"width": 390, "height": 844})
     page.get_by_role("button", name="快捷回复").click()
     expect(mine).to_be_visible()
-    no_sideways_overflow(page, 390)
-    assert axe_violations(page, "#canned-view") == []
+    assert_fits(page, 390)
+    assert axe_violations(page, "快捷回复 at 390 px", "#canned-view") == []
     page.screenshot(path=SHOTS / "desk-library-canned-390.png", full_page=True)
     assert_clean(page)
 
@@ -277,12 +245,11 @@ def test_the_library_tabs_fit_a_phone_next_to_the_supervisors(browser: Browser, 
     page.get_by_role("button", name="历史会话").click()
     expect(page.locator("#supervisor-view")).to_be_hidden()
     with httpx.Client(base_url=base_url, timeout=30) as http:  # supervisors see every conversation
-        token = http.post("/api/agent/login", json={"username": "zhao", "password": PASSWORD}).json()["token"]
-        every = http.get("/api/agent/conversations", headers={"Authorization": f"Bearer {token}"}).json()["total"]
+        every = http.get("/api/agent/conversations", headers=agent_headers(http, "zhao")).json()["total"]
     assert every >= 2
     expect(page.get_by_role("list", name="搜索结果").locator(".lib-result")).to_have_count(every)
     page.get_by_role("button", name="主管视图").click()
     expect(page.locator("#library-view")).to_be_hidden()
     expect(page.get_by_role("button", name="历史会话")).to_have_attribute("aria-pressed", "false")
-    no_sideways_overflow(page, 390)
+    assert_fits(page, 390)
     assert_clean(page)

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -18,37 +16,33 @@ if not CHROMIUM.exists():
     pytest.skip("needs Chromium at /usr/bin/chromium (apt-get install -y chromium fonts-wqy-microhei)",
                 allow_module_level=True)
 
-from browser_support import SHOTS, ask, assert_clean, chromium, open_widget, served  # noqa: E402
-from browser_support import new_page as _new_page  # noqa: E402
+from browser_support import (  # noqa: E402
+    SHOTS,
+    DeskAgent,
+    agent_headers,
+    ask,
+    assert_clean,
+    assert_fits,
+    chromium,
+    desk_app,
+    desk_page,
+    log_in,
+    open_widget,
+    send_reply,
+    served,
+)
 from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "correct horse battery"
-NOON_IN_SHANGHAI = datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))  # a Monday: groups are open
 NOTE = "客户要挂失借记卡，已核对卡号后四位"
 
 
 @pytest.fixture(scope="module")
 def base_url(bundled_assistant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from bot.assistant import Assistant
-    from bot.config import load_config
-    from bot.handoff.agents import create_agent
-    from bot.handoff.desk import set_employee_no
-    from bot.storage import Database
-    from bot.web.app import create_app
-
-    data = tmp_path_factory.mktemp("transfers")
-    url = f"sqlite:///{data / 'bot.db'}"
-    config = load_config(ROOT / "config.yml", environ={
-        "BOT__MODELS_DIR": str(bundled_assistant.config.path(bundled_assistant.config.models_dir)),
-        "DATABASE_URL": url})
-    app = create_app(config, Assistant(bundled_assistant.model, config))
-    app.state.desk.clock = lambda: NOON_IN_SHANGHAI
-    database = Database(url, root=config.root)
-    for username, name, number in (("wang", "小王", "1024"), ("li", "小李", "1025")):
-        create_agent(database, username, name, PASSWORD, groups=["综合服务", "借记卡与账户"])
-        set_employee_no(database, username, number)
-    create_agent(database, "zhao", "赵主管", PASSWORD, role="supervisor", groups=["综合服务"])
+    app, _ = desk_app(bundled_assistant, tmp_path_factory.mktemp("transfers"), agents=[
+        DeskAgent("wang", "小王", ["综合服务", "借记卡与账户"], employee_no="1024"),
+        DeskAgent("li", "小李", ["综合服务", "借记卡与账户"], employee_no="1025"),
+        DeskAgent("zhao", "赵主管", ["综合服务"], role="supervisor"),
+    ])
     with served(app) as url:
         yield url
 
@@ -59,45 +53,26 @@ def browser() -> Iterator[Browser]:
         yield browser
 
 
-def new_page(browser: Browser, width: int = 1280, height: int = 860) -> Page:
-    return _new_page(browser, width, height, timezone_id="Asia/Shanghai")
-
-
 def log_in_online(page: Page, base_url: str, username: str) -> None:
-    page.goto(f"{base_url}/agent")
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(PASSWORD)
-    page.get_by_role("button", name="登录").click()
+    log_in(page, base_url, username)
     expect(page.locator("#live-status")).to_have_text("实时连接")
     page.get_by_role("button", name="在线", exact=True).click()
     expect(page.get_by_role("button", name="在线", exact=True)).to_have_attribute("aria-pressed", "true")
 
 
-def send_reply(page: Page, text: str) -> None:
-    box = page.locator("#reply")
-    box.fill(text)
-    box.press("Enter")
-    expect(box).to_have_value("")
-
-
-def fits(page: Page, width: int) -> None:
-    scroll = page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)")
-    assert scroll <= width, f"the page is {scroll} px wide at a {width} px viewport"
-
-
 def test_transfer_to_a_named_colleague_and_an_undelivered_reply_retried(browser: Browser, base_url: str) -> None:
-    wang = new_page(browser)
+    wang = desk_page(browser)
     log_in_online(wang, base_url, "wang")
     expect(wang.locator("#agent-name")).to_have_text("小王（工号1024 · 坐席）")
 
-    customer = new_page(browser, 420, 760)
+    customer = desk_page(browser, 420, 760)
     customer.goto(base_url)
     open_widget(customer)
     ask(customer, "转人工")
     expect(wang.locator("#mine-list .qcard")).to_have_count(1)  # given to 小王, the only one online
     expect(wang.get_by_role("log", name="会话记录").locator(".entry.system").last).to_contain_text("小王已接入")
 
-    li = new_page(browser)
+    li = desk_page(browser)
     log_in_online(li, base_url, "li")
     expect(li.locator("#mine-list .qcard")).to_have_count(0)
 
@@ -150,7 +125,7 @@ def test_transfer_to_a_named_colleague_and_an_undelivered_reply_retried(browser:
 
     # at phone width the desk still fits, the note and the 未送达 mark in view
     li.set_viewport_size({"width": 390, "height": 844})
-    fits(li, 390)
+    assert_fits(li, 390)
     expect(li.locator("#chat-transfer")).to_be_visible()
     undelivered.scroll_into_view_if_needed()
     expect(undelivered.get_by_role("button", name="重试发送这条消息")).to_be_in_viewport()
@@ -186,9 +161,9 @@ def test_a_callback_ticket_and_a_rating_comment_in_the_agents_and_the_supervisor
     import httpx
 
     def session(username: str, presence: str) -> dict[str, str]:
-        token = httpx.post(f"{base_url}/api/agent/login", json={"username": username, "password": PASSWORD})
-        headers = {"Authorization": f"Bearer {token.json()['token']}"}
-        httpx.post(f"{base_url}/api/agent/presence", json={"presence": presence}, headers=headers)
+        with httpx.Client(base_url=base_url) as http:
+            headers = agent_headers(http, username)
+            http.post("/api/agent/presence", json={"presence": presence}, headers=headers)
         return headers
 
     session("li", "away")
@@ -196,7 +171,7 @@ def test_a_callback_ticket_and_a_rating_comment_in_the_agents_and_the_supervisor
     httpx.post(f"{base_url}/webhooks/rest/webhook", json={"sender": "rest-callback", "message": "转人工"})
     handoff_id = httpx.get(f"{base_url}/api/agent/queue", headers=wang_api).json()["mine"][-1]["handoff_id"]
 
-    wang = new_page(browser)
+    wang = desk_page(browser)
     log_in_online(wang, base_url, "wang")
     card = wang.locator("#mine-list .qcard", has_text="客户要求转人工").last
     card.click()
@@ -223,11 +198,8 @@ def test_a_callback_ticket_and_a_rating_comment_in_the_agents_and_the_supervisor
     expect(wang.get_by_role("button", name="转接", exact=True)).to_be_hidden()
     wang.screenshot(path=SHOTS / "closed-chat-rating-1280.png")
 
-    supervisor = new_page(browser)
-    supervisor.goto(f"{base_url}/agent")
-    supervisor.get_by_label("用户名").fill("zhao")
-    supervisor.get_by_label("密码").fill(PASSWORD)
-    supervisor.get_by_role("button", name="登录").click()
+    supervisor = desk_page(browser)
+    log_in(supervisor, base_url, "zhao")
     supervisor.get_by_role("button", name="主管视图").click()
     ticket = supervisor.locator("#sup-callbacks tbody tr")
     expect(ticket).to_have_count(1)
@@ -239,7 +211,7 @@ def test_a_callback_ticket_and_a_rating_comment_in_the_agents_and_the_supervisor
     supervisor.locator("#sup-callbacks").scroll_into_view_if_needed()
     supervisor.screenshot(path=SHOTS / "supervisor-callbacks-ratings-1280.png", full_page=True)
     supervisor.set_viewport_size({"width": 390, "height": 844})
-    fits(supervisor, 390)
+    assert_fits(supervisor, 390)
     supervisor.screenshot(path=SHOTS / "supervisor-callbacks-ratings-390.png", full_page=True)
     for page in (wang, supervisor):
         assert_clean(page)

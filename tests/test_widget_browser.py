@@ -20,6 +20,7 @@ from browser_support import (  # noqa: E402
     ask,
     assert_clean,
     bubble_texts,
+    bundled_app,
     chromium,
     new_page,
     open_widget,
@@ -28,24 +29,15 @@ from browser_support import (  # noqa: E402
 )
 from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 
 @pytest.fixture(scope="module")
 def base_url(bundled_assistant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app served by uvicorn on a free port, with its own SQLite database in a temporary directory."""
-    from bot.assistant import Assistant
-    from bot.config import load_config
-    from bot.web.app import create_app
     from bot.web.widget import widget_router
 
-    data = tmp_path_factory.mktemp("widget")
-    config = load_config(ROOT / "config.yml", environ={
-        "BOT__MODELS_DIR": str(bundled_assistant.config.path(bundled_assistant.config.models_dir)),
-        "DATABASE_URL": f"sqlite:///{data / 'bot.db'}",
-    })
-    app = create_app(config, Assistant(bundled_assistant.model, config))
+    app = bundled_app(bundled_assistant, tmp_path_factory.mktemp("widget"))
     if not any(getattr(route, "path", None) == "/widget.js" for route in app.routes):
         app.include_router(widget_router())
     with served(app) as url:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -21,12 +19,21 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 
 import httpx  # noqa: E402
-from browser_support import SHOTS, ask, assert_clean, bubble_texts, chromium, new_page, open_widget, served  # noqa: E402
+from browser_support import (  # noqa: E402
+    SHOTS,
+    DeskAgent,
+    agent_headers,
+    ask,
+    assert_clean,
+    bubble_texts,
+    chromium,
+    desk_app,
+    desk_page,
+    open_widget,
+    served,
+)
 from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "correct horse battery"
-NOON_IN_SHANGHAI = datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))  # a Monday: groups are open
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 SERVED_BY = "客服小王（工号1024）为您服务"
@@ -38,25 +45,8 @@ COMMENT = "小王解答很耐心，谢谢"
 @pytest.fixture(scope="module")
 def server(bundled_assistant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     """(base URL, database): the app served by uvicorn with its own SQLite database and the agent 小王 (1024)."""
-    from bot.assistant import Assistant
-    from bot.config import load_config
-    from bot.handoff.agents import create_agent
-    from bot.storage import Database
-    from bot.storage.models import AgentAccount
-    from bot.web.app import create_app
-
-    data = tmp_path_factory.mktemp("widget-handoff")
-    url = f"sqlite:///{data / 'bot.db'}"
-    config = load_config(ROOT / "config.yml", environ={
-        "BOT__MODELS_DIR": str(bundled_assistant.config.path(bundled_assistant.config.models_dir)),
-        "DATABASE_URL": url,
-    })
-    app = create_app(config, Assistant(bundled_assistant.model, config))
-    app.state.desk.clock = lambda: NOON_IN_SHANGHAI
-    database = Database(url, root=config.root)
-    agent = create_agent(database, "wang", "小王", PASSWORD, groups=[g.name for g in config.handoff.groups])
-    with database.session() as session, session.begin():
-        session.get(AgentAccount, agent.id).employee_no = "1024"
+    app, database = desk_app(bundled_assistant, tmp_path_factory.mktemp("widget-handoff"),
+                             agents=[DeskAgent("wang", "小王", employee_no="1024")])  # in every group
     with served(app) as base:
         yield base, database
 
@@ -72,9 +62,7 @@ class Desk:
 
     def __init__(self, base_url: str) -> None:
         self.http = httpx.Client(base_url=base_url, timeout=20)
-        login = self.http.post("/api/agent/login", json={"username": "wang", "password": PASSWORD})
-        assert login.status_code == 200, login.text
-        self.http.headers["Authorization"] = f"Bearer {login.json()['token']}"
+        self.http.headers.update(agent_headers(self.http, "wang"))
 
     def accept_the_waiting_chat(self) -> int:
         waiting = self.http.get("/api/agent/queue").json()["waiting"]
@@ -111,7 +99,7 @@ def test_the_customer_sees_who_is_speaking(browser: Browser, server: tuple[str, 
     from bot.storage.models import Handoff
 
     base_url, database = server
-    customer = new_page(browser, **DESKTOP, timezone_id="Asia/Shanghai")
+    customer = desk_page(browser, **DESKTOP)
     customer.goto(base_url)
     open_widget(customer)
     status, cancel = customer.locator(".status"), customer.get_by_role("button", name="取消排队")

@@ -46,6 +46,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/agent"): "public",
     ("GET", "/agent.js"): "public",
     ("GET", "/agent.css"): "public",
+    ("GET", "/console.js"): "public",  # the helpers the desk's and the trainer's pages share
     ("POST", "/api/agent/login"): "public",  # limited per account and per IP
     ("POST", "/api/agent/logout"): "session",
     ("POST", "/api/agent/presence"): "agent",

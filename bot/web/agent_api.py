@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,6 +49,9 @@ from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Cust
 from bot.web.hub import after_grace
 
 STATIC = Path(__file__).parent / "static"
+MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+CONSOLE_FILES = {"/agent": "agent.html", "/agent.js": "agent.js", "/agent.css": "agent.css",
+                 "/console.js": "console.js"}  # console.js: the helpers the desk and the trainer's workbench share
 DISPOSITIONS = ("已解决", "未解决", "转线下处理", "客户无应答")
 MAX_ID = 2**63 - 1  # the database's BIGINT: a larger id would fail in the driver, not answer 404/422
 UNMASKED_CONTEXT_KEYS = {"suggestions"}  # the knowledge base's answers: the bank's own text
@@ -166,21 +169,30 @@ def _desk(request: Request) -> AgentDesk:
 DeskDep = Annotated[AgentDesk, Depends(_desk)]
 
 
+def static_files(files: Mapping[str, str]) -> APIRouter:
+    """GET routes for the consoles' pages, scripts and styles: each URL path serves the named file of bot/web/static
+    (public: they hold no data). The mapping is the allow-list; nothing from a URL ever names a file."""
+    router = APIRouter()
+    for path, file in files.items():
+        router.add_api_route(path, _file_endpoint(file), methods=["GET"], name=f"static:{file}",
+                             include_in_schema=False)
+    return router
+
+
+def _file_endpoint(file: str) -> Callable[[], FileResponse]:
+    media_type = f"{MEDIA_TYPES[Path(file).suffix]}; charset=utf-8"
+
+    def serve() -> FileResponse:
+        return FileResponse(STATIC / file, media_type=media_type)
+
+    return serve
+
+
 def agent_router() -> APIRouter:
     router = APIRouter(tags=["agent desk"])
     gate = PasswordGate()  # one per app: create_app includes this router once
 
-    @router.get("/agent", include_in_schema=False)
-    def console() -> FileResponse:
-        return FileResponse(STATIC / "agent.html", media_type="text/html; charset=utf-8")
-
-    @router.get("/agent.js", include_in_schema=False)
-    def console_js() -> FileResponse:
-        return FileResponse(STATIC / "agent.js", media_type="text/javascript; charset=utf-8")
-
-    @router.get("/agent.css", include_in_schema=False)
-    def console_css() -> FileResponse:
-        return FileResponse(STATIC / "agent.css", media_type="text/css; charset=utf-8")
+    router.include_router(static_files(CONSOLE_FILES))
 
     @router.post("/api/agent/login", responses={401: {"description": "wrong name or password"},
                                                 429: {"description": "too many failures: see Retry-After"},

@@ -12,14 +12,13 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from bot.handoff.library import Conflict, Forbidden, LibraryError, NotVisible, canned, labels, search
 from bot.security.json_guard import is_valid_text
 from bot.security.sessions import AgentSession
 from bot.storage.database import Database
-from bot.web.agent_api import MAX_ID, STATIC, _session
+from bot.web.agent_api import MAX_ID, _session, static_files
 
 SessionDep = Annotated[AgentSession, Depends(_session)]
 ConversationId = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -109,13 +108,8 @@ def _refused(error: LibraryError) -> HTTPException:
 def library_router() -> APIRouter:
     router = APIRouter(tags=["agent desk library"])
 
-    @router.get("/agent-library.js", include_in_schema=False)
-    def library_js() -> FileResponse:
-        return FileResponse(STATIC / "agent-library.js", media_type="text/javascript; charset=utf-8")
-
-    @router.get("/agent-library.css", include_in_schema=False)
-    def library_css() -> FileResponse:
-        return FileResponse(STATIC / "agent-library.css", media_type="text/css; charset=utf-8")
+    router.include_router(static_files({"/agent-library.js": "agent-library.js",
+                                        "/agent-library.css": "agent-library.css"}))
 
     @router.get("/api/agent/conversations")
     def find(query: Annotated[SearchQuery, Query()], session: SessionDep, request: Request) -> dict[str, Any]:

@@ -19,20 +19,18 @@ dismissed], "unchanged": [keys that had a mark already]}`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from bot.trainer.inbox import InboxContext, InboxFilters, InboxPage, build_inbox, dismiss
+from bot.web.agent_api import static_files
 from bot.web.trainer_auth import TrainerDep
 
 MESSAGE_KEY = r"^[0-9a-f]{64}$"
-STATIC = Path(__file__).parent / "static"
-PAGE_FILES = {"trainer": ("trainer.html", "text/html"), "trainer.js": ("trainer.js", "text/javascript"),
-              "trainer.css": ("trainer.css", "text/css")}
+# the workbench's page; the helpers its script uses, /console.js, are served with the desk's (bot/web/agent_api.py)
+PAGE_FILES = {"/trainer": "trainer.html", "/trainer.js": "trainer.js", "/trainer.css": "trainer.css"}
 
 
 class DismissRequest(BaseModel):
@@ -42,22 +40,6 @@ class DismissRequest(BaseModel):
 class DismissResult(BaseModel):
     dismissed: list[str]
     unchanged: list[str]
-
-
-def trainer_page_router() -> APIRouter:
-    """The workbench page at /trainer and its script and style (public: they hold no data)."""
-    router = APIRouter()
-
-    def page(name: str) -> None:
-        file, kind = PAGE_FILES[name]
-
-        @router.get(f"/{name}", name=f"trainer_page_{file}", include_in_schema=False)
-        def serve() -> FileResponse:
-            return FileResponse(STATIC / file, media_type=f"{kind}; charset=utf-8")
-
-    for name in PAGE_FILES:
-        page(name)
-    return router
 
 
 def trainer_router() -> APIRouter:
@@ -76,6 +58,6 @@ def trainer_router() -> APIRouter:
         done = dismiss(request.app.state.conversations.store, body.keys, f"agent:{session.agent_id}")
         return DismissResult(dismissed=done, unchanged=[k for k in dict.fromkeys(body.keys) if k not in done])
 
-    app_router = trainer_page_router()  # the page's paths have no /api/trainer prefix
+    app_router = static_files(PAGE_FILES)  # the workbench page: its paths have no /api/trainer prefix
     app_router.include_router(router)
     return app_router

@@ -9,14 +9,11 @@
 (() => {
   "use strict";
 
-  const TOKEN_KEY = "bankbot.agent.token";
-  const $ = (id) => document.getElementById(id);
+  const { $, el, parseTime, formats: { clock }, ApiError, errorText, showError } = BankConsole;
+  const stored = BankConsole.storedSession("bankbot.agent");  // agent.js's login
   const ROLE_LABEL = { user: "客户", bot: "智能客服", agent: "人工坐席", note: "内部备注（仅坐席可见）", system: "系统" };
   const TABS = { library: "library-view", canned: "canned-view" };
   const CONSOLE_VIEWS = ["desk-view", "supervisor-view"];
-  const dayTime = new Intl.DateTimeFormat("zh-CN", { year: "numeric", month: "2-digit", day: "2-digit",
-                                                     hour: "2-digit", minute: "2-digit", hour12: false });
-  const clock = new Intl.DateTimeFormat("zh-CN", { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
 
   const state = {
     view: null,            // "library" | "canned" | null (a view of agent.js)
@@ -31,56 +28,10 @@
     editing: null,         // id of the canned reply in the form
   };
 
-  // ------------------------------------------------------------------ helpers
+  // ------------------------------------------------------------------ helpers (the shared ones: console.js)
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function parseTime(stamp) {
-    if (!stamp) return null;
-    const withZone = /[zZ]|[+-]\d\d:?\d\d$/.test(stamp) ? stamp : `${stamp}Z`;
-    const date = new Date(withZone);
-    return Number.isNaN(date.getTime()) ? null : date;
-  }
-
-  function formatDay(stamp) {
-    const date = parseTime(stamp);
-    return date ? dayTime.format(date) : "";
-  }
-
-  class ApiError extends Error {
-    constructor(status, detail) {
-      super(detail);
-      this.status = status;
-    }
-  }
-
-  async function api(method, path, body) {
-    const headers = { Accept: "application/json" };
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    if (token) headers.Authorization = `Bearer ${token}`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    let data = null;
-    try { data = await response.json(); } catch { data = null; }
-    if (!response.ok) {
-      let detail = data && data.detail;
-      if (Array.isArray(detail)) detail = detail.map((d) => String(d.msg || "").replace(/^Value error, /, "")).join("；");
-      if (response.status === 401) detail = "登录已失效，请刷新页面后重新登录。";
-      throw new ApiError(response.status, detail || `请求失败（${response.status}）`);
-    }
-    return data;
-  }
-
-  function showError(id, error) {
-    const node = $(id);
-    node.textContent = error ? (error instanceof ApiError ? error.message : "网络异常，请稍后重试。") : "";
-    node.hidden = !error;
-  }
+  const formatDay = (stamp) => BankConsole.formatTime(stamp, "dateTime");
+  const api = BankConsole.apiClient({ token: stored.token, onUnauthorized: () => "登录已失效，请刷新页面后重新登录。" });
 
   // ------------------------------------------------------------------ tabs
 
@@ -336,7 +287,7 @@
     } catch (e) {
       const error = container.querySelector(".form-error");
       if (error) {
-        error.textContent = e instanceof ApiError ? e.message : "网络异常，请稍后重试。";
+        error.textContent = errorText(e);
         error.hidden = false;
       }
     }

@@ -5,19 +5,17 @@
 (() => {
   "use strict";
 
-  const TOKEN_KEY = "bankbot.agent.token";
-  const AGENT_KEY = "bankbot.agent.me";
+  const { $, el, readJson, formats: { clock, dayClock }, ApiError, errorText, toast } = BankConsole;
+  const stored = BankConsole.storedSession("bankbot.agent");
   const POLL_MS = 5000;
   const MAX_BACKOFF_MS = 30000;
   const PRESENCE = { online: "在线", away: "小休", offline: "离线" };
   const ROLE = { agent: "坐席", supervisor: "主管", admin: "管理员" };
   const ROLE_NAME = { user: "客户", bot: "机器人", agent: "坐席" };
 
-  const $ = (id) => document.getElementById(id);
-
   const state = {
-    token: sessionStorage.getItem(TOKEN_KEY),
-    me: readJson(sessionStorage.getItem(AGENT_KEY)),
+    token: stored.token(),
+    me: stored.me(),
     waiting: [],
     mine: [],
     fetchedAt: 0,
@@ -39,30 +37,9 @@
     refreshTimer: null,
   };
 
-  function readJson(text) {
-    try { return text ? JSON.parse(text) : null; } catch { return null; }
-  }
+  // ------------------------------------------------------------------ helpers (the shared ones: console.js)
 
-  // ------------------------------------------------------------------ helpers
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function parseTime(stamp) {
-    if (!stamp) return new Date();
-    // the server stores UTC; SQLite gives it back without an offset
-    const withZone = /[zZ]|[+-]\d\d:?\d\d$/.test(stamp) ? stamp : `${stamp}Z`;
-    const date = new Date(withZone);
-    return Number.isNaN(date.getTime()) ? new Date() : date;
-  }
-
-  const clock = new Intl.DateTimeFormat("zh-CN", { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
-  const dayClock = new Intl.DateTimeFormat("zh-CN", { month: "2-digit", day: "2-digit", hour: "2-digit",
-                                                      minute: "2-digit", hour12: false });
+  const parseTime = (stamp) => BankConsole.parseTime(stamp) || new Date();  // an entry without a time: now
 
   function duration(seconds) {
     const s = Math.max(0, Math.floor(seconds));
@@ -91,6 +68,7 @@
       };
       renderQueue();
       if (state.context) renderContext(state.context);
+      if (state.overview && state.view === "supervisor") renderOverview();  // it may have come first
     }).catch(failed);
   }
 
@@ -112,86 +90,24 @@
     return c && c.name ? c.name : "访客";
   }
 
-  function toast(text, ms = 3500) {
-    const node = $("toast");
-    node.textContent = text;
-    node.hidden = false;
-    clearTimeout(toast.timer);
-    toast.timer = setTimeout(() => { node.hidden = true; }, ms);
-  }
-
-  class ApiError extends Error {
-    constructor(status, detail) {
-      super(detail);
-      this.status = status;
-    }
-  }
-
-  async function api(method, path, body) {
-    const headers = { Accept: "application/json" };
-    if (state.token) headers.Authorization = `Bearer ${state.token}`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    let data = null;
-    try { data = await response.json(); } catch { data = null; }
-    if (!response.ok) {
-      let detail = data && data.detail;
-      if (Array.isArray(detail)) detail = detail.map((d) => d.msg).join("；");
-      if (response.status === 401 && path !== "/api/agent/login") {
-        signedOut("登录已失效，请重新登录。");
-      }
-      throw new ApiError(response.status, detail || `请求失败（${response.status}）`);
-    }
-    return data;
-  }
+  const api = BankConsole.apiClient({
+    token: () => state.token,
+    onUnauthorized: () => { signedOut("登录已失效，请重新登录。"); },
+  });
 
   function failed(error) {
     if (error instanceof ApiError && error.status === 401) return;
-    toast(error instanceof ApiError ? error.message : "网络异常，请稍后重试。");
+    toast(errorText(error));
   }
 
   // ------------------------------------------------------------------ login / logout
 
-  $("login-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const error = $("login-error");
-    error.hidden = true;
-    const username = $("login-username").value.trim();
-    const password = $("login-password").value;
-    if (!username || !password) {
-      error.textContent = "请输入用户名和密码";
-      error.hidden = false;
-      return;
-    }
-    const button = event.target.querySelector("button[type=submit]");
-    button.disabled = true;
-    try {
-      const result = await api("POST", "/api/agent/login", { username, password });
-      state.token = result.token;
-      state.me = result.agent;
-      sessionStorage.setItem(TOKEN_KEY, state.token);
-      sessionStorage.setItem(AGENT_KEY, JSON.stringify(state.me));
-      $("login-password").value = "";
-      start();
-    } catch (e) {
-      error.textContent = e instanceof ApiError && e.status === 401 ? "用户名或密码错误"
-        : (e instanceof ApiError ? e.message : "无法连接服务器，请稍后重试");
-      error.hidden = false;
-    } finally {
-      button.disabled = false;
-    }
-  });
-
-  $("logout").addEventListener("click", async () => {
-    try { await api("POST", "/api/agent/logout"); } catch { /* signing out locally anyway */ }
-    signedOut();
-  });
+  BankConsole.bindLogin({ api, state, stored, start, signOut: () => signedOut() });
 
   function signedOut(message) {
     state.token = null;
     state.me = null;
-    sessionStorage.removeItem(TOKEN_KEY);
-    sessionStorage.removeItem(AGENT_KEY);
+    stored.clear();
     stopLive();
     closeChat();
     state.waiting = [];
@@ -235,7 +151,7 @@
     button.addEventListener("click", async () => {
       try {
         state.me = await api("POST", "/api/agent/presence", { presence: button.dataset.presence });
-        sessionStorage.setItem(AGENT_KEY, JSON.stringify(state.me));
+        stored.saveMe(state.me);
         renderMe();
         toast(`状态已切换为：${PRESENCE[state.me.presence] || state.me.presence}`, 1800);
         refreshQueue();
@@ -256,7 +172,7 @@
       state.fetchedAt = Date.now();
       if (queue.agent && typeof queue.agent === "object") {  // if the server reports my account (presence) too
         state.me = { ...state.me, ...queue.agent };
-        sessionStorage.setItem(AGENT_KEY, JSON.stringify(state.me));
+        stored.saveMe(state.me);
         renderMe();
       }
       const fresh = state.mine.filter((s) => !known.has(s.handoff_id));

@@ -5,8 +5,8 @@
 (() => {
   "use strict";
 
-  const TOKEN_KEY = "bankbot.trainer.token";
-  const ME_KEY = "bankbot.trainer.me";
+  const { $, el, ApiError } = BankConsole;
+  const stored = BankConsole.storedSession("bankbot.trainer");  // not the desk's: a trainer may have both open
   const TRAINING_ROLES = ["trainer", "admin"];
   const ROLE = { trainer: "训练师", admin: "管理员" };
   const CHANNEL = { web: "网页", app: "手机银行App", wechat: "微信", wecom: "微信客服", rest: "接口" };
@@ -35,25 +35,13 @@
   const FINDINGS_DELAY_MS = 400;
   const POLL_MS = 1000;
 
-  const $ = (id) => document.getElementById(id);
   const state = {
-    token: sessionStorage.getItem(TOKEN_KEY), me: readJson(sessionStorage.getItem(ME_KEY)), view: "review",
+    token: stored.token(), me: stored.me(), view: "review",
     page: 1, inbox: null, data: null, kind: "intents", selected: null, models: null, pollTimer: null,
     watching: new Set(), comparing: null,
   };
 
-  function readJson(text) {
-    try { return text ? JSON.parse(text) : null; } catch { return null; }
-  }
-
-  // ------------------------------------------------------------------ helpers
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
+  // ------------------------------------------------------------------ helpers (the shared ones: console.js)
 
   function field(labelText, control) {
     const label = el("label", "field", labelText);
@@ -75,14 +63,7 @@
     return node;
   }
 
-  const stamp = new Intl.DateTimeFormat("zh-CN", { month: "2-digit", day: "2-digit", hour: "2-digit",
-                                                   minute: "2-digit", hour12: false });
-  function when(value) {
-    if (!value) return "-";
-    const withZone = /[zZ]|[+-]\d\d:?\d\d$/.test(value) ? value : `${value}Z`;  // stored in UTC
-    const date = new Date(withZone);
-    return Number.isNaN(date.getTime()) ? value : stamp.format(date);
-  }
+  const when = (value) => (value ? BankConsole.formatTime(value, "dayClock", value) : "-");
 
   const pct = (value) => (typeof value === "number" ? `${(value * 100).toFixed(1)}%` : "-");
   const num = (value) => (typeof value === "number" ? value.toFixed(3) : "-");
@@ -94,13 +75,7 @@
   const counted = (map, names) => Object.entries(map || {}).map(([k, n]) => `${names[k] || k} ${n}`).join(" · ");
   const lines = (text) => text.split("\n").map((l) => l.trim()).filter(Boolean);
 
-  function toast(text, ms = 4000) {
-    const node = $("toast");
-    node.textContent = text;
-    node.hidden = false;
-    clearTimeout(toast.timer);
-    toast.timer = setTimeout(() => { node.hidden = true; }, ms);
-  }
+  const toast = (text, ms = 4000) => BankConsole.toast(text, ms);
 
   function debounce(fn, ms) {
     let timer = null;
@@ -109,30 +84,10 @@
     return wrapped;
   }
 
-  class ApiError extends Error {
-    constructor(status, detail) { super(detail); this.status = status; }
-  }
-
-  async function api(method, path, body) {
-    const headers = { Accept: "application/json" };
-    if (state.token) headers.Authorization = `Bearer ${state.token}`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    let response;
-    try {
-      response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    } catch {
-      throw new ApiError(0, "网络异常，请稍后重试。");
-    }
-    let data = null;
-    try { data = await response.json(); } catch { data = null; }
-    if (!response.ok) {
-      let detail = data && data.detail;
-      if (Array.isArray(detail)) detail = detail.map((d) => String(d.msg || "").replace(/^Value error, /, "")).join("；");
-      if (response.status === 401 && path !== "/api/agent/login") signedOut("登录已失效，请重新登录。");
-      throw new ApiError(response.status, detail || `请求失败（${response.status}）`);
-    }
-    return data;
-  }
+  const api = BankConsole.apiClient({
+    token: () => state.token,
+    onUnauthorized: () => { signedOut("登录已失效，请重新登录。"); },
+  });
 
   function failed(error) {
     if (error instanceof ApiError && error.status === 401) return;
@@ -173,47 +128,19 @@
 
   // ------------------------------------------------------------------ login / logout / views
 
-  $("login-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const error = $("login-error");
-    error.hidden = true;
-    const username = $("login-username").value.trim();
-    const password = $("login-password").value;
-    if (!username || !password) { error.textContent = "请输入用户名和密码"; error.hidden = false; return; }
-    const submit = event.target.querySelector("button[type=submit]");
-    submit.disabled = true;
-    try {
-      const result = await api("POST", "/api/agent/login", { username, password });
-      if (!TRAINING_ROLES.includes(result.agent.role)) {
-        state.token = result.token;
-        await api("POST", "/api/agent/logout").catch(() => null);
-        state.token = null;
-        throw new ApiError(403, "该账号没有训练工作台的权限（需要训练师或管理员账号）。");
-      }
-      state.token = result.token;
-      state.me = result.agent;
-      sessionStorage.setItem(TOKEN_KEY, state.token);
-      sessionStorage.setItem(ME_KEY, JSON.stringify(state.me));
-      $("login-password").value = "";
-      start();
-    } catch (e) {
-      error.textContent = e instanceof ApiError && e.status === 401 ? "用户名或密码错误" : e.message;
-      error.hidden = false;
-    } finally {
-      submit.disabled = false;
-    }
-  });
+  async function admit(result) {
+    if (TRAINING_ROLES.includes(result.agent.role)) return;
+    await api("POST", "/api/agent/logout").catch(() => null);  // the desk's login: end the session it just opened
+    state.token = null;
+    throw new ApiError(403, "该账号没有训练工作台的权限（需要训练师或管理员账号）。");
+  }
 
-  $("logout").addEventListener("click", async () => {
-    try { await api("POST", "/api/agent/logout"); } catch { /* signing out locally anyway */ }
-    signedOut();
-  });
+  BankConsole.bindLogin({ api, state, stored, admit, start, signOut: () => signedOut() });
 
   function signedOut(message) {
     state.token = null;
     state.me = null;
-    sessionStorage.removeItem(TOKEN_KEY);
-    sessionStorage.removeItem(ME_KEY);
+    stored.clear();
     clearTimeout(state.pollTimer);
     $("bench-view").hidden = true;
     $("login-view").hidden = false;
