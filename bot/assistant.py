@@ -14,6 +14,7 @@ from bot.dialogue.actions import ActionRunner, InProcessActionRunner, RemoteActi
 from bot.dialogue.engine import DialogueEngine, DialogueState, TurnOutcome, offer_threshold
 from bot.model import TrainedModel, latest_model_dir, load
 from bot.nlu.pipeline import ParseResult
+from bot.ops.metrics import timed_nlu
 from bot.training_data import is_rasa_project
 
 # a button's payload names its intent and may carry entities, as in Rasa: /check_balance{"card_tail": "1234"}
@@ -48,6 +49,7 @@ class Assistant:
     def version(self) -> str:
         return str(self.model.metadata.get("version", "unknown"))
 
+    @timed_nlu  # bot_nlu_seconds
     def parse(self, text: str, channel: str | None = None, today: dt.date | None = None) -> ParseResult:
         payload = INTENT_PAYLOAD.fullmatch(text.strip())
         if payload and self._payload_intent(payload.group(1)):

@@ -98,7 +98,9 @@ def train(config: ConfigOption = Path("config.yml"), project: ProjectOption = No
 @app.command()
 def run(config: ConfigOption = Path("config.yml"), project: ProjectOption = None,
         host: Annotated[str | None, typer.Option(help="Bind address (default from config)")] = None,
-        port: Annotated[int | None, typer.Option(help="Port (default from config)")] = None) -> None:
+        port: Annotated[int | None, typer.Option(help="Port (default from config)")] = None,
+        workers: Annotated[int, typer.Option(min=1, help="Worker processes (PostgreSQL + Redis for more than 1)")]
+        = 1) -> None:
     """Serve the bot over HTTP; trains first when no model exists or the training data changed."""
     import uvicorn
 
@@ -118,9 +120,18 @@ def run(config: ConfigOption = Path("config.yml"), project: ProjectOption = None
     # ws_max_size a little above max_frame_bytes: a frame just over it reaches our code, which closes with
     # 1009 and tells the customer why; uvicorn refuses anything far larger before buffering it all.
     # X-Forwarded-For/-Proto are believed from server.trusted_proxies only (none by default).
-    uvicorn.run(create_app(settings), host=host or server.host, port=port or server.port,
+    options: dict[str, Any] = {"log_config": None} if server.log_format == "json" else {}  # the app logs JSON
+    if workers > 1:  # each worker builds its app; their metrics meet in PROMETHEUS_MULTIPROC_DIR
+        from bot.ops.serve import prepare_workers
+
+        prepare_workers(config, project)
+        target: Any = "bot.ops.serve:app_from_environment"
+        options.update(factory=True, workers=workers)
+    else:
+        target = create_app(settings)
+    uvicorn.run(target, host=host or server.host, port=port or server.port,
                 ws_max_size=server.max_frame_bytes + 4096, proxy_headers=bool(server.trusted_proxies),
-                forwarded_allow_ips=list(server.trusted_proxies), server_header=False)
+                forwarded_allow_ips=list(server.trusted_proxies), server_header=False, **options)
 
 
 @app.command()

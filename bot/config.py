@@ -144,6 +144,9 @@ class StorageConfig(_Strict):
     # SQLAlchemy URL; a relative SQLite path is relative to config.yml. The DATABASE_URL variable overrides it.
     url: str = "sqlite:///data/bot.db"
     session_expiry_minutes: int = Field(60, ge=1)  # silence after which a new conversation starts
+    # how long a worker may take to answer a message before a retry or the sweep answers it instead (its worker
+    # is presumed dead); turns of one conversation never overlap whatever this is
+    claim_lease_seconds: float = Field(30, gt=0)
 
 
 class AppChannelConfig(_Strict):
@@ -259,6 +262,9 @@ class ServerConfig(_Strict):
     trusted_proxies: list[str] = []  # addresses whose X-Forwarded-For names the client's IP
     max_body_bytes: int = Field(64 * 1024, ge=1024)  # requests to channel endpoints; larger get 413
     max_frame_bytes: int = Field(16 * 1024, ge=1024)  # WebSocket frames; larger close the socket (1009)
+    # text: Python's and uvicorn's usual lines (the laptop); json: one JSON object a line with request and
+    # conversation ids, for a log collector (production: BOT__SERVER__LOG_FORMAT=json)
+    log_format: Literal["text", "json"] = "text"
 
 
 class RateLimitConfig(_Strict):
@@ -273,6 +279,9 @@ class SecurityConfig(_Strict):
     # Bearer token for the HTTP API that reads conversations (the tracker); the API is off until it is set:
     # BOT__SECURITY__API_TOKEN. Never in the committed file.
     api_token: str | None = Field(None, min_length=16)
+    # Bearer token Prometheus sends to read /metrics (counts only, no personal data); the API token works too.
+    # Without either /metrics answers 401: BOT__SECURITY__METRICS_TOKEN.
+    metrics_token: str | None = Field(None, min_length=16)
     # signs the widget's visitor credentials; when unset, a random key is made once and kept in
     # <data dir>/secret_key (all workers of one installation must share it: set it in the environment)
     secret_key: str | None = Field(None, min_length=32)
@@ -388,6 +397,8 @@ def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str] | os._Envi
     yaml = YAML(typ="safe")
     if environ.get("DATABASE_URL"):  # the conventional name; BOT__STORAGE__URL still wins
         raw.setdefault("storage", {})["url"] = environ["DATABASE_URL"]
+    if environ.get("REDIS_URL"):  # likewise: shared limits and live events; BOT__SECURITY__REDIS_URL still wins
+        raw.setdefault("security", {})["redis_url"] = environ["REDIS_URL"]
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue

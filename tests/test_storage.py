@@ -42,7 +42,7 @@ def test_migrations_create_the_schema_once(database_url: str) -> None:
             "model_versions",
             "alembic_version"} <= tables
     with database.engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0008"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0009"
 
 
 def test_a_turn_is_stored_with_its_parse_and_replies(database_url: str, minibot_assistant) -> None:

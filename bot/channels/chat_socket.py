@@ -32,9 +32,9 @@ from bot.channels.handoff_notices import state_frames
 from bot.channels.transcript import customer_history
 from bot.dialogue.service import Inbound, MessageRejected
 from bot.handoff.notices import SOURCE as NOTICE_SOURCE
+from bot.live import after_grace
 from bot.security.json_guard import UnsafeJson, loads_guarded, scrub
 from bot.security.limits import client_ip
-from bot.web.hub import after_grace
 
 MAX_TEXT_CHARS = 2000
 MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")

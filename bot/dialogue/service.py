@@ -8,6 +8,8 @@ action scheduled takes the same path when it is due, its intent standing for the
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -15,6 +17,7 @@ import threading
 import time
 import unicodedata
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -24,13 +27,16 @@ from bot.dialogue.engine import DialogueState, TurnOutcome
 from bot.dialogue.responder import Reply
 from bot.handoff.handover import Escalated, Handover
 from bot.handoff.reasons import SENSITIVE
+from bot.ops.logs import in_conversation
+from bot.ops.metrics import counted_turn
 from bot.security.limits import MemoryLimiter, RateLimiter, Throttled
 from bot.storage import ConversationStore, TurnStart
+from bot.storage.locks import ConversationBusy, TurnLocks
 from bot.storage.reminders import DueReminder, ReminderStore, entity_list
+from bot.storage.store import AbandonedMessage, ClaimLost
 from bot.training_data import DisplayNames
 
 MAX_MESSAGE_CHARS = 2000
-LOCK_STRIPES = 64
 BINDING_CODE = re.compile(r"^(?:绑定|綁定|bind)\s*[:：]?\s*(\d{6})$", re.IGNORECASE)
 # channels whose sender the server verified (a signature, or a credential it issued): only these may be linked
 # to a bank customer by a binding code; a REST sender is whatever the caller wrote
@@ -51,6 +57,15 @@ class TooManyMessages(Throttled, MessageRejected):
 
     def __init__(self, retry_after: float) -> None:
         super().__init__("您发送得太快了，请稍等片刻再试。", retry_after)
+
+
+class ServiceUnavailable(RuntimeError):
+    """No turn can be answered now (the worker is shutting down, the conversation's lock is not free): the
+    channel answers 503 with Retry-After, the widget's socket an error frame."""
+
+    def __init__(self, reason: str, retry_after: int = 5) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -101,24 +116,114 @@ class ConversationService:
         self.limits = limits or Limits(MemoryLimiter())
         self.duplicate_wait = duplicate_wait
         self.reminders = ReminderStore(store.database)
-        # striped locks: turns of one customer never overlap, memory stays bounded however many customers
-        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        # turns of one customer never overlap, in this process and (on PostgreSQL) in every other worker
+        database = store.database
+        self.locks = TurnLocks(None if database.is_sqlite else database.url)
+        self.draining = False  # set when the worker shuts down: turns in flight finish, no new one starts
+        self._in_flight = 0
+        self._in_flight_changed = threading.Condition()
 
+    @counted_turn(rejected=MessageRejected)  # bot_messages_total{channel,outcome}, bot_turn_seconds
     def handle(self, inbound: Inbound) -> TurnResult:
         text = clean_text(inbound.text)
         self._check_rate(inbound)
         message_id = inbound.message_id or uuid.uuid4().hex
-        with self._lock(inbound.channel, inbound.sender):
-            start = self.store.begin_turn(inbound.channel, inbound.sender, text, message_id, inbound.metadata)
+        with self._turn_slot(inbound.channel, inbound.sender):
+            start = self._claim(inbound.channel, inbound.sender, text, message_id, inbound.metadata)
             if start.duplicate:
-                return TurnResult(start.conversation_id, self._original_replies(start), duplicate=True)
-            try:
-                done = self._turn(inbound, text, start)
-            except Exception as e:
-                self.store.fail_turn(start, f"{type(e).__name__}: {e}")
-                raise
+                return TurnResult(start.conversation_id, start.replies, duplicate=True)
+            return self._run(inbound, start, lambda: self._turn(inbound, text, start))
+
+    @in_conversation  # log lines of the turn carry its conversation id
+    def _run(self, inbound: Inbound, start: TurnStart, turn: Callable[[], _Done]) -> TurnResult:
+        """Answer a claimed message: store what `turn` did, or record the failure (a retry answers it again)."""
+        try:
+            done = turn()
+        except Exception as e:
+            self.store.fail_turn(start, f"{type(e).__name__}: {e}")
+            raise
+        try:
             stamped = self._finish(inbound, start, done)
+        except ClaimLost:  # this worker was too slow: whoever took the message over has answered it
+            logger.warning("message %s of %s:%s was taken over; its stored answer stands", start.message_id,
+                           inbound.channel, inbound.sender)
+            return TurnResult(start.conversation_id, self.store.inbound_status(start.inbound_id)[1], duplicate=True)
         return TurnResult(start.conversation_id, stamped)
+
+    def _claim(self, channel: str, sender: str, text: str, message_id: str,
+               metadata: dict[str, Any]) -> TurnStart:
+        """Store and claim the message; a duplicate carries the first delivery's replies (waiting for them while
+        its claimer still holds a lease; taking the message over when the lease runs out unanswered)."""
+        start = self.store.begin_turn(channel, sender, text, message_id, metadata)
+        if not start.duplicate:
+            return start
+        status, replies = self._first_delivery(start)
+        if status == "abandoned":  # its worker died mid-turn: this delivery answers it
+            start = self.store.begin_turn(channel, sender, text, message_id, metadata)
+            if not start.duplicate:
+                return start
+            status, replies = start.status, start.replies
+        if status != "answered":
+            raise MessageRejected("这条消息正在处理中，请稍候再试。")
+        return dataclasses.replace(start, replies=replies)
+
+    @contextlib.contextmanager
+    def _turn_slot(self, channel: str, sender: str) -> Iterator[None]:
+        """The conversation's lock, counted as a turn in flight; refused while the worker shuts down."""
+        with self._in_flight_changed:
+            if self.draining:
+                raise ServiceUnavailable("shutting down")
+            self._in_flight += 1
+        try:
+            with self.locks.hold(channel, sender):
+                yield
+        except ConversationBusy as e:
+            raise ServiceUnavailable("conversation busy") from e
+        finally:
+            with self._in_flight_changed:
+                self._in_flight -= 1
+                self._in_flight_changed.notify_all()
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Stop starting turns and wait up to `timeout` seconds for those in flight; True when none is left."""
+        deadline = time.monotonic() + timeout
+        with self._in_flight_changed:
+            self.draining = True
+            while self._in_flight and (left := deadline - time.monotonic()) > 0:
+                self._in_flight_changed.wait(left)
+            return self._in_flight == 0
+
+    # --- messages whose worker died mid-turn -----------------------------------------------------------------
+
+    def answer_abandoned(self, deliver: Callable[[str, str, str, list[dict[str, Any]]], None] | None = None) -> int:
+        """Answer every message whose claim's lease ran out unanswered and whose customer did not send it again;
+        `deliver(channel, sender, message_id, replies)` pushes each answer where it can. Returns how many."""
+        answered = 0
+        for message in self.store.abandoned():
+            try:
+                replies = self._answer_abandoned(message)
+            except Exception:  # one broken message must not stop the others
+                logger.exception("answering abandoned message %s of %s:%s failed", message.message_id,
+                                 message.channel, message.sender)
+                continue
+            if replies is not None:
+                answered += 1
+                if deliver is not None and replies:
+                    deliver(message.channel, message.sender, message.message_id, replies)
+        return answered
+
+    def _answer_abandoned(self, message: AbandonedMessage) -> list[dict[str, Any]] | None:
+        with self._turn_slot(message.channel, message.sender):
+            start = self.store.reclaim_abandoned(message.inbound_id)
+            if start is None:  # answered or taken over meanwhile
+                return None
+            inbound = Inbound(message.channel, message.sender, message.text, message.message_id, message.metadata)
+            if message.metadata.get("is_external") and message.text.startswith(EXTERNAL_PREFIX):
+                intent = message.text.removeprefix(EXTERNAL_PREFIX)
+                result = self._run(inbound, start, lambda: self._external_turn(inbound, intent, [], start))
+            else:
+                result = self._run(inbound, start, lambda: self._turn(inbound, message.text, start))
+            return None if result.duplicate else result.replies
 
     def _finish(self, inbound: Inbound, start: TurnStart, done: _Done) -> list[dict[str, Any]]:
         """Store the turn's events, replies and state, then the reminders it scheduled or cancelled."""
@@ -161,17 +266,11 @@ class ConversationService:
         stored as the user message "EXTERNAL: <intent>", answered by the dialogue without NLU."""
         inbound = Inbound(channel, sender, f"{EXTERNAL_PREFIX}{intent}", message_id or uuid.uuid4().hex,
                           metadata={"is_external": True})
-        with self._lock(channel, sender):
-            start = self.store.begin_turn(channel, sender, inbound.text, str(inbound.message_id), inbound.metadata)
+        with self._turn_slot(channel, sender):
+            start = self._claim(channel, sender, inbound.text, str(inbound.message_id), inbound.metadata)
             if start.duplicate:
-                return TurnResult(start.conversation_id, self._original_replies(start), duplicate=True)
-            try:
-                done = self._external_turn(inbound, intent, entity_list(entities), start)
-            except Exception as e:
-                self.store.fail_turn(start, f"{type(e).__name__}: {e}")
-                raise
-            stamped = self._finish(inbound, start, done)
-        return TurnResult(start.conversation_id, stamped)
+                return TurnResult(start.conversation_id, start.replies, duplicate=True)
+            return self._run(inbound, start, lambda: self._external_turn(inbound, intent, entity_list(entities), start))
 
     def _external_turn(self, inbound: Inbound, intent: str, entities: list[dict[str, Any]],
                        start: TurnStart) -> _Done:
@@ -337,19 +436,26 @@ class ConversationService:
                                 "message_id": None})
         return history
 
+    def _lock(self, channel: str, sender: str) -> contextlib.AbstractContextManager[None]:
+        """The conversation's turn lock, for turns taken outside `handle` (bot.storage.attachments)."""
+        return self._turn_slot(channel, sender)
+
     def _original_replies(self, start: TurnStart) -> list[dict[str, Any]]:
-        """The replies of the first delivery; if it is still being answered elsewhere, wait for it."""
+        """The replies of a duplicate's first delivery (waiting for them); refused while still unanswered."""
+        status, replies = self._first_delivery(start)
+        if status != "answered":
+            raise MessageRejected("这条消息正在处理中，请稍候再试。")
+        return replies
+
+    def _first_delivery(self, start: TurnStart) -> tuple[str, list[dict[str, Any]]]:
+        """(status, replies) of the first delivery; while it is still being answered elsewhere, wait for it (at
+        most `duplicate_wait` seconds): "answered", "abandoned" (its lease ran out) or still "received"."""
         deadline = time.monotonic() + self.duplicate_wait
         status, replies = start.status, start.replies
         while status == "received" and time.monotonic() < deadline:
             time.sleep(0.05)
             status, replies = self.store.inbound_status(start.inbound_id)
-        if status != "answered":
-            raise MessageRejected("这条消息正在处理中，请稍候再试。")
-        return replies
-
-    def _lock(self, channel: str, sender: str) -> threading.Lock:
-        return self._locks[hash((channel, sender)) % LOCK_STRIPES]
+        return status, replies
 
 
 def clean_text(text: str) -> str:
@@ -425,6 +531,32 @@ def _bot_data(reply: dict[str, Any]) -> dict[str, Any]:
     """A BotUttered event's `data`: buttons and why, plus image, custom and attachment when there are any."""
     return {"buttons": reply["buttons"], "source": reply["source"],
             **{key: reply[key] for key in ("image", "custom", "attachment") if key in reply}}
+
+
+def deliver_late(app: Any, channel: str, sender: str, message_id: str, replies: list[dict[str, Any]]) -> None:
+    """Push the answer to a message whose worker died to the customer where the channel allows it (the widget's
+    and the app's sockets, WeChat's and WeCom's APIs, at most once); elsewhere it waits in the history."""
+    from bot.channels.outbound import push_to_customer  # the channels import this module
+
+    if channel_info(channel).push == "api" and not app.state.conversations.store.claim_delivery(
+            channel, sender, message_id, "api"):
+        return
+    for reply in replies:
+        frame = {"type": "bot", "text": reply.get("text", ""), "buttons": reply.get("buttons") or None,
+                 "timestamp": reply.get("timestamp"), "reply_to": message_id}
+        if not push_to_customer(app, channel, sender, frame):
+            return
+
+
+async def run_claim_sweep(service: ConversationService, deliver: Callable[..., None] | None = None,
+                          every: float = 5.0) -> None:
+    """Answer messages whose worker died mid-turn every `every` seconds until cancelled (the web app runs it)."""
+    while True:
+        try:
+            await asyncio.to_thread(service.answer_abandoned, deliver)
+        except Exception:  # the database may be away for a moment: try again on the next tick
+            logger.exception("answering abandoned messages failed")
+        await asyncio.sleep(every)
 
 
 async def run_reminders(service: ConversationService, every: float = 1.0) -> None:

@@ -17,6 +17,7 @@ from bot.handoff.notices import SOURCE as NOTICE_SOURCE
 from bot.handoff.notices import notice_for
 from bot.handoff.routing import conversation_group, group_named, priority
 from bot.handoff.triggers import Escalation, TurnFacts, cancels_handoff, detect_escalation
+from bot.ops import metrics
 from bot.security.masking import mask_text
 from bot.storage import TurnStart
 from bot.storage.models import utcnow
@@ -38,7 +39,7 @@ class Handover:
     def __init__(self, desk: AgentDesk, config: HandoffConfig, hub: Any = None) -> None:
         self.desk = desk
         self.config = config
-        self.hub = hub  # bot.web.hub.LiveHub: tells agents about new chats and customers' messages live
+        self.hub = hub  # bot.live.LiveBus: tells agents about new chats and customers' messages live
         # hand-over id -> (the queue place its customer's socket was last told, channel, customer's id)
         self._told: dict[int, tuple[int, str, str]] = {}
         self._told_lock = threading.Lock()
@@ -86,6 +87,7 @@ class Handover:
             ticket = self.desk.request(start.conversation_id, group, priority(self.config, escalation.kind,
                                                                              start.customer_tier),
                                        escalation.kind, escalation.detail)
+        metrics.handed_over(escalation.kind)  # bot_handovers_total{reason}; the turn counts as handed_over
         joined = [payload for conversation_id, payload in changes
                   if conversation_id == start.conversation_id and payload.get("status") == "assigned"]
         self.desk.tell([change for change in changes if change[1] not in joined])  # other chats it made room for

@@ -8,11 +8,16 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.storage.privacy import install_masking
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+CONNECT_TIMEOUT_SECONDS = 5  # a database that does not answer fails a request quickly (503) instead of hanging it
+# what SQLAlchemy raises when the database cannot be reached (down, restarting, network) or the pool is exhausted
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
 
 
 class Database:
@@ -38,12 +43,35 @@ class Database:
     def session(self) -> Session:
         return self.sessions()
 
+    def ping(self, timeout_seconds: float = 2.0) -> str | None:
+        """None when the database answers `SELECT 1` within `timeout_seconds`, else why not (for /ready)."""
+        try:  # on the DBAPI connection: no SQLAlchemy "begin" hook (SQLite's BEGIN IMMEDIATE would wait on writers)
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                if not self.is_sqlite:  # LOCAL: gone with the rollback, the pooled connection keeps no timeout
+                    cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_seconds * 1000))}")
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+                cursor.close()
+                connection.rollback()
+            finally:
+                connection.close()
+        except Exception as e:  # noqa: BLE001 - whatever it is, the database is not usable
+            return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+        return None
+
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` means the database cannot be reached now (a 503 to retry later), not a bug."""
+    return isinstance(error, UNAVAILABLE_ERRORS)
 
 
 def _resolve_sqlite(url: str, root: Path | None) -> str:
@@ -58,8 +86,11 @@ def _resolve_sqlite(url: str, root: Path | None) -> str:
 
 
 def _engine(url: str) -> Engine:
-    if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+    backend = make_url(url).get_backend_name()
+    if backend != "sqlite":
+        # pre-ping: connections broken while the database was away are replaced, so service resumes by itself
+        timeout = {"connect_timeout": CONNECT_TIMEOUT_SECONDS} if backend == "postgresql" else {}
+        return create_engine(url, pool_pre_ping=True, pool_timeout=10, connect_args=timeout)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")

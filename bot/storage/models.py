@@ -96,6 +96,10 @@ class InboundMessage(Base):
     delivered_by: Mapped[str | None] = mapped_column(String(16))
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     answered_at: Mapped[dt.datetime | None] = mapped_column()
+    # who is answering it ("<worker>/<claim token>") and until when: a claim whose lease ran out (its worker died
+    # mid-turn) is taken over by a retry of the message or by the sweep (bot.dialogue.service)
+    claimed_by: Mapped[str | None] = mapped_column(String(96))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(index=True)
 
 
 class AuditEntry(Base):

@@ -15,12 +15,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
+import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,6 +43,15 @@ from bot.storage.models import (
 from bot.storage.privacy import ORIGINAL_KEY
 
 KEY_HELP = "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"[:60]  # who claims a message: this process
+DEFAULT_CLAIM_LEASE = dt.timedelta(seconds=30)
+
+
+class ClaimLost(RuntimeError):
+    """The message this turn answered was taken over after its lease ran out (and answered by the new claimer):
+    this turn's answer is not stored."""
 
 
 class OriginalsKeyError(RuntimeError):
@@ -64,6 +75,20 @@ class TurnStart:
     continued_from: dict[str, Any] | None = None  # {"channel", "conversation_id", "last_text"}: state taken over
     new_session: bool = False  # this message opened the conversation: the dialogue's session starts
     previous_conversation: str | None = None  # the one whose silence ended it, for slots carried over
+    claim: str | None = None  # this turn's claim on the message ("<worker>/<token>"); finishing checks it
+    lease_until: dt.datetime | None = None  # until when the message's current claimer may answer it
+
+
+@dataclass(frozen=True)
+class AbandonedMessage:
+    """A customer message whose claim ran out unanswered (its worker died mid-turn)."""
+
+    inbound_id: int
+    channel: str
+    sender: str
+    message_id: str
+    text: str  # as stored (masked)
+    metadata: dict[str, Any]
 
 
 def originals_cipher(security: SecurityConfig | None, environ: dict[str, str] | None = None) -> Fernet | None:
@@ -91,8 +116,10 @@ class _Opened(NamedTuple):
 
 class ConversationStore:
     def __init__(self, database: Database, session_expiry: dt.timedelta = dt.timedelta(hours=1),
-                 state_follows_customer: bool = False, security: SecurityConfig | None = None) -> None:
+                 state_follows_customer: bool = False, security: SecurityConfig | None = None,
+                 claim_lease: dt.timedelta = DEFAULT_CLAIM_LEASE) -> None:
         self.database = database
+        self.claim_lease = claim_lease  # how long a worker may take to answer a message before others may
         self.session_expiry = session_expiry
         # a linked customer who moves to another channel continues with the dialogue state they left there
         self.state_follows_customer = state_follows_customer
@@ -113,15 +140,17 @@ class ConversationStore:
         with self.database.session() as session, session.begin():
             identity = self._identity(session, channel, sender)
             seen = session.scalar(select(InboundMessage).where(InboundMessage.identity_id == identity.id,
-                                                               InboundMessage.message_id == message_id))
+                                                               InboundMessage.message_id == message_id)
+                                  .with_for_update())
             if seen is not None:
                 return self._seen(session, seen)
             conversation, opened, previous = self._open_conversation(session, identity)
             continued = self._follow_customer(session, conversation) if self.state_follows_customer else None
             user_event = self._append(session, conversation, "user", self._user_event(text, message_id, channel,
                                                                                     metadata))
+            claim, lease_until = self._new_claim()
             inbound = InboundMessage(identity_id=identity.id, message_id=message_id, conversation_id=conversation.id,
-                                     user_event_id=user_event.id)
+                                     user_event_id=user_event.id, claimed_by=claim, lease_until=lease_until)
             session.add(inbound)
             session.flush()
             customer = session.get(Customer, conversation.customer_id) if conversation.customer_id else None
@@ -129,7 +158,11 @@ class ConversationStore:
                              conversation_status=conversation.status, customer_id=conversation.customer_id,
                              customer_tier=customer.tier if customer else None,
                              customer_verified=bool(customer and customer.verified), continued_from=continued,
-                             new_session=opened, previous_conversation=previous)
+                             new_session=opened, previous_conversation=previous, claim=claim,
+                             lease_until=lease_until)
+
+    def _new_claim(self) -> tuple[str, dt.datetime]:
+        return f"{WORKER}/{uuid.uuid4().hex[:16]}", utcnow() + self.claim_lease
 
     def _user_event(self, text: str, message_id: str, channel: str, metadata: dict[str, Any]) -> dict[str, Any]:
         data = {"text": text, "message_id": message_id, "input_channel": channel, "metadata": metadata,
@@ -139,18 +172,62 @@ class ConversationStore:
         return data
 
     def _seen(self, session: Session, seen: InboundMessage) -> TurnStart:
+        """A message stored before: answered or being answered (a duplicate), or to be answered again when its
+        first attempt failed or its claimer's lease ran out (the worker died mid-turn): then this call claims it."""
+        if seen.status == "failed" or (seen.status == "received" and self._lease_over(seen)):
+            return self._reclaim(session, seen)
         conversation = session.get(Conversation, seen.conversation_id)
         assert conversation is not None
-        state = scrub(conversation.state or {})
-        if seen.status == "failed":  # the first attempt crashed before answering: process it again
-            seen.status = "received"
-            return TurnStart(conversation.id, seen.id, seen.user_event_id, seen.message_id, state)
-        return TurnStart(conversation.id, seen.id, seen.user_event_id, seen.message_id, state, duplicate=True,
-                         status=seen.status, replies=scrub(list(seen.replies or [])))
+        return TurnStart(conversation.id, seen.id, seen.user_event_id, seen.message_id,
+                         scrub(conversation.state or {}), duplicate=True, status=seen.status,
+                         replies=scrub(list(seen.replies or [])), lease_until=seen.lease_until)
+
+    def _lease_over(self, inbound: InboundMessage) -> bool:
+        """Rows stored before claims had leases count from when they were received."""
+        until = inbound.lease_until or (_aware(inbound.received_at) + self.claim_lease)
+        return _aware(until) <= utcnow()
+
+    def _reclaim(self, session: Session, seen: InboundMessage) -> TurnStart:
+        conversation = self._locked_conversation(session, seen.conversation_id)
+        customer = session.get(Customer, conversation.customer_id) if conversation.customer_id else None
+        seen.status = "received"
+        seen.claimed_by, seen.lease_until = self._new_claim()
+        return TurnStart(conversation.id, seen.id, seen.user_event_id, seen.message_id,
+                         scrub(conversation.state or {}), conversation_status=conversation.status,
+                         customer_id=conversation.customer_id, customer_tier=customer.tier if customer else None,
+                         customer_verified=bool(customer and customer.verified), claim=seen.claimed_by,
+                         lease_until=seen.lease_until)
+
+    def reclaim_abandoned(self, inbound_id: int) -> TurnStart | None:
+        """Claim a message whose lease ran out unanswered, for the sweep; None when it was answered or claimed
+        again meanwhile."""
+        with self.database.session() as session, session.begin():
+            seen = session.get(InboundMessage, inbound_id, with_for_update=True)
+            if seen is None or seen.status != "received" or not self._lease_over(seen):
+                return None
+            return self._reclaim(session, seen)
+
+    def abandoned(self, limit: int = 50) -> list[AbandonedMessage]:
+        """Messages still "received" after their claim's lease ran out, oldest first."""
+        now = utcnow()
+        over = or_(InboundMessage.lease_until <= now,
+                   and_(InboundMessage.lease_until.is_(None), InboundMessage.received_at <= now - self.claim_lease))
+        with self.database.session() as session:
+            rows = session.execute(
+                select(InboundMessage, ChannelIdentity, Event).join(ChannelIdentity).join(
+                    Event, Event.id == InboundMessage.user_event_id)
+                .where(InboundMessage.status == "received", over)
+                .order_by(InboundMessage.id).limit(limit)).all()
+            return [AbandonedMessage(inbound.id, identity.channel, identity.external_id, inbound.message_id,
+                                     str(scrub((event.data or {}).get("text") or "")),
+                                     dict(scrub((event.data or {}).get("metadata") or {})))
+                    for inbound, identity, event in rows]
 
     def finish_turn(self, start: TurnStart, parse_data: dict[str, Any] | None, events: list[dict[str, Any]],
                     replies: list[dict[str, Any]], state: dict[str, Any]) -> None:
+        """Store what the turn did; `ClaimLost` (nothing stored) when another claimer took the message over."""
         with self.database.session() as session, session.begin():
+            self._check_claim(session, start)
             conversation = self._locked_conversation(session, start.conversation_id)
             user_event = session.get(Event, start.user_event_id)
             assert user_event is not None
@@ -164,19 +241,28 @@ class ConversationStore:
             assert inbound is not None
             inbound.status, inbound.replies, inbound.answered_at = "answered", replies, utcnow()
 
+    def _check_claim(self, session: Session, start: TurnStart) -> None:
+        inbound = session.get(InboundMessage, start.inbound_id, with_for_update=True)
+        if inbound is None or inbound.status == "answered" or (start.claim and inbound.claimed_by != start.claim):
+            raise ClaimLost(f"message {start.message_id} was taken over by {inbound and inbound.claimed_by}")
+
     def fail_turn(self, start: TurnStart, reason: str) -> None:
         """The message stays stored; a retry with the same message id is processed again."""
         with self.database.session() as session, session.begin():
-            inbound = session.get(InboundMessage, start.inbound_id)
-            if inbound is not None:
-                inbound.status = "failed"
+            inbound = session.get(InboundMessage, start.inbound_id, with_for_update=True)
+            if inbound is not None and inbound.status != "answered" and inbound.claimed_by in (None, start.claim):
+                inbound.status, inbound.lease_until = "failed", None
             conversation = self._locked_conversation(session, start.conversation_id)
             self._append(session, conversation, "error", {"reason": reason[:500]})
 
     def inbound_status(self, inbound_id: int) -> tuple[str, list[dict[str, Any]]]:
+        """(status, replies) of a stored message; status "abandoned" when it is "received" but its lease ran out."""
         with self.database.session() as session:
             inbound = session.get(InboundMessage, inbound_id)
-            return ("unknown", []) if inbound is None else (inbound.status, scrub(list(inbound.replies or [])))
+            if inbound is None:
+                return "unknown", []
+            status = "abandoned" if inbound.status == "received" and self._lease_over(inbound) else inbound.status
+            return status, scrub(list(inbound.replies or []))
 
     def claim_delivery(self, channel: str, sender: str, message_id: str, how: str) -> bool:
         """Record that the answer to this message goes out by `how`: "reply" (in the HTTP response, which may

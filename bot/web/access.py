@@ -3,6 +3,8 @@ real routes (HTTP and WebSocket), so a new route without an entry fails the test
 
     public     anyone (pages, health, Rasa's parse and REST webhook: rate-limited per sender and per IP)
     api        `Authorization: Bearer <security.api_token>`, or a supervisor's/admin's session
+    metrics    `Authorization: Bearer <security.metrics_token>` or the API token (Prometheus; no session, no
+               personal data in the answer); closed while neither is configured
     session    any session of the desk's login, trainers' included (logout)
     agent      an agent desk session (`Authorization: Bearer`, or the socket's first frame); not a trainer's
     supervisor a supervisor's or admin's session
@@ -20,13 +22,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-Access = Literal["public", "api", "session", "agent", "supervisor", "admin", "trainer", "trainer_or_api",
+Access = Literal["public", "api", "metrics", "session", "agent", "supervisor", "admin", "trainer", "trainer_or_api",
                  "customer", "visitor", "wechat", "wecom", "system"]
 
 ROUTES: dict[tuple[str, str], Access] = {
     # operations and Rasa's HTTP API
     ("GET", "/health"): "public",
     ("GET", "/ready"): "public",
+    ("GET", "/metrics"): "metrics",  # Prometheus: security.metrics_token (or the API token); counts only
     ("GET", "/status"): "public",
     ("POST", "/model/parse"): "public",
     ("POST", "/webhooks/rest/webhook"): "public",

@@ -38,6 +38,7 @@ from bot.handoff.context import build_context, summary_of
 from bot.handoff.desk import AgentDesk, DeskError, latest_transfer, reply_deliveries, set_employee_no
 from bot.handoff.library.canned import picker as canned_picker
 from bot.handoff.reasons import reasons_json
+from bot.live import after_grace
 from bot.security.credentials import bearer_token
 from bot.security.json_guard import is_valid_text, scrub
 from bot.security.limits import Throttled, client_ip, too_many_requests
@@ -46,7 +47,6 @@ from bot.security.masking import mask_value
 from bot.security.origins import origin_allowed
 from bot.security.sessions import AgentSession, Sessions
 from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Customer, Event, Handoff
-from bot.web.hub import after_grace
 
 STATIC = Path(__file__).parent / "static"
 MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}

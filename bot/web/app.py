@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from bot.assistant import Assistant
 from bot.channels.app import app_router
@@ -22,11 +24,17 @@ from bot.dialogue.service import (
     Inbound,
     Limits,
     MessageRejected,
+    ServiceUnavailable,
     TooManyMessages,
+    deliver_late,
+    run_claim_sweep,
     run_reminders,
 )
 from bot.handoff.desk import AgentDesk
 from bot.handoff.handover import Handover
+from bot.live import make_bus
+from bot.ops.logs import RequestIdMiddleware, configure_logs
+from bot.ops.routes import metrics_router
 from bot.security.credentials import VisitorCredentials, bearer_token, is_api_token, server_key
 from bot.security.edge import install_edge
 from bot.security.json_guard import scrub
@@ -34,12 +42,12 @@ from bot.security.limits import RateLimiter, client_ip, make_limiter, too_many_r
 from bot.security.masking import install_log_masking, mask_value
 from bot.security.sessions import Sessions
 from bot.storage import ConversationStore, Database
+from bot.storage.database import UNAVAILABLE_ERRORS
 from bot.trainer.swap import LiveModel, startup_assistant
 from bot.web.agent_api import agent_router
 from bot.web.attachments_api import attachments_router
 from bot.web.desk_library_api import library_router
 from bot.web.docs import docs_router
-from bot.web.hub import LiveHub
 from bot.web.model_api import RasaStatus, model_router, rasa_status
 from bot.web.schemas import ParseRequest, RestButton, RestMessage, RestReply, Tracker
 from bot.web.trainer_api import trainer_router
@@ -58,14 +66,16 @@ def create_app(config: BotConfig, assistant: Assistant | None = None, database: 
     if docs:
         app.include_router(docs_router())  # Swagger UI from a package: nothing is fetched from a CDN
     install_log_masking()
+    configure_logs(config.server.log_format)  # json: JSON lines with request and conversation ids
     app.state.config = config
     app.state.database = database or Database(config.storage.url, root=config.root)
     app.state.assistant = assistant or startup_assistant(config, app.state.database)
     store = ConversationStore(app.state.database,
                               session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes),
                               state_follows_customer=config.channels.state_follows == "customer",
-                              security=config.security)
-    app.state.hub = LiveHub()
+                              security=config.security,
+                              claim_lease=dt.timedelta(seconds=config.storage.claim_lease_seconds))
+    app.state.hub = make_bus(config.security.redis_url)  # live events: Redis pub/sub across workers when set
     app.state.limiter = make_limiter(config.security.redis_url)  # logins, binding codes, message floods
     app.state.visitor_credentials = VisitorCredentials(server_key(config))
     app.state.background = set()  # grace-period tasks, kept referenced until they finish
@@ -76,8 +86,10 @@ def create_app(config: BotConfig, assistant: Assistant | None = None, database: 
                                                   limits=_limits(config, app.state.limiter))
     app.state.live_model = LiveModel(app.state, config, app.state.database)  # swaps app.state.assistant when told
     _routes(app)
+    _unavailable_handlers(app)
     app.add_middleware(JsonBodyMiddleware, paths=RASA_JSON_PATHS)
     install_edge(app, config, json_paths=RASA_JSON_PATHS)  # body limit, JSON guard, headers, CORS: outermost
+    app.add_middleware(RequestIdMiddleware)  # X-Request-ID in and out, on every log line of the request
     app.include_router(widget_router())  # the demo page at /, widget.js and the widget's WebSocket
     app.state.sessions = Sessions(app.state.database, hours=config.security.session_hours)
     app.include_router(agent_router())  # the agent desk: /agent console and /api/agent, /api/supervisor
@@ -90,25 +102,37 @@ def create_app(config: BotConfig, assistant: Assistant | None = None, database: 
     app.include_router(trainer_router())  # the trainer's review inbox: /api/trainer/inbox
     app.include_router(trainer_edit_router())  # the trainer's edits: /api/trainer/data, fixes, findings
     app.include_router(model_router())  # model versions: /api/trainer/models, Rasa's /model/train and PUT /model
+    app.include_router(metrics_router())  # /metrics for Prometheus (security.metrics_token)
     return app
 
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """While the app serves, due reminders fire (every worker looks; each reminder is claimed once) and the
-    active model version is polled (every worker swaps to it)."""
+    """While the app serves, due reminders fire (every worker looks; each reminder is claimed once), messages
+    whose worker died mid-turn are answered (each claimed once) and the active model version is polled (every
+    worker swaps to it)."""
+    app.state.conversations.draining = False  # an app started again (tests do) answers again
     tasks = [asyncio.create_task(run_reminders(app.state.conversations)),
-             asyncio.create_task(app.state.live_model.run())]
+             asyncio.create_task(app.state.live_model.run()),
+             asyncio.create_task(run_claim_sweep(app.state.conversations, functools.partial(deliver_late, app)))]
+    app.state.hub.start()  # with Redis: hear other workers' pushes, keep this worker's sockets announced
     try:
         yield
     finally:
+        app.state.hub.stop()
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # turns still running in worker threads (a socket's, a reminder's) finish and are stored before the
+        # process exits; none starts any more (503)
+        await asyncio.to_thread(app.state.conversations.drain, SHUTDOWN_GRACE_SECONDS)
 
 
 REST_CHANNEL = "rest"
+SHUTDOWN_GRACE_SECONDS = 30.0
+RETRY_AFTER_SECONDS = 5
+UNAVAILABLE = "服务暂时不可用，请稍后再试。"
 RASA_JSON_PATHS = frozenset({"/webhooks/rest/webhook", "/model/parse"})
 
 
@@ -170,8 +194,16 @@ def _routes(app: FastAPI) -> None:
         return {"status": "ok"}
 
     @app.get("/ready", tags=["ops"])
-    def ready(assistant: AssistantDep) -> dict[str, str]:
-        return {"status": "ready", "model": assistant.version}
+    def ready(request: Request) -> JSONResponse:
+        """200 when this worker can answer: the database answers `SELECT 1`, Redis (when configured) answers
+        PING, a model is loaded; otherwise 503 naming what is down."""
+        checks = _readiness(request.app)
+        down = [name for name, result in checks.items() if result != "ok"]
+        assistant = getattr(request.app.state, "assistant", None)
+        body = {"status": "unavailable" if down else "ready", "model": getattr(assistant, "version", None),
+                "checks": checks, "down": down}
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if down else None
+        return JSONResponse(body, status_code=503 if down else 200, headers=headers)
 
     @app.get("/status", response_model=RasaStatus, tags=["rasa"])
     def status(request: Request) -> RasaStatus:
@@ -223,6 +255,38 @@ def _routes(app: FastAPI) -> None:
                        paused=conversation.status in ("queued", "human") or bool(dialogue.get("paused")),
                        active_loop={"name": loop} if loop else {},
                        events=events)
+
+
+def _readiness(app: FastAPI) -> dict[str, str]:
+    checks = {"database": app.state.database.ping() or "ok"}
+    redis_url = app.state.config.security.redis_url
+    if redis_url:
+        checks["redis"] = _redis_ping(redis_url)
+    checks["model"] = "ok" if getattr(app.state, "assistant", None) is not None else "not loaded"
+    return checks
+
+
+def _redis_ping(url: str) -> str:
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) as client:
+            client.ping()
+    except Exception as e:  # noqa: BLE001 - whatever it is, Redis is not usable
+        return f"{type(e).__name__}"
+    return "ok"
+
+
+def _unavailable_handlers(app: FastAPI) -> None:
+    """The database away (or this worker shutting down): 503 with Retry-After, never a bare 500. Connections
+    broken meanwhile are replaced by the pool's pre-ping, so answers resume by themselves."""
+
+    async def unavailable(_request: Request, error: Exception) -> JSONResponse:
+        retry_after = getattr(error, "retry_after", RETRY_AFTER_SECONDS)
+        return JSONResponse({"detail": UNAVAILABLE}, status_code=503, headers={"Retry-After": str(retry_after)})
+
+    for kind in (*UNAVAILABLE_ERRORS, ServiceUnavailable):
+        app.add_exception_handler(kind, unavailable)
 
 
 def readable(value: Any) -> Any:

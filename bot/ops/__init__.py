@@ -1,0 +1,1 @@
+"""Operations: Prometheus metrics (bot/ops/metrics.py) and structured JSON logs (bot/ops/logs.py)."""
