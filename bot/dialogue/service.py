@@ -168,6 +168,15 @@ class ConversationService:
         return dataclasses.replace(start, replies=replies)
 
     @contextlib.contextmanager
+    def claimed_turn(self, channel: str, sender: str, text: str, message_id: str,
+                     metadata: dict[str, Any]) -> Iterator[TurnStart]:
+        """A turn answered outside `handle` (an attachment, bot.storage.attachments): the conversation's lock and
+        the message claimed exactly as for text; a duplicate's start carries its first delivery's replies. The
+        caller finishes the turn (`store.finish_turn`) or fails it (`store.fail_turn`)."""
+        with self._turn_slot(channel, sender):
+            yield self._claim(channel, sender, text, message_id, metadata)
+
+    @contextlib.contextmanager
     def _turn_slot(self, channel: str, sender: str) -> Iterator[None]:
         """The conversation's lock, counted as a turn in flight; refused while the worker shuts down."""
         with self._in_flight_changed:
@@ -435,17 +444,6 @@ class ConversationService:
                 history.append({"role": "bot", "text": event["text"], "buttons": buttons, "timestamp": moment,
                                 "message_id": None})
         return history
-
-    def _lock(self, channel: str, sender: str) -> contextlib.AbstractContextManager[None]:
-        """The conversation's turn lock, for turns taken outside `handle` (bot.storage.attachments)."""
-        return self._turn_slot(channel, sender)
-
-    def _original_replies(self, start: TurnStart) -> list[dict[str, Any]]:
-        """The replies of a duplicate's first delivery (waiting for them); refused while still unanswered."""
-        status, replies = self._first_delivery(start)
-        if status != "answered":
-            raise MessageRejected("这条消息正在处理中，请稍候再试。")
-        return replies
 
     def _first_delivery(self, start: TurnStart) -> tuple[str, list[dict[str, Any]]]:
         """(status, replies) of the first delivery; while it is still being answered elsewhere, wait for it (at

@@ -203,12 +203,12 @@ def receive(app: Any, channel: str, sender: str, message_id: str, kind: str, fet
     """
     service = app.state.conversations
     store: ConversationStore = service.store
-    with service._lock(channel, sender):  # one turn of a customer at a time, as for their text messages
-        start = store.begin_turn(channel, sender, label(kind), message_id,
-                                 {**(metadata or {}), "attachment_kind": kind})
+    # one turn of a customer at a time, claimed with a lease, as their text messages are
+    with service.claimed_turn(channel, sender, label(kind), message_id,
+                              {**(metadata or {}), "attachment_kind": kind}) as start:
         if start.duplicate:
-            return AttachmentTurn(start.conversation_id, service._original_replies(start),
-                                  stored_summary(store.database, start), duplicate=True)
+            return AttachmentTurn(start.conversation_id, start.replies, stored_summary(store.database, start),
+                                  duplicate=True)
         try:
             return _stored_and_answered(app, start, channel, kind, fetch)
         except Exception as e:
