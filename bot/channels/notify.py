@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from bot.channels.outbound import API_CHANNELS, push_to_customer
-from bot.storage.models import utcnow
+from bot.storage.models import aware_utc, utcnow
 
 Event = Literal["atm_card_retained", "large_transaction", "card_expiring"]
 
@@ -87,7 +87,7 @@ def _text(app: Any, notification: Notification) -> str:
 
 def _push(app: Any, channel: str, sender: str, last_seen: dt.datetime, text: str) -> bool:
     config = app.state.config.notify
-    seen = last_seen if last_seen.tzinfo else last_seen.replace(tzinfo=dt.UTC)
+    seen = aware_utc(last_seen)
     if channel in API_CHANNELS and utcnow() - seen > dt.timedelta(hours=config.wechat_window_hours):
         return False  # both may write only within 48 hours of the customer's last message
     frame = {"type": "bot", "text": text, "buttons": None, "timestamp": utcnow().isoformat(), "reply_to": None,

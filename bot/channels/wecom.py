@@ -47,7 +47,7 @@ from bot.channels.wecom_api import ENDED, POOL, SERVICER, WeComClient
 from bot.config import WeComChannelConfig
 from bot.dialogue.service import Inbound, MessageRejected, clean_text
 from bot.storage.attachments import AttachmentRefused, Upload, not_fetched_text, receive
-from bot.storage.models import ChannelIdentity
+from bot.storage.models import ChannelIdentity, aware_utc
 
 CHANNEL = "wecom"
 UNKNOWN_KFID = 0  # our own code: we never learnt which open_kfid the customer writes to
@@ -330,7 +330,7 @@ def _set_last_seen(store: Any, user: str, before: dt.datetime | None, send_time:
         return  # no time of its own: storing it counted as now
     sent = min(sent, dt.datetime.now(dt.UTC))
     if before is not None:
-        sent = max(sent, before if before.tzinfo else before.replace(tzinfo=dt.UTC))
+        sent = max(sent, aware_utc(before))
     with store.database.session() as session, session.begin():
         identity = session.scalar(select(ChannelIdentity).where(ChannelIdentity.channel == CHANNEL,
                                                                 ChannelIdentity.external_id == user))

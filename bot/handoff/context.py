@@ -24,7 +24,7 @@ from bot.handoff.routing import NOT_TOPICS, main_topic
 from bot.security.json_guard import scrub
 from bot.security.masking import mask_text
 from bot.storage.database import Database
-from bot.storage.models import ChannelIdentity, Conversation, Customer, Event, Handoff, utcnow
+from bot.storage.models import ChannelIdentity, Conversation, Customer, Event, Handoff, aware_utc, utcnow
 from bot.training_data import DisplayNames
 
 EARLIER_LINES = 12  # lines of each earlier conversation shown to the agent
@@ -108,8 +108,7 @@ def topic_turns(events: list[Event]) -> list[tuple[str, str]]:
         elif event.type == "user" and not loop:
             intent = ((data.get("parse_data") or {}).get("intent") or {}).get("name")
             if intent and intent not in NOT_TOPICS:
-                shown = (data.get("metadata") or {}).get("button_title") or data.get("text", "")
-                turns.append((intent, _hide(shown)))
+                turns.append((intent, _hide(customer_words(data))))
     return turns
 
 
@@ -129,7 +128,7 @@ def collected_slots(events: list[Event]) -> dict[str, Any]:
 
 
 def summary_of(handoff: Handoff, now: dt.datetime | None = None) -> dict[str, Any]:
-    created = handoff.created_at if handoff.created_at.tzinfo else handoff.created_at.replace(tzinfo=dt.UTC)
+    created = aware_utc(handoff.created_at)
     return {"handoff_id": handoff.id, "conversation_id": handoff.conversation_id, "group": handoff.group,
             "priority": handoff.priority, "reason": handoff.reason, "detail": scrub(_hide(handoff.detail or "")),
             "status": handoff.status, "agent_id": handoff.agent_id,
@@ -176,7 +175,7 @@ def _package(database: Database, handoff_id: int, suggest: Suggest | None, names
                      **{k: v for k, v in (dialogue.get("slots") or {}).items() if v is not None}}
         checked_id = raw_slots.get("customer_id") if raw_slots.get("identity_verified") else None
         verified_customer = session.get(Customer, str(checked_id)) if customer is None and checked_id else None
-    transcript = [item for e in events if (item := _transcript_item(e, names)) is not None]
+    transcript = [item for e in events if (item := transcript_item(e, names)) is not None]
     topics = topic_turns(list(events))
     form = dialogue.get("active_loop") or task.get("form")
     who = _who(customer, verified_customer, raw_slots)
@@ -241,7 +240,7 @@ def _channel_line(linked: ChannelIdentity, current: ChannelIdentity | None) -> d
     ("微信（11月28日）"), never the visitor id or credential behind it."""
     name = channel_label(linked.channel)
     here = current is not None and linked.id == current.id
-    seen = linked.last_seen_at if linked.last_seen_at.tzinfo else linked.last_seen_at.replace(tzinfo=dt.UTC)
+    seen = aware_utc(linked.last_seen_at)
     date = f"{seen.astimezone(SHANGHAI).month}月{seen.astimezone(SHANGHAI).day}日"
     return {"channel": linked.channel, "name": name, "current": here, "date": date,
             "text": f"{name}（{'本次会话' if here else date}）", "id": "本次会话" if here else date}
@@ -252,22 +251,28 @@ def _earlier(session: Any, conversation: Conversation, names: DisplayNames) -> d
     events = session.scalars(select(Event).where(Event.conversation_id == conversation.id,
                                                  Event.type.in_(("user", "bot", "active_loop", "session_started")))
                              .order_by(Event.seq)).all()
-    lines = [item for e in events if (item := _transcript_item(e, names)) is not None]
+    lines = [item for e in events if (item := transcript_item(e, names)) is not None]
     return {"conversation_id": conversation.id, "channel": conversation.channel,
             "started_at": conversation.started_at.isoformat(),
             "summary": _topics(topic_turns(list(events)), names) or "未说明具体业务",
             "transcript": lines[-EARLIER_LINES:]}
 
 
-def _transcript_item(event: Event, names: DisplayNames = NO_NAMES) -> dict[str, Any] | None:
-    stamp = event.timestamp if event.timestamp.tzinfo else event.timestamp.replace(tzinfo=dt.UTC)
+def customer_words(data: dict[str, Any]) -> str:
+    """What a stored user event's customer sent as they saw it: a button's title rather than its payload
+    (e.g. "/request_human")."""
+    return (data.get("metadata") or {}).get("button_title") or data.get("text") or ""
+
+
+def transcript_item(event: Event, names: DisplayNames = NO_NAMES) -> dict[str, Any] | None:
+    stamp = aware_utc(event.timestamp)
     data, when = event.data or {}, stamp.isoformat()
     if event.type == "user":
         parse = data.get("parse_data") or {}
         intent = parse.get("intent")
         entities = [{"entity": e["entity"], "value": _hide(str(e["value"]))} for e in parse.get("entities") or []]
-        shown = (data.get("metadata") or {}).get("button_title") or data.get("text", "")  # a button: its title
-        return {"role": "user", "text": _hide(shown), "timestamp": when, "intent": intent, "entities": entities}
+        return {"role": "user", "text": _hide(customer_words(data)), "timestamp": when, "intent": intent,
+                "entities": entities}
     if event.type == "bot":
         extra = data.get("data") or {}
         role = "agent" if extra.get("source") == "agent" else "bot"

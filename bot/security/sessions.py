@@ -16,7 +16,7 @@ from sqlalchemy import delete, select, update
 
 from bot.handoff.agents import is_disabled
 from bot.storage.database import Database
-from bot.storage.models import AgentAccount, AgentSessionRecord, utcnow
+from bot.storage.models import AgentAccount, AgentSessionRecord, aware_utc, utcnow
 
 DEFAULT_HOURS = 12.0
 KEEP_ENDED_DAYS = 30  # ended sessions stay this long (who was signed in when), then are deleted
@@ -69,7 +69,7 @@ class Sessions:
         if account.role != record.role or is_disabled(account):
             return None
         return AgentSession(record.id, account.id, account.role, tuple(account.groups or ()),
-                            _aware(record.expires_at))
+                            aware_utc(record.expires_at))
 
     def revoke(self, session_id: int) -> None:
         with self.database.session() as db, db.begin():
@@ -77,6 +77,3 @@ class Sessions:
                                                         AgentSessionRecord.revoked_at.is_(None))
                        .values(revoked_at=utcnow()))
 
-
-def _aware(stamp: dt.datetime) -> dt.datetime:
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)  # SQLite returns naive UTC

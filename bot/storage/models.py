@@ -19,6 +19,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def aware_utc(moment: dt.datetime) -> dt.datetime:
+    """A stored timestamp with its zone: SQLite hands them back without one, and they were stored in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 

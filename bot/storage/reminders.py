@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import exists, select, update
 
 from bot.storage.database import Database
-from bot.storage.models import ChannelIdentity, Conversation, Event, Reminder, utcnow
+from bot.storage.models import ChannelIdentity, Conversation, Event, Reminder, aware_utc, utcnow
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class ReminderStore:
                                                           Reminder.due_at <= (now or utcnow()))
                                    .order_by(Reminder.due_at).limit(limit))
             return [DueReminder(r.id, r.conversation_id, r.channel, r.sender, r.name, r.intent, list(r.entities),
-                                r.kill_on_user_message, _aware(r.scheduled_at)) for r in rows]
+                                r.kill_on_user_message, aware_utc(r.scheduled_at)) for r in rows]
 
     def pending(self, channel: str, sender: str) -> list[str]:
         """Names of the sender's reminders still to fire, soonest first."""
@@ -112,6 +112,3 @@ def _same_entities(stored: list[dict[str, Any]], wanted: list[dict[str, Any]]) -
         return sorted((str(e.get("entity")), str(e.get("value"))) for e in items)
     return key(stored) == key(wanted)
 
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

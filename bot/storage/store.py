@@ -38,6 +38,7 @@ from bot.storage.models import (
     Customer,
     Event,
     InboundMessage,
+    aware_utc,
     utcnow,
 )
 from bot.storage.privacy import ORIGINAL_KEY
@@ -184,8 +185,8 @@ class ConversationStore:
 
     def _lease_over(self, inbound: InboundMessage) -> bool:
         """Rows stored before claims had leases count from when they were received."""
-        until = inbound.lease_until or (_aware(inbound.received_at) + self.claim_lease)
-        return _aware(until) <= utcnow()
+        until = inbound.lease_until or (aware_utc(inbound.received_at) + self.claim_lease)
+        return aware_utc(until) <= utcnow()
 
     def _reclaim(self, session: Session, seen: InboundMessage) -> TurnStart:
         conversation = self._locked_conversation(session, seen.conversation_id)
@@ -454,7 +455,7 @@ class ConversationStore:
                 if found is None:
                     session.add(BindingCode(code=code, customer_id=customer_id, expires_at=now + ttl))
                     return code
-                if found.used_at is not None or _aware(found.expires_at) <= now:
+                if found.used_at is not None or aware_utc(found.expires_at) <= now:
                     session.delete(found)
                     session.flush()
 
@@ -463,7 +464,7 @@ class ConversationStore:
         expired code."""
         with self.database.session() as session, session.begin():
             found = session.get(BindingCode, code, with_for_update=True)
-            if found is None or found.used_at is not None or _aware(found.expires_at) <= utcnow():
+            if found is None or found.used_at is not None or aware_utc(found.expires_at) <= utcnow():
                 return None
             found.used_at, found.used_by = utcnow(), f"{channel}:{sender}"
             customer_id = found.customer_id
@@ -489,7 +490,7 @@ class ConversationStore:
         current = session.scalar(select(Conversation).where(Conversation.identity_id == identity.id,
                                                             Conversation.status != "closed")
                                  .order_by(Conversation.started_at.desc()).limit(1).with_for_update())
-        if current is not None and utcnow() - _aware(current.updated_at) < self.session_expiry:
+        if current is not None and utcnow() - aware_utc(current.updated_at) < self.session_expiry:
             return _Opened(current, False, None)
         if current is not None and current.status == "bot":
             current.status = "closed"
@@ -519,7 +520,7 @@ class ConversationStore:
         here_last = session.scalar(select(Event.timestamp).where(Event.conversation_id == conversation.id,
                                                                  Event.type.in_(("user", "bot")))
                                    .order_by(Event.seq.desc()).limit(1))
-        if here_last is not None and _aware(here_last) >= _aware(newer.updated_at):
+        if here_last is not None and aware_utc(here_last) >= aware_utc(newer.updated_at):
             return None
         conversation.state = {**(conversation.state or {}), "dialogue": dialogue}
         self._append(session, conversation, "continued", continued)
@@ -542,7 +543,7 @@ class ConversationStore:
         newer = session.scalar(select(Conversation).where(
             Conversation.customer_id == customer_id, Conversation.identity_id != identity_id,
             Conversation.status == "bot").order_by(Conversation.updated_at.desc()).limit(1))
-        if newer is None or utcnow() - _aware(newer.updated_at) >= self.session_expiry:
+        if newer is None or utcnow() - aware_utc(newer.updated_at) >= self.session_expiry:
             return None
         dialogue = (newer.state or {}).get("dialogue") or {}
         if not dialogue.get("active_loop") and not any(v is not None for v in (dialogue.get("slots") or {}).values()):
@@ -581,7 +582,3 @@ def _readable(event: Event) -> dict[str, Any]:
     data = {key: value for key, value in (event.data or {}).items() if key != ORIGINAL_KEY}
     return scrub({"event": event.type, "timestamp": event.timestamp.timestamp(), **data})
 
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    """SQLite hands timestamps back without a zone; they were stored in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

@@ -45,7 +45,7 @@ from bot.dialogue.responder import CONVERSATIONAL_INTENTS
 from bot.eval.replay import HANDOFF_SOURCES, classify_turn
 from bot.nlu.classifier import FALLBACK_INTENT, OOS_INTENTS
 from bot.security.masking import mask_text
-from bot.storage.models import Conversation, Event, Handoff, ReviewMark, utcnow
+from bot.storage.models import Conversation, Event, Handoff, ReviewMark, aware_utc, utcnow
 from bot.trainer.clusters import DEFAULT_THRESHOLD, Encode, cluster
 from bot.trainer.keys import message_key
 
@@ -238,7 +238,7 @@ def inbox_items(database: Database, context: InboxContext, since: dt.date, until
                 select(Handoff.id, Handoff.rating).where(Handoff.conversation_id.in_(ids))))
     items = [item for cid, rows in events.items()
              for item in _conversation_items(cid, channels[cid], rows, ratings, context)
-             if item.reviewable and item.reasons and start <= _aware(item.at) < end]
+             if item.reviewable and item.reasons and start <= aware_utc(item.at) < end]
     marks = review_marks(database, {i.key for i in items})
     for item in items:
         item.status = marks.get(item.key, "open")
@@ -367,7 +367,7 @@ def _kept(item: InboxItem, filters: InboxFilters) -> bool:
 def group_items(items: list[InboxItem], context: InboxContext) -> list[InboxGroup]:
     """Messages with one key together, then near-identical keys clustered; ranked by score, then size."""
     by_key: dict[str, list[InboxItem]] = {}
-    for item in sorted(items, key=lambda i: (-i.score, -_aware(i.at).timestamp())):
+    for item in sorted(items, key=lambda i: (-i.score, -aware_utc(i.at).timestamp())):
         by_key.setdefault(item.key, []).append(item)
     keys = sorted(by_key, key=lambda k: (-sum(i.score for i in by_key[k]), -len(by_key[k]), k))
     clusters = cluster([by_key[k][0].text for k in keys], context.encode, context.threshold)
@@ -377,9 +377,9 @@ def group_items(items: list[InboxItem], context: InboxContext) -> list[InboxGrou
 
 def _group(keys: list[str], by_key: dict[str, list[InboxItem]], context: InboxContext) -> InboxGroup:
     members = [i for k in keys for i in by_key[k]]
-    moments = [_aware(i.at) for i in members]
+    moments = [aware_utc(i.at) for i in members]
     entries = Counter(i.knowledge_top for i in members if i.knowledge_top in context.questions)
-    newest = sorted(members, key=lambda i: _aware(i.at), reverse=True)
+    newest = sorted(members, key=lambda i: aware_utc(i.at), reverse=True)
     return InboxGroup(
         group_id=f"g{keys[0][:16]}", score=sum(i.score for i in members), count=len(members), keys=keys,
         messages=[GroupMessage(key=k, text=mask_text(by_key[k][0].text), count=len(by_key[k]),
@@ -423,7 +423,3 @@ def _chunks(values: list[str]) -> Iterable[list[str]]:
 def _day(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    """SQLite hands timestamps back without a zone; they were stored in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

@@ -13,7 +13,6 @@ and live frame is masked (`bot.security.masking`), whatever was stored before ma
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,7 +33,7 @@ from bot.channels.handshake import first_frame
 from bot.channels.outbound import push_to_customer
 from bot.channels.registry import channel_info, channels_json
 from bot.handoff.agents import DESK_ROLES, SUPERVISING_ROLES, AccountError, authenticate, create_agent, may_reach
-from bot.handoff.context import build_context, summary_of
+from bot.handoff.context import build_context, customer_words, summary_of
 from bot.handoff.desk import AgentDesk, DeskError, latest_transfer, reply_deliveries, set_employee_no
 from bot.handoff.library.canned import picker as canned_picker
 from bot.handoff.reasons import reasons_json
@@ -46,7 +45,7 @@ from bot.security.logins import Busy, LoginGuard, PasswordGate
 from bot.security.masking import mask_value
 from bot.security.origins import origin_allowed
 from bot.security.sessions import AgentSession, Sessions
-from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Customer, Event, Handoff
+from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Customer, Event, Handoff, aware_utc
 
 STATIC = Path(__file__).parent / "static"
 MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
@@ -541,14 +540,9 @@ def _summary(db: Any, handoff: Handoff) -> dict[str, Any]:
     return _shown({**summary_of(handoff), "channel": conversation.channel if conversation else None,
                    "customer": None if customer is None else {"id": customer.id, "name": customer.name,
                                                               "tier": customer.tier, "verified": customer.verified},
-                   "last_message": _customer_words(last.data or {}) if last else None,
+                   "last_message": customer_words(last.data or {}) if last else None,
                    "transfer": latest_transfer(db, handoff), **_rating(handoff),
                    "created_at": _iso(handoff.created_at), "closed_at": _iso(handoff.closed_at)})
-
-
-def _customer_words(data: dict[str, Any]) -> str:
-    """What the customer sent as they saw it: a button's title rather than its payload (e.g. "/request_human")."""
-    return (data.get("metadata") or {}).get("button_title") or data.get("text", "")
 
 
 def _rating(handoff: Handoff) -> dict[str, Any]:
@@ -689,7 +683,7 @@ def _last_bot_event(request: Request, conversation_id: str) -> dict[str, Any] | 
                           .order_by(Event.seq.desc()).limit(1))
         if event is None:
             return None
-        moment = event.timestamp if event.timestamp.tzinfo else event.timestamp.replace(tzinfo=dt.UTC)  # SQLite
+        moment = aware_utc(event.timestamp)
         data = event.data.get("data") or {}
         return {"text": event.data.get("text"), "buttons": data.get("buttons"), "source": data.get("source"),
                 "timestamp": moment.isoformat()}

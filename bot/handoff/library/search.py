@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session
 
 from bot.channels.registry import channel_label
 from bot.handoff.agents import SUPERVISING_ROLES, Reacher
-from bot.handoff.context import _transcript_item
+from bot.handoff.context import customer_words, transcript_item
 from bot.handoff.library import NotVisible
 from bot.handoff.reasons import reason_label
 from bot.security.json_guard import scrub
 from bot.security.masking import mask_text, mask_value
 from bot.storage.database import Database
-from bot.storage.models import AgentAccount, Conversation, ConversationLabel, Customer, Event, Handoff
+from bot.storage.models import AgentAccount, Conversation, ConversationLabel, Customer, Event, Handoff, aware_utc
 
 PAGE_SIZE = 20
 SUMMARY_CHARS = 60
@@ -82,7 +82,7 @@ def conversation(database: Database, viewer: Reacher, conversation_id: str) -> d
                                    .order_by(Handoff.id)).all()
         names = _agent_names(session, [h.agent_id for h in handoffs])
         result = {**_result(session, found),
-                  "transcript": [item for e in events if (item := _transcript_item(e)) is not None],
+                  "transcript": [item for e in events if (item := transcript_item(e)) is not None],
                   "handoffs": [_handoff(h, names) for h in handoffs]}
     return scrub(mask_value(result))
 
@@ -190,7 +190,7 @@ def _result(session: Session, found: Conversation) -> dict[str, Any]:
         "conversation_id": found.id,
         "channel": found.channel,
         "channel_label": channel_label(found.channel),
-        "started_at": _aware(found.started_at).isoformat(),
+        "started_at": aware_utc(found.started_at).isoformat(),
         "customer": _customer(found, customer),
         "status": found.status,
         "status_label": STATUS_LABELS.get(found.status, found.status),
@@ -213,7 +213,7 @@ def _first_message(session: Session, conversation_id: str) -> str:
     if first is None:
         return ""
     data = first.data or {}
-    said = str((data.get("metadata") or {}).get("button_title") or data.get("text") or "").strip()
+    said = str(customer_words(data)).strip()
     line = " ".join(said.split())
     return line if len(line) <= SUMMARY_CHARS else line[:SUMMARY_CHARS] + "…"
 
@@ -222,8 +222,8 @@ def _handoff(handoff: Handoff, names: dict[int, str]) -> dict[str, Any]:
     return {"handoff_id": handoff.id, "group": handoff.group, "status": handoff.status,
             "status_label": HANDOFF_STATUS_LABELS.get(handoff.status, handoff.status),
             "reason": reason_label(handoff.reason), "agent": names.get(handoff.agent_id or 0),
-            "created_at": _aware(handoff.created_at).isoformat(),
-            "closed_at": _aware(handoff.closed_at).isoformat() if handoff.closed_at else None,
+            "created_at": aware_utc(handoff.created_at).isoformat(),
+            "closed_at": aware_utc(handoff.closed_at).isoformat() if handoff.closed_at else None,
             "disposition": handoff.disposition, "rating": handoff.rating,
             "comment": mask_text(handoff.comment) if handoff.comment else None}
 
@@ -235,7 +235,3 @@ def _agent_names(session: Session, ids: Sequence[int | None]) -> dict[int, str]:
     rows = session.execute(select(AgentAccount.id, AgentAccount.display_name).where(AgentAccount.id.in_(wanted)))
     return {int(r[0]): str(r[1]) for r in rows}
 
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    """SQLite hands timestamps back without a zone; they were stored in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
