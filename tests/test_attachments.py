@@ -352,6 +352,10 @@ def test_an_app_upload_reaches_the_agent_live_and_only_agents_who_may_see_it(bun
         assert live["handoff_id"] == handoff_id and live["text"] == "[文件] 流水.pdf"
         assert live["attachment"] == with_agent["attachment"] and live["timestamp"]
 
+        # the stored transcript keeps it too: after a reload the agent still sees the file
+        context = client.get(f"/api/agent/handoffs/{handoff_id}/context", headers=agent).json()
+        assert [item["attachment"] for item in context["transcript"] if item.get("attachment")] == \
+            [body["attachment"], with_agent["attachment"]]
         path = f"/api/agent/attachments/{live['attachment']['id']}"
         assert client.get(path).status_code == 401
         assert client.get(path, headers=login(client, "li")).status_code == 404

@@ -272,7 +272,7 @@ def transcript_item(event: Event, names: DisplayNames = NO_NAMES) -> dict[str, A
         intent = parse.get("intent")
         entities = [{"entity": e["entity"], "value": _hide(str(e["value"]))} for e in parse.get("entities") or []]
         return {"role": "user", "text": _hide(customer_words(data)), "timestamp": when, "intent": intent,
-                "entities": entities}
+                "entities": entities, "attachment": data.get("attachment")}  # an image or file: its stored summary
     if event.type == "bot":
         extra = data.get("data") or {}
         role = "agent" if extra.get("source") == "agent" else "bot"
