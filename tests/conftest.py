@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.postgres_support import fresh_postgres_url
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIBOT = Path(__file__).parent / "fixtures" / "minibot"
@@ -50,17 +50,8 @@ def bundled_assistant(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh database on the PostgreSQL server every test machine runs at 127.0.0.1:5432, dropped afterwards."""
-    import psycopg
-
-    name = f"bankbot_test_{uuid.uuid4().hex[:12]}"
-    admin = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_url() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,8 +6,6 @@ short code expands to when an agent sends it."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from zoneinfo import ZoneInfo
@@ -22,6 +20,7 @@ from bot.handoff.agents import create_agent
 from bot.storage import Database
 from bot.storage.models import Conversation, Handoff
 from bot.web.app import create_app
+from tests.postgres_support import fresh_postgres_url
 
 NOON = dt.datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 PASSWORD = "correct horse battery"
@@ -78,19 +77,12 @@ def database_at(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     if kind == "sqlite":
         yield Database(f"sqlite:///{tmp_path_factory.mktemp('library') / 'bot.db'}")
         return
-    import psycopg
-
-    name = f"bankbot_library_{uuid.uuid4().hex[:12]}"
-    admin = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    database = Database(admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}")
-    try:
-        yield database
-    finally:
-        database.dispose()
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_url("bankbot_library") as url:
+        database = Database(url)
+        try:
+            yield database
+        finally:
+            database.dispose()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -24,6 +24,7 @@ from bot.config import BotConfig, RateLimitConfig
 from bot.ops.metrics import OUTCOMES
 from bot.storage import Database
 from bot.web.app import create_app
+from tests.postgres_support import fresh_postgres_url
 
 METRICS_TOKEN = "metrics-token-for-tests-0001"
 API_TOKEN = "api-token-for-metrics-tests-01"
@@ -56,19 +57,12 @@ def database_at(kind: str, tmp_path: Path) -> Iterator[Database]:
         yield database
         database.dispose()
         return
-    import psycopg
-
-    name = f"bankbot_metrics_{uuid.uuid4().hex[:12]}"
-    admin = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    database = Database(admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}")
-    try:
-        yield database
-    finally:
-        database.dispose()
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_url("bankbot_metrics") as url:
+        database = Database(url)
+        try:
+            yield database
+        finally:
+            database.dispose()
 
 
 def metrics_config(config: BotConfig, metrics_token: str | None = METRICS_TOKEN,
