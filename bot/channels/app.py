@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from bot.channels.chat_socket import serve_chat
 from bot.channels.handshake import first_frame
-from bot.channels.transcript import customer_history, transcript_response
+from bot.channels.transcript import transcript_response
 from bot.config import AppChannelConfig
 from bot.dialogue.service import ConversationService, Inbound, MessageRejected, TooManyMessages
 from bot.security.credentials import bearer_token
@@ -204,7 +204,7 @@ def app_router() -> APIRouter:
     @router.get("/history")
     def history(customer: CustomerDep, service: ServiceDep) -> list[dict[str, Any]]:
         """The customer's app conversation so far, oldest first, with who said each bot message."""
-        return customer_history(service, CHANNEL, customer.customer_id)
+        return service.history(CHANNEL, customer.customer_id)
 
     @router.get("/transcript", include_in_schema=False)
     def transcript(customer: CustomerDep, service: ServiceDep) -> Response:

@@ -29,7 +29,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 
 from bot.channels.handoff_notices import state_frames
-from bot.channels.transcript import customer_history
 from bot.dialogue.service import Inbound, MessageRejected
 from bot.handoff.notices import SOURCE as NOTICE_SOURCE
 from bot.live import after_grace
@@ -170,7 +169,7 @@ async def _answer(websocket: WebSocket, service: Any, channel: str, sender: str,
 
 async def _history(websocket: WebSocket, service: Any, channel: str, sender: str) -> None:
     try:
-        messages = await run_in_threadpool(customer_history, service, channel, sender)
+        messages = await run_in_threadpool(service.history, channel, sender)
         states = await run_in_threadpool(state_frames, websocket.app, channel, sender)
     except Exception as e:
         log.exception("%s history failed for sender %s", channel, sender)

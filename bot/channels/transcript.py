@@ -1,5 +1,5 @@
-"""The conversation as the customer saw it: history with who said each message (the bot, an agent by name, a
-hand-over notice), and the same as a text file the customer downloads (widget and app), masked as stored."""
+"""The conversation as the customer saw it (`ConversationService.history`, which says who wrote each reply) as a
+text file the customer downloads (widget and app), masked as stored."""
 
 from __future__ import annotations
 
@@ -14,22 +14,6 @@ from bot.handoff.notices import SOURCE as NOTICE_SOURCE
 from bot.handoff.notices import agent_title
 
 ZONE = ZoneInfo("Asia/Shanghai")  # the bank's customers read Beijing time
-SPEAKER_KEYS = ("source", "agent", "employee_no")
-
-
-def customer_history(service: Any, channel: str, sender: str) -> list[dict[str, Any]]:
-    """`service.history` with each bot message's `source`, `agent` and `employee_no` from its stored event, so
-    an agent's reply and a hand-over notice look the same after a reload as when they arrived."""
-    messages = service.history(channel, sender)
-    speakers = [(e.get("text"), e.get("data") or {}) for e in service.store.sender_events(channel, sender)
-                if e.get("event") == "bot"]
-    bots = [m for m in messages if m.get("role") == "bot"]
-    for message, (text, data) in zip(bots, speakers, strict=False):  # a reply stored between the two reads
-        if message.get("text") == text:  # is at the end, after the pairs
-            message.update({key: data.get(key) for key in SPEAKER_KEYS})
-    return messages
-
-
 def speaker(message: dict[str, Any]) -> str:
     if message.get("role") == "user":
         return "我"
@@ -56,7 +40,7 @@ def render_transcript(messages: list[dict[str, Any]], now: dt.datetime) -> str:
 def transcript_response(service: Any, channel: str, sender: str, now: dt.datetime | None = None) -> Response:
     """The customer's transcript as a UTF-8 text download named like 聊天记录-20261130.txt."""
     now = now or dt.datetime.now(dt.UTC)
-    body = render_transcript(customer_history(service, channel, sender), now)
+    body = render_transcript(service.history(channel, sender), now)
     filename = f"聊天记录-{now.astimezone(ZONE):%Y%m%d}.txt"
     return Response(body.encode("utf-8"), media_type="text/plain; charset=utf-8", headers={
         "Content-Disposition": f"attachment; filename=\"transcript.txt\"; filename*=UTF-8''{quote(filename)}",

@@ -432,7 +432,9 @@ class ConversationService:
         return engine.session_start(state, previous, channel, sender)
 
     def history(self, channel: str, sender: str) -> list[dict[str, Any]]:
-        """The customer's messages and the bot's replies on this channel, oldest first."""
+        """The customer's messages and the bot's replies on this channel, oldest first; each reply says who
+        wrote it (`source`: e.g. "agent" with the agent's name and `employee_no`, or "handoff_notice"), so an
+        agent's reply and a hand-over notice look the same after a reload as when they arrived."""
         history = []
         for event in self.store.sender_events(channel, sender):
             moment = dt.datetime.fromtimestamp(event["timestamp"], dt.UTC).isoformat()
@@ -440,9 +442,10 @@ class ConversationService:
                 history.append({"role": "user", "text": event["text"], "buttons": None, "timestamp": moment,
                                 "message_id": event.get("message_id")})
             elif event["event"] == "bot":
-                buttons = (event.get("data") or {}).get("buttons")
-                history.append({"role": "bot", "text": event["text"], "buttons": buttons, "timestamp": moment,
-                                "message_id": None})
+                data = event.get("data") or {}
+                history.append({"role": "bot", "text": event["text"], "buttons": data.get("buttons"),
+                                "timestamp": moment, "message_id": None, "source": data.get("source"),
+                                "agent": data.get("agent"), "employee_no": data.get("employee_no")})
         return history
 
     def _first_delivery(self, start: TurnStart) -> tuple[str, list[dict[str, Any]]]:
