@@ -14,7 +14,7 @@ from bot.dialogue.responder import Reply
 from bot.handoff.context import conversation_topics
 from bot.handoff.desk import AgentDesk, QueueTicket
 from bot.handoff.notices import SOURCE as NOTICE_SOURCE
-from bot.handoff.notices import notice_for
+from bot.handoff.notices import notice_for, queue_frame
 from bot.handoff.routing import conversation_group, group_named, priority
 from bot.handoff.triggers import Escalation, TurnFacts, cancels_handoff, detect_escalation
 from bot.ops import metrics
@@ -67,9 +67,7 @@ class Handover:
             if ticket.status != "waiting" or (told and told[0] == ticket.position):
                 return
             self._told[handoff_id] = (ticket.position, channel, sender)
-        ahead = f"前面还有{ticket.position - 1}位" if ticket.position > 1 else "您是下一位"
-        self.hub.to_customer(channel, sender, {"type": "queue", "position": ticket.position,
-                                               "text": f"排队中：{ahead}，预计约{ticket.eta_minutes}分钟"})
+        self.hub.to_customer(channel, sender, queue_frame(ticket))
 
     def escalate_if_needed(self, start: TurnStart, text: str, parse: dict[str, Any], state: DialogueState,
                            names: DisplayNames | None = None) -> Escalated | None:

@@ -67,6 +67,6 @@ def notice_for(payload: dict[str, Any], agent: AgentAccount | None) -> Notice | 
 
 
 def queue_frame(ticket: QueueTicket) -> dict[str, Any]:
-    """The status-line frame of a waiting customer's place (worded as `Handover` words it live)."""
+    """The status-line frame of a waiting customer's place: live as the queue moves, and on a reconnect."""
     ahead = f"前面还有{ticket.position - 1}位" if ticket.position > 1 else "您是下一位"
     return {"type": "queue", "position": ticket.position, "text": f"排队中：{ahead}，预计约{ticket.eta_minutes}分钟"}
