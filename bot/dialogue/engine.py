@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -35,6 +36,7 @@ HANDOFF_REQUESTED = "handoff_requested"  # the slot HANDOFF_ACTION sets: the int
 MAX_ACTION_CHAIN = 5  # followup actions one turn may trigger
 FOLLOW_UP = re.compile(r"^(那|那么|那要是|如果是|换成)?(?P<rest>.{1,12}?)(呢|怎么办|怎么样|行吗|可以吗)?[?？。!！]*$")
 Reparse = Callable[[str], dict[str, Any]]
+T = TypeVar("T")
 # greetings and thanks that come with a request ("你好，我想挂失", "帮忙开通，谢谢")
 COURTESY_INTENTS = frozenset({"greet", "thanks", "goodbye"})
 COURTESY = re.compile(r"(非常|十分)?(谢谢|多谢|感谢|谢啦|谢了)(你|您|了)?(啦|哈|哦)?|(你|您)好(啊|呀)?|在吗|在不在"
@@ -67,6 +69,17 @@ def offer_threshold(max_fallbacks: int) -> int:
 
 # when the caller (bot.assistant.Assistant) does not say: from config.yml's default `handoff.max_fallbacks`
 OFFER_HUMAN_AFTER = offer_threshold(HandoffConfig().max_fallbacks)
+
+_thread_loops = threading.local()
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` to its end on this thread's own event loop, kept for the thread's next turn: a new loop
+    per turn (`asyncio.run`) cost about a millisecond of every turn under load."""
+    loop = getattr(_thread_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _thread_loops.loop = asyncio.new_event_loop()
+    return loop.run_until_complete(coroutine)
 
 
 class DialogueState(BaseModel):
@@ -187,7 +200,7 @@ class DialogueEngine:
     def turn(self, state: DialogueState, parse: dict[str, Any], channel: str, sender_id: str,
              history: list[dict[str, Any]] | None = None) -> TurnOutcome:
         """Blocking wrapper of `next_turn`, for callers outside an event loop (the service runs in threads)."""
-        return asyncio.run(self.next_turn(state, parse, channel, sender_id, history or []))
+        return run_blocking(self.next_turn(state, parse, channel, sender_id, history or []))
 
     @property
     def starts_sessions(self) -> bool:
@@ -197,7 +210,7 @@ class DialogueEngine:
     def session_start(self, state: DialogueState, previous_slots: dict[str, Any], channel: str,
                       sender_id: str) -> TurnOutcome:
         """Blocking wrapper of `start_session`."""
-        return asyncio.run(self.start_session(state, previous_slots, channel, sender_id))
+        return run_blocking(self.start_session(state, previous_slots, channel, sender_id))
 
     async def start_session(self, state: DialogueState, previous_slots: dict[str, Any], channel: str,
                             sender_id: str) -> TurnOutcome:

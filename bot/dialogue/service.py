@@ -283,7 +283,7 @@ class ConversationService:
 
     def _external_turn(self, inbound: Inbound, intent: str, entities: list[dict[str, Any]],
                        start: TurnStart) -> _Done:
-        history = [e for e in self.store.events(start.conversation_id) if e.get("message_id") != start.message_id]
+        history = self._history(start)
         dialogue = DialogueState.model_validate(start.state.get("dialogue") or {})
         parse = {"text": inbound.text, "intent": {"name": intent, "confidence": 1.0},
                  "intent_ranking": [{"name": intent, "confidence": 1.0}], "entities": entities,
@@ -407,7 +407,7 @@ class ConversationService:
                 raise TooManyMessages(wait)
 
     def _respond(self, inbound: Inbound, text: str, start: TurnStart) -> tuple[dict[str, Any], TurnOutcome]:
-        history = [e for e in self.store.events(start.conversation_id) if e.get("message_id") != start.message_id]
+        history = self._history(start)
         state = DialogueState.model_validate(start.state.get("dialogue") or {})
         metadata = {k: v for k, v in inbound.metadata.items() if k not in IDENTITY_KEYS}
         if start.customer_id:  # linked by a verified source: the app's token, a binding code, a signed-in page
@@ -420,6 +420,12 @@ class ConversationService:
                                             history=history, metadata=metadata)
         _after_session_start(session, outcome)
         return dict(parse), outcome
+
+    def _history(self, start: TurnStart) -> list[dict[str, Any]]:
+        """The conversation's events before this message (read with the claim when it could be)."""
+        if start.history is not None:
+            return start.history
+        return [e for e in self.store.events(start.conversation_id) if e.get("message_id") != start.message_id]
 
     def _session_start(self, start: TurnStart, channel: str, sender: str,
                        state: DialogueState) -> TurnOutcome | None:

@@ -8,9 +8,10 @@ Bulk statements (`session.execute(insert(...)/update(...))`) bypass the flush: t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.security.masking import mask_text, mask_value
@@ -42,12 +43,19 @@ def mask_event_data(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _mask_pending(session: Session, _context: Any, _instances: Any) -> None:
-    for row in [*session.new, *session.dirty]:
-        for column in MASKED_COLUMNS.get(type(row), ()):
-            value = getattr(row, column)
-            masked = _masked(row, column, value)
-            if masked != value:
-                setattr(row, column, masked)
+    for row in session.new:
+        _mask_row(row, MASKED_COLUMNS.get(type(row), ()))
+    for row in session.dirty:  # only the columns set since the last flush: the others were masked then
+        changed = inspect(row).attrs
+        _mask_row(row, [c for c in MASKED_COLUMNS.get(type(row), ()) if changed[c].history.has_changes()])
+
+
+def _mask_row(row: Any, columns: Iterable[str]) -> None:
+    for column in columns:
+        value = getattr(row, column)
+        masked = _masked(row, column, value)
+        if masked != value:
+            setattr(row, column, masked)
 
 
 def _masked(row: Any, column: str, value: Any) -> Any:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,7 +41,7 @@ from bot.storage.models import (
     aware_utc,
     utcnow,
 )
-from bot.storage.privacy import ORIGINAL_KEY
+from bot.storage.privacy import ORIGINAL_KEY, mask_event_data
 
 KEY_HELP = "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
 
@@ -78,6 +78,8 @@ class TurnStart:
     previous_conversation: str | None = None  # the one whose silence ended it, for slots carried over
     claim: str | None = None  # this turn's claim on the message ("<worker>/<token>"); finishing checks it
     lease_until: dt.datetime | None = None  # until when the message's current claimer may answer it
+    # the conversation's earlier events (as `events` gives them), read in the same transaction; None: not read
+    history: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ class ConversationStore:
                              customer_tier=customer.tier if customer else None,
                              customer_verified=bool(customer and customer.verified), continued_from=continued,
                              new_session=opened, previous_conversation=previous, claim=claim,
-                             lease_until=lease_until)
+                             lease_until=lease_until, history=self._events_before(session, user_event))
 
     def _new_claim(self) -> tuple[str, dt.datetime]:
         return f"{WORKER}/{uuid.uuid4().hex[:16]}", utcnow() + self.claim_lease
@@ -234,9 +236,8 @@ class ConversationStore:
             assert user_event is not None
             if parse_data is not None:
                 user_event.data = {**user_event.data, "parse_data": parse_data}
-            for item in events:
-                kind = item["event"]
-                self._append(session, conversation, kind, {k: v for k, v in item.items() if k != "event"})
+            append_events(session, conversation, [(item["event"], {k: v for k, v in item.items() if k != "event"})
+                                                  for item in events])
             conversation.state = state
             inbound = session.get(InboundMessage, start.inbound_id)
             assert inbound is not None
@@ -311,6 +312,12 @@ class ConversationStore:
         with self.database.session() as session:
             rows = session.scalars(select(Event).where(Event.conversation_id == conversation_id).order_by(Event.seq))
             return [_readable(e) for e in rows]
+
+    def _events_before(self, session: Session, event: Event) -> list[dict[str, Any]]:
+        """The conversation's events before `event`, read within the turn's own transaction (no second one)."""
+        rows = session.scalars(select(Event).where(Event.conversation_id == event.conversation_id,
+                                                   Event.seq < event.seq).order_by(Event.seq))
+        return [_readable(e) for e in rows]
 
     def sender_events(self, channel: str, sender: str) -> list[dict[str, Any]]:
         """Events of every conversation of one channel identity, oldest first (for history replay)."""
@@ -574,6 +581,19 @@ def append_event(session: Session, conversation: Conversation, kind: str, data: 
     session.add(event)
     session.flush()
     return event
+
+
+def append_events(session: Session, conversation: Conversation, events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Add the conversation's next events, (kind, data) each, in one INSERT: the end of a turn, where nothing needs
+    their ids. A bulk statement bypasses the flush's masking, so their data is masked here."""
+    if not events:
+        return
+    now = utcnow()
+    rows = [{"conversation_id": conversation.id, "seq": conversation.next_seq + offset, "type": kind,
+             "data": mask_event_data(data), "timestamp": now} for offset, (kind, data) in enumerate(events)]
+    session.execute(insert(Event), rows)
+    conversation.next_seq += len(rows)
+    conversation.updated_at = now
 
 
 def _readable(event: Event) -> dict[str, Any]:
