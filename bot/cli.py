@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -107,6 +108,8 @@ def run(config: ConfigOption = Path("config.yml"), project: ProjectOption = None
     from bot.model import is_stale, latest_model_dir
     from bot.web.app import create_app
 
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # prometheus_client writes there from its first import
+        Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     settings = _config(config, project)
     latest = latest_model_dir(settings)
     if latest is None:

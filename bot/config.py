@@ -147,6 +147,11 @@ class StorageConfig(_Strict):
     # how long a worker may take to answer a message before a retry or the sweep answers it instead (its worker
     # is presumed dead); turns of one conversation never overlap whatever this is
     claim_lease_seconds: float = Field(30, gt=0)
+    # PostgreSQL connections of one worker: `pool_size` kept open plus `pool_overflow` opened at peaks, for turns;
+    # as many again for the conversations' locks. workers x 2 x (pool_size + pool_overflow) must stay below the
+    # server's max_connections (100 by default); turns beyond that wait for a connection.
+    pool_size: int = Field(5, ge=1)
+    pool_overflow: int = Field(5, ge=0)
 
 
 class AppChannelConfig(_Strict):

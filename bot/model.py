@@ -32,7 +32,7 @@ from bot.nlu.normalise import NormaliserOptions
 from bot.nlu.pipeline import NLUPipeline
 from bot.nlu.rule_entities import RuleEntityExtractor, entity_phrases
 from bot.nlu.tokenise import Tokenizer
-from bot.retrieval.encoders import Encoder, load_encoder
+from bot.retrieval.encoders import BatchingEncoder, Encoder, load_encoder
 from bot.retrieval.knowledge import KnowledgeEntry, load_knowledge
 from bot.retrieval.retriever import KnowledgeRetriever
 from bot.training_data import DisplayNames, TrainingData, TrainingDataError, load_training_data
@@ -223,6 +223,8 @@ def load(directory: Path, config: BotConfig) -> TrainedModel:
                          f"says {config.retrieval.encoder!r}; run `bot train` again")
     stored = joblib.load(directory / MODEL_FILE)
     encoder = load_encoder(config.retrieval.encoder, str(config.root))
+    if encoder is not None:  # served: the messages of concurrent turns are encoded together
+        encoder = BatchingEncoder(encoder)
     nlu = build_nlu(config, stored["data"], encoder, classifier=stored["classifier"])
     policies = PolicyEnsemble.load(directory) if (directory / POLICIES_FILE).exists() else None
     return TrainedModel(nlu, stored["retriever"], stored["data"], metadata, policies)

@@ -118,7 +118,7 @@ class ConversationService:
         self.reminders = ReminderStore(store.database)
         # turns of one customer never overlap, in this process and (on PostgreSQL) in every other worker
         database = store.database
-        self.locks = TurnLocks(None if database.is_sqlite else database.url)
+        self.locks = TurnLocks(None if database.is_sqlite else database.url, pool=database.pool)
         self.draining = False  # set when the worker shuts down: turns in flight finish, no new one starts
         self._in_flight = 0
         self._in_flight_changed = threading.Condition()

@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import Future
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
@@ -97,6 +99,50 @@ class SentenceTransformerEncoder:
         vectors = self._model.encode(list(texts), convert_to_numpy=True, normalize_embeddings=True,
                                      show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
+
+
+class BatchingEncoder:
+    """Encodes the texts of concurrent callers together. A serving worker answers many customers at once, each
+    turn encoding one message; USE-m3 encodes 8 short texts in about 2.3 times the time of one, so a caller that
+    finds the encoder busy queues its texts, and whoever runs next encodes everything queued in one call. Alone,
+    a caller encodes at once: no waiting for a batch to fill."""
+
+    def __init__(self, inner: Encoder) -> None:
+        self.inner = inner
+        self.name, self.dimension = inner.name, inner.dimension
+        self._queued: list[tuple[list[str], Future[np.ndarray]]] = []
+        self._turn = threading.Condition()
+        self._running = False
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        mine: Future[np.ndarray] = Future()
+        with self._turn:
+            self._queued.append((list(texts), mine))
+            while self._running and not mine.done():
+                self._turn.wait()
+            if mine.done():  # encoded with another caller's batch
+                return mine.result()
+            self._running = True
+            batch, self._queued = self._queued, []
+        try:
+            self._encode_batch(batch)
+        finally:
+            with self._turn:
+                self._running = False
+                self._turn.notify_all()
+        return mine.result()
+
+    def _encode_batch(self, batch: list[tuple[list[str], Future[np.ndarray]]]) -> None:
+        try:
+            vectors = self.inner.encode([text for texts, _ in batch for text in texts])
+        except Exception as error:  # every caller of the batch hears it
+            for _, future in batch:
+                future.set_exception(error)
+            return
+        start = 0
+        for texts, future in batch:
+            future.set_result(vectors[start:start + len(texts)])
+            start += len(texts)
 
 
 @lru_cache(maxsize=4)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import NamedTuple
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -16,17 +18,28 @@ from bot.storage.privacy import install_masking
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CONNECT_TIMEOUT_SECONDS = 5  # a database that does not answer fails a request quickly (503) instead of hanging it
+MIGRATION_LOCK_KEY = 0x62616E6B626F74  # "bankbot": the advisory lock migrations hold on PostgreSQL
+SQLITE_WRITER_WAIT_SECONDS = 30  # as long as SQLite's own busy timeout
+_HOLDS_WRITER = "bankbot_sqlite_writer"  # in a connection's info while its transaction holds the writer lock
 # what SQLAlchemy raises when the database cannot be reached (down, restarting, network) or the pool is exhausted
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
+
+
+class PoolSize(NamedTuple):
+    """Connections a worker keeps open (`size`) and may open beyond them at peaks (`overflow`)."""
+
+    size: int = 5
+    overflow: int = 5
 
 
 class Database:
     """An engine and a session factory for `url` (SQLAlchemy URL: `sqlite:///data/bot.db`,
     `postgresql+psycopg://user@host/db`). A relative SQLite path is resolved against `root`."""
 
-    def __init__(self, url: str, root: Path | None = None, migrate: bool = True) -> None:
+    def __init__(self, url: str, root: Path | None = None, migrate: bool = True, pool: PoolSize = PoolSize()) -> None:
         self.url = _resolve_sqlite(url, root)
-        self.engine = _engine(self.url)
+        self.pool = pool
+        self.engine = _engine(self.url, pool)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         install_masking(self.sessions)  # personal data is masked in every row written through these sessions
         if migrate:
@@ -37,6 +50,8 @@ class Database:
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
+            if not self.is_sqlite:  # workers and hosts starting together migrate one after the other
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
@@ -85,12 +100,13 @@ def _resolve_sqlite(url: str, root: Path | None) -> str:
     return parsed.set(database=str(path)).render_as_string(hide_password=False)
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, pool: PoolSize) -> Engine:
     backend = make_url(url).get_backend_name()
     if backend != "sqlite":
         # pre-ping: connections broken while the database was away are replaced, so service resumes by itself
         timeout = {"connect_timeout": CONNECT_TIMEOUT_SECONDS} if backend == "postgresql" else {}
-        return create_engine(url, pool_pre_ping=True, pool_timeout=10, connect_args=timeout)
+        return create_engine(url, pool_pre_ping=True, pool_timeout=10, pool_size=pool.size, max_overflow=pool.overflow,
+                             connect_args=timeout)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -102,10 +118,28 @@ def _engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    writer = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection) -> None:  # type: ignore[no-untyped-def]
+        # This process's threads queue for SQLite's one writer on a lock of ours, in turn: SQLite's own busy
+        # handler sleeps and polls (up to 100 ms a try), which under load left turns waiting seconds.
+        if writer.acquire(timeout=SQLITE_WRITER_WAIT_SECONDS):  # else SQLite's busy timeout decides
+            connection.info[_HOLDS_WRITER] = writer
         # take the write lock up front: a deferred transaction that reads, then writes after another writer
         # committed, fails at once with "database is locked" instead of waiting its turn
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release_writer(connection)
+            raise
 
+    event.listen(engine, "commit", _release_writer)
+    event.listen(engine, "rollback", _release_writer)
     return engine
+
+
+def _release_writer(connection: Connection) -> None:
+    held = connection.info.pop(_HOLDS_WRITER, None)
+    if held is not None:
+        held.release()

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 
 from sqlalchemy import Engine, create_engine, text
 
+from bot.storage.database import PoolSize
+
 log = logging.getLogger(__name__)
 
 LOCK_NAMESPACE = "conversation-turn"  # part of the hashed key, so other advisory locks do not collide
@@ -33,11 +35,11 @@ class ConversationBusy(RuntimeError):
 class TurnLocks:
     """`hold(channel, sender)`: the conversation's lock for the duration of a `with` block."""
 
-    def __init__(self, url: str | None = None, wait_seconds: float = 30.0) -> None:
+    def __init__(self, url: str | None = None, wait_seconds: float = 30.0, pool: PoolSize = PoolSize()) -> None:
         self._local: dict[int, _LocalLock] = {}  # conversations with a turn running or waiting in this process
         self._guard = threading.Lock()
         self.wait_seconds = wait_seconds
-        self._engine = _lock_engine(url) if url is not None else None
+        self._engine = _lock_engine(url, pool, wait_seconds) if url is not None else None
 
     @property
     def across_processes(self) -> bool:
@@ -81,17 +83,13 @@ class TurnLocks:
             connection.close()
 
     def _acquire(self, connection, key: int) -> None:  # type: ignore[no-untyped-def]
-        """Wait for the lock at most `wait_seconds` (lock_timeout applies to advisory locks too)."""
-        timeout_ms = max(1, int(self.wait_seconds * 1000))
-        connection.exec_driver_sql(f"SET lock_timeout = {timeout_ms}")
+        """Wait for the lock at most `wait_seconds` (the connection's lock_timeout applies to advisory locks)."""
         try:
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
         except Exception as e:
-            connection.rollback()
             if "lock timeout" in str(e).lower() or "LockNotAvailable" in type(getattr(e, "orig", e)).__name__:
                 raise ConversationBusy("conversation lock not free") from e
             raise
-        connection.commit()  # autobegun by SET/SELECT: the lock is session-level and outlives it
 
     def dispose(self) -> None:
         if self._engine is not None:
@@ -107,7 +105,6 @@ class _LocalLock:
 def _release(connection, key: int) -> None:  # type: ignore[no-untyped-def]
     try:
         connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-        connection.commit()
     except Exception:  # never return a connection that may still hold the lock to the pool
         log.warning("advisory unlock failed; dropping the connection", exc_info=True)
         with contextlib.suppress(Exception):
@@ -120,7 +117,11 @@ def lock_key(channel: str, sender: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _lock_engine(url: str) -> Engine:
-    # one connection per conversation being answered or waited for; they are cheap and held only for a turn
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=60, pool_timeout=30,
-                         connect_args={"connect_timeout": 5})
+def _lock_engine(url: str, pool: PoolSize, wait_seconds: float) -> Engine:
+    """One connection per conversation being answered, held for its turn; as many as the turns' own pool, so a
+    worker uses at most 2 x (size + overflow) connections. Autocommit: a lock and an unlock are one round trip
+    each; the wait for a lock is bounded by the connection's lock_timeout."""
+    timeout_ms = max(1, int(wait_seconds * 1000))
+    return create_engine(url, pool_pre_ping=True, pool_size=pool.size, max_overflow=pool.overflow, pool_timeout=30,
+                         isolation_level="AUTOCOMMIT",
+                         connect_args={"connect_timeout": 5, "options": f"-c lock_timeout={timeout_ms}"})

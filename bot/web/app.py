@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -42,7 +43,7 @@ from bot.security.limits import RateLimiter, client_ip, make_limiter, too_many_r
 from bot.security.masking import install_log_masking, mask_value
 from bot.security.sessions import Sessions
 from bot.storage import ConversationStore, Database
-from bot.storage.database import UNAVAILABLE_ERRORS
+from bot.storage.database import UNAVAILABLE_ERRORS, PoolSize
 from bot.trainer.swap import LiveModel, startup_assistant
 from bot.web.agent_api import agent_router
 from bot.web.attachments_api import attachments_router
@@ -68,7 +69,8 @@ def create_app(config: BotConfig, assistant: Assistant | None = None, database: 
     install_log_masking()
     configure_logs(config.server.log_format)  # json: JSON lines with request and conversation ids
     app.state.config = config
-    app.state.database = database or Database(config.storage.url, root=config.root)
+    app.state.database = database or Database(config.storage.url, root=config.root,
+                                              pool=PoolSize(config.storage.pool_size, config.storage.pool_overflow))
     app.state.assistant = assistant or startup_assistant(config, app.state.database)
     store = ConversationStore(app.state.database,
                               session_expiry=dt.timedelta(minutes=config.storage.session_expiry_minutes),
@@ -129,6 +131,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(app.state.conversations.drain, SHUTDOWN_GRACE_SECONDS)
 
 
+logger = logging.getLogger(__name__)
 REST_CHANNEL = "rest"
 SHUTDOWN_GRACE_SECONDS = 30.0
 RETRY_AFTER_SECONDS = 5
@@ -281,8 +284,10 @@ def _unavailable_handlers(app: FastAPI) -> None:
     """The database away (or this worker shutting down): 503 with Retry-After, never a bare 500. Connections
     broken meanwhile are replaced by the pool's pre-ping, so answers resume by themselves."""
 
-    async def unavailable(_request: Request, error: Exception) -> JSONResponse:
+    async def unavailable(request: Request, error: Exception) -> JSONResponse:
         retry_after = getattr(error, "retry_after", RETRY_AFTER_SECONDS)
+        logger.warning("503 for %s %s: %s", request.method, request.url.path,
+                       f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300])
         return JSONResponse({"detail": UNAVAILABLE}, status_code=503, headers={"Retry-After": str(retry_after)})
 
     for kind in (*UNAVAILABLE_ERRORS, ServiceUnavailable):
