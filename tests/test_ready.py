@@ -15,8 +15,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 import tests.test_wechat as wechat_tests
+import tests.test_wecom as wecom_tests
 from bot.channels.app import AppCustomer, sign_token
-from bot.config import AppChannelConfig, ChannelsConfig, WeChatChannelConfig
+from bot.config import AppChannelConfig, ChannelsConfig, WeChatChannelConfig, WeComChannelConfig
 from bot.storage import Database
 from bot.web.app import create_app
 from tests.chat_support import widget_socket
@@ -102,12 +103,15 @@ def proxied(postgres_url: str) -> Iterator[tuple[str, TcpProxy]]:
 
 @pytest.fixture
 def client(proxied: tuple[str, TcpProxy], minibot_assistant) -> TestClient:
-    """The app on the proxied database, with the WeChat channel (plain mode) and the app channel on."""
+    """The app on the proxied database, with the WeChat channel (plain mode), WeCom's and the app channel on."""
     url, _ = proxied
     wechat = WeChatChannelConfig(token=wechat_tests.TOKEN, app_id=wechat_tests.APP_ID,
                                  encoding_aes_key=wechat_tests.AES_KEY, mode="plain")
     app_channel = AppChannelConfig(secret=APP_SECRET, max_token_age_seconds=600)
-    config = minibot_assistant.config.model_copy(update={"channels": ChannelsConfig(wechat=wechat, app=app_channel)})
+    wecom = WeComChannelConfig(token=wecom_tests.TOKEN, corp_id=wecom_tests.CORP_ID, secret=wecom_tests.SECRET,
+                               encoding_aes_key=wecom_tests.AES_KEY, api_base="http://127.0.0.1:9")  # never synced
+    channels = ChannelsConfig(wechat=wechat, app=app_channel, wecom=wecom)
+    config = minibot_assistant.config.model_copy(update={"channels": channels})
     return TestClient(create_app(config, assistant=minibot_assistant, database=Database(url, migrate=False)))
 
 
@@ -145,6 +149,8 @@ def test_database_away_means_503_with_retry_after_then_service_resumes_by_itself
     assert wechat.status_code == 503 and "Retry-After" in wechat.headers  # WeChat sends it again
     app_refused = app_says(client, "你好", "app-away")
     assert app_refused.status_code == 503 and "Retry-After" in app_refused.headers
+    wecom = wecom_tests.callback(client)  # the callback's token is noted in the database before "success"
+    assert wecom.status_code == 503 and "Retry-After" in wecom.headers  # WeCom calls back again
 
     proxy.start()  # the database is back: no restart of the app
     assert client.get("/ready").status_code == 200
@@ -154,6 +160,7 @@ def test_database_away_means_503_with_retry_after_then_service_resumes_by_itself
     wechat, _, _ = wechat_tests.post(client, wechat_tests.text_xml("你好", 880001))
     assert wechat.status_code == 200 and "<Content>" in wechat.text  # the retried message is answered
     assert app_says(client, "你好", "app-away").status_code == 200
+    assert wecom_tests.callback(client).text == "success"
 
 
 def test_redis_when_configured_is_checked(proxied: tuple[str, TcpProxy], minibot_assistant) -> None:

@@ -195,7 +195,8 @@ def wechat_client(app: Any) -> WeChatClient:
     client = getattr(app.state, "wechat_client", None)
     if client is None:
         config = app.state.config.channels.wechat
-        client = WeChatClient(config.app_id or "", config.app_secret or "", config.api_base)
+        client = WeChatClient(config.app_id or "", config.app_secret or "", config.api_base,
+                              redis_url=app.state.config.security.redis_url)  # the token shared by every worker
         app.state.wechat_client = client
     return client
 

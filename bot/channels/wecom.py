@@ -550,7 +550,8 @@ def wecom_client(app: Any) -> WeComClient:
         client = getattr(app.state, "wecom_client", None)
         if client is None:
             config = app.state.config.channels.wecom
-            client = WeComClient(config.corp_id or "", config.secret or "", config.api_base)
+            client = WeComClient(config.corp_id or "", config.secret or "", config.api_base,
+                                 redis_url=app.state.config.security.redis_url)  # the token shared by every worker
             app.state.wecom_client = client
         return client
 

@@ -2,15 +2,16 @@
 (`kf/send_msg`, `kf/send_msg_on_event` for the welcome), and read or change who serves a customer
 (`kf/service_state/get`, `kf/service_state/trans`).
 
-Token caching, the refresh on 40001/40014/42001 and the retries on busy/5xx are WeChat's client's
-(`TokenClient`); only the token request differs (`gettoken` with the corp id and the 微信客服 secret).
+Token caching (shared through Redis when configured), the refresh on 40001/40014/42001 and the retries on
+busy/5xx are WeChat's client's (`TokenClient`); only the token request differs (`gettoken` with the corp id and
+the 微信客服 secret).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bot.channels.wechat_api import TokenClient, split_text
+from bot.channels.wechat_api import TokenClient, secret_tag, split_text
 
 # service_state values
 NEW, BOT, POOL, SERVICER, ENDED = 0, 1, 2, 3, 4
@@ -21,12 +22,15 @@ class WeComClient(TokenClient):
     token_path = "/cgi-bin/gettoken"
 
     def __init__(self, corp_id: str, secret: str, base_url: str = "https://qyapi.weixin.qq.com",
-                 timeout: float = 5.0, attempts: int = 3, backoff: float = 0.2) -> None:
-        super().__init__(base_url, timeout, attempts, backoff)
+                 timeout: float = 5.0, attempts: int = 3, backoff: float = 0.2, redis_url: str | None = None) -> None:
+        super().__init__(base_url, timeout, attempts, backoff, redis_url)
         self.corp_id, self.secret = corp_id, secret
 
     def _token_params(self) -> dict[str, str]:
         return {"corpid": self.corp_id, "corpsecret": self.secret}
+
+    def token_owner(self) -> str:
+        return f"wecom:{self.corp_id}:{secret_tag(self.secret)}"  # a corp has one token per application secret
 
     def sync_msg(self, open_kfid: str, cursor: str, token: str, limit: int = 1000) -> dict[str, Any]:
         """One page: {"next_cursor", "has_more", "msg_list": [...]}."""

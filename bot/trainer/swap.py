@@ -2,19 +2,26 @@
 
 load the new version beside the serving one → warm it up → one reference assignment each for `app.state.assistant`
 and `ConversationService.assistant`. A turn reads `service.assistant` once, so requests in flight finish on the model
-they started with. Every process polls the database for the active version (and an experiment's candidate)
-every few seconds and swaps when it changed, so an activation reaches every worker.
+they started with. Every process checks the database for the active version (and an experiment's candidate) and
+swaps when it changed, so an activation reaches every worker: at once when Redis is configured (`ModelSignal`: the
+worker that activated publishes, every other worker's listener wakes its check), otherwise by polling every few
+seconds. With Redis, polling stays as the safety net at a longer interval while the listener is subscribed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
 import threading
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from bot.assistant import Assistant
 from bot.config import BotConfig
@@ -25,6 +32,8 @@ from bot.storage import Database
 from bot.trainer import registry
 
 POLL_SECONDS = 3.0
+SIGNALLED_POLL_SECONDS = 60.0  # the safety net while the Redis signal is heard
+RECONNECT_MAX_SECONDS = 5.0
 VERSION_NAME = re.compile(r"[\w-][\w.-]{0,63}")
 WARM_UP_PARSES = 5
 logger = logging.getLogger(__name__)
@@ -100,14 +109,67 @@ def startup_assistant(config: BotConfig, database: Database) -> Assistant:
     return Assistant.load(config, latest)
 
 
+class ModelSignal:
+    """"The model versions changed", from the worker that changed them to every other worker of the installation:
+    one Redis pub/sub channel (`bankbot:model:<db>:changed`); a listening thread per worker calls `on_signal` for
+    each other worker's message, and once each time it (re)subscribes, since messages sent meanwhile were missed.
+    Redis errors are logged, never raised: polling still brings every worker to the database's state."""
+
+    def __init__(self, url: str, namespace: str | None = None) -> None:
+        self.origin = uuid.uuid4().hex  # this worker's messages, which its own listener skips
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        database = self._redis.connection_pool.connection_kwargs.get("db", 0)
+        self.channel = f"{namespace or f'bankbot:model:{database}'}:changed"
+        self.listening = threading.Event()  # set while subscribed
+        self._stopping = threading.Event()
+
+    def publish(self) -> None:
+        try:
+            self._redis.publish(self.channel, self.origin)
+        except (redis.RedisError, OSError) as e:
+            logger.warning("model change not signalled (Redis: %s); other workers see it by polling", type(e).__name__)
+
+    def start(self, on_signal: Callable[[], None]) -> None:
+        self._stopping = threading.Event()  # each listening thread its own: a stopped one never comes back
+        threading.Thread(target=self._listen, args=(on_signal, self._stopping), name="model-signal",
+                         daemon=True).start()
+
+    def stop(self) -> None:
+        """The thread ends within a second (it is not waited for: this runs on the event loop at shutdown)."""
+        self._stopping.set()
+
+    def _listen(self, on_signal: Callable[[], None], stopping: threading.Event) -> None:
+        wait = 0.5
+        while not stopping.is_set():
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.channel)
+                self.listening.set()
+                wait = 0.5
+                on_signal()  # a change signalled while this worker was not subscribed would be missed
+                while not stopping.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("data") != self.origin.encode():
+                        on_signal()
+            except (redis.RedisError, OSError) as e:
+                logger.warning("model signal: lost Redis (%s); subscribing again in %.1f s", type(e).__name__, wait)
+                stopping.wait(wait)
+                wait = min(wait * 2, RECONNECT_MAX_SECONDS)
+            finally:
+                self.listening.clear()
+                pubsub.close()
+
+
 class LiveModel:
     """Holds what one process serves: the active assistant and, during an experiment, a candidate with its share.
-    `app_state` is the FastAPI app's state (its `assistant` and `conversations`)."""
+    `app_state` is the FastAPI app's state (its `assistant` and `conversations`). With `security.redis_url` a
+    change made here is signalled to the other workers (`ModelSignal`)."""
 
     def __init__(self, app_state: Any, config: BotConfig, database: Database,
-                 poll_seconds: float = POLL_SECONDS) -> None:
+                 poll_seconds: float = POLL_SECONDS, signalled_poll_seconds: float = SIGNALLED_POLL_SECONDS) -> None:
         self.state, self.config, self.database = app_state, config, database
-        self.poll_seconds = poll_seconds
+        self.poll_seconds, self.signalled_poll_seconds = poll_seconds, signalled_poll_seconds
+        self.signal = ModelSignal(config.security.redis_url) if config.security.redis_url else None
         self.candidate: Assistant | None = None
         self.share = 0.0
         self.swaps = 0
@@ -126,6 +188,14 @@ class LiveModel:
         self.swaps += changed
 
     def sync(self) -> bool:
+        """After this process changed the database's versions (activation, experiment): swap here and signal every
+        other worker; True when something was swapped here."""
+        swapped = self.refresh()
+        if self.signal is not None:
+            self.signal.publish()
+        return swapped
+
+    def refresh(self) -> bool:
         """Bring this process to the database's state; True when something was swapped."""
         wanted = registry.desired(self.database)
         with self._lock:
@@ -166,14 +236,34 @@ class LiveModel:
                                           config=self.config)
 
     async def run(self) -> None:
-        """Poll until cancelled; a failed poll (database away, a broken model) is logged and tried again."""
+        """Check the database until cancelled: when another worker signals a change, and every `poll_seconds`
+        (`signalled_poll_seconds` while the signal is heard); a failed check (database away, a broken model) is
+        logged and tried again."""
         await asyncio.to_thread(self._adopt_quietly)
-        while True:
-            try:
-                await asyncio.to_thread(self.sync)
-            except Exception:
-                logger.exception("model version poll failed")
-            await asyncio.sleep(self.poll_seconds)
+        loop, signalled = asyncio.get_running_loop(), asyncio.Event()
+
+        def wake() -> None:  # from the listening thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the app has stopped
+                loop.call_soon_threadsafe(signalled.set)
+
+        if self.signal is not None:
+            self.signal.start(wake)
+        try:
+            while True:
+                signalled.clear()
+                try:
+                    await asyncio.to_thread(self.refresh)
+                except Exception:
+                    logger.exception("model version check failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(signalled.wait(), self._poll_interval())
+        finally:
+            if self.signal is not None:
+                self.signal.stop()
+
+    def _poll_interval(self) -> float:
+        heard = self.signal is not None and self.signal.listening.is_set()
+        return max(self.poll_seconds, self.signalled_poll_seconds) if heard else self.poll_seconds
 
     def _adopt_quietly(self) -> None:
         try:
