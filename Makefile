@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run train test lint bench clean browser axe
+.PHONY: install run train test lint bench clean browser axe nginx
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,12 @@ browser:
 	dpkg -s chromium fonts-wqy-microhei >/dev/null 2>&1 || \
 		(apt-get update -q && apt-get install -y -q chromium fonts-wqy-microhei)
 
+# nginx for tests/test_deploy_nginx.py and the load benchmark, which run deploy/nginx/bankbot.conf in nginx processes
+# of their own (own port, prefix, pid and temp paths: bench/nginx_proxy.py); a system nginx, if apt starts one,
+# is not used
+nginx:
+	dpkg -s nginx-light >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q nginx-light)
+
 # axe-core, the accessibility checker the browser tests inject into pages: fetched at build time, never at run time
 # (tests/test_accessibility.py reads .bot/axe/node_modules/axe-core/axe.min.js; a new version here reinstalls)
 AXE_VERSION := 4.14.1
@@ -40,7 +46,7 @@ $(AXE_STAMP):
 
 axe: $(AXE_STAMP)
 
-test: install lint browser axe
+test: install lint browser axe nginx
 	$(PY) -m pytest -q
 
 bench: install
