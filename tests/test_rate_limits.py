@@ -83,3 +83,26 @@ def test_the_window_slides(limiter) -> None:
     time.sleep(0.35)
     assert counts.retry_after(key, 2, 0.3) == 0
     counts.clear(key)
+
+
+def test_workers_racing_on_one_key_never_pass_more_than_the_limit() -> None:
+    """Eight workers' limiters hit one key at once, 40 times in all: exactly the limit get through."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = [RedisLimiter(REDIS_URL) for _ in range(8)]
+    key = f"race-{uuid.uuid4().hex}"
+    with ThreadPoolExecutor(8) as pool:
+        waits = list(pool.map(lambda i: workers[i % 8].hit(key, 10, 60), range(40)))
+    assert sum(1 for wait in waits if wait == 0) == 10
+    assert all(0 < wait <= 60 for wait in waits if wait)
+    workers[0].clear(key)
+
+
+def test_with_redis_away_each_worker_still_limits_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """A Redis nobody listens on: the counts fall back to this worker's memory, with a warning, never an error."""
+    away = RedisLimiter("redis://127.0.0.1:1/0")
+    with caplog.at_level("WARNING", logger="bot.security.limits"):
+        waits = [away.hit("sender:rest:x", 3, 60) for _ in range(5)]
+    assert waits[:3] == [0, 0, 0] and all(wait > 0 for wait in waits[3:])
+    assert away.retry_after("sender:rest:x", 3, 60) > 0
+    assert "Redis unreachable" in caplog.text

@@ -9,6 +9,7 @@ share the counts.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 from fastapi import HTTPException
 from starlette.requests import HTTPConnection
 
+logger = logging.getLogger(__name__)
 MAX_MEMORY_KEYS = 100_000  # the least recently used keys are forgotten beyond this
 
 
@@ -95,13 +97,20 @@ class MemoryLimiter:
 
 
 class RedisLimiter:
-    """Sliding windows shared by every worker: one sorted set of event times per key, expiring with the window."""
+    """Sliding windows shared by every worker: one sorted set of event times per key, expiring with the window.
+    `hit` is one atomic round trip (a Lua script), so workers racing on one key never let extra events through.
+    While Redis cannot be reached each worker counts in its own memory (limits still hold, per worker) and logs
+    it; the shared counts resume when Redis is back."""
 
     def __init__(self, url: str, prefix: str = "bankbot:limit:") -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=2)
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._prefix = prefix
+        self._hit = self._redis.register_script(_HIT_SCRIPT)
+        self._local = MemoryLimiter(clock=time.time)
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._warned_at = 0.0
 
     def _window(self, key: str, window: float) -> tuple[str, float]:
         now = time.time()
@@ -110,27 +119,61 @@ class RedisLimiter:
         return name, now
 
     def retry_after(self, key: str, limit: int, window: float) -> float:
-        name, now = self._window(key, window)
-        if self._redis.zcard(name) < limit:
-            return 0.0
-        oldest = self._redis.zrange(name, -limit, -limit, withscores=True)
-        return (oldest[0][1] + window - now) if oldest else window
+        try:
+            name, now = self._window(key, window)
+            if self._redis.zcard(name) < limit:
+                return 0.0
+            oldest = self._redis.zrange(name, -limit, -limit, withscores=True)
+            return (oldest[0][1] + window - now) if oldest else window
+        except self._errors as error:
+            self._away(error)
+            return self._local.retry_after(key, limit, window)
 
     def record(self, key: str, window: float) -> None:
-        name, now = self._window(key, window)
-        with self._redis.pipeline() as pipe:
-            pipe.zadd(name, {uuid.uuid4().hex: now})
-            pipe.expire(name, math.ceil(window))
-            pipe.execute()
+        try:
+            name, now = self._window(key, window)
+            with self._redis.pipeline() as pipe:
+                pipe.zadd(name, {uuid.uuid4().hex: now})
+                pipe.expire(name, math.ceil(window))
+                pipe.execute()
+        except self._errors as error:
+            self._away(error)
+            self._local.record(key, window)
 
     def hit(self, key: str, limit: int, window: float) -> float:
-        wait = self.retry_after(key, limit, window)
-        if wait <= 0:
-            self.record(key, window)
-        return wait
+        try:
+            wait = self._hit(keys=[self._prefix + key], args=[time.time(), window, limit, uuid.uuid4().hex])
+            return float(wait)
+        except self._errors as error:
+            self._away(error)
+            return self._local.hit(key, limit, window)
 
     def clear(self, key: str) -> None:
-        self._redis.delete(self._prefix + key)
+        self._local.clear(key)
+        try:
+            self._redis.delete(self._prefix + key)
+        except self._errors as error:
+            self._away(error)
+
+    def _away(self, error: BaseException) -> None:
+        if time.monotonic() - self._warned_at > 30:  # once in a while, not once per message
+            self._warned_at = time.monotonic()
+            logger.warning("Redis unreachable for rate limits (%s): counting in this worker until it is back",
+                           type(error).__name__)
+
+
+# count one event unless `limit` are in the window; the wait in seconds (a string: Redis truncates Lua numbers)
+_HIT_SCRIPT = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('EXPIRE', KEYS[1], math.ceil(window))
+  return '0'
+end
+local oldest = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
+return tostring(tonumber(oldest[2]) + window - now)
+"""
 
 
 def make_limiter(redis_url: str | None) -> RateLimiter:
