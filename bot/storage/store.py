@@ -59,6 +59,11 @@ class OriginalsKeyError(RuntimeError):
     """`security.keep_originals_encrypted` is on, but its key is missing or not a Fernet key."""
 
 
+# how stale an identity's last_seen_at may be (it decides WeChat's 48-hour push window): one write a minute per
+# customer instead of one a message
+LAST_SEEN_PRECISION = dt.timedelta(minutes=1)
+
+
 @dataclass(frozen=True)
 class TurnStart:
     conversation_id: str
@@ -488,7 +493,7 @@ class ConversationStore:
             identity = ChannelIdentity(channel=channel, external_id=sender)
             session.add(identity)
             session.flush()
-        else:
+        elif utcnow() - aware_utc(identity.last_seen_at) >= LAST_SEEN_PRECISION:
             identity.last_seen_at = utcnow()
         return identity
 
