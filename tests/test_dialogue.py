@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,80 @@ def test_the_shell_presses_a_button_by_number(bundled_assistant) -> None:
     show_turn(bundled_assistant, "2", "wechat", console, state, [], options)
     assert "button     /check_balance" in console.file.getvalue()
     assert "intents    check_balance 1.00" in console.file.getvalue()
+
+
+@pytest.fixture
+def slow_action_server() -> Iterator[str]:
+    """An action server that answers only after 3 s: a bank back end under strain (a stand-in, on loopback)."""
+    import http.server
+    import threading
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            time.sleep(3)
+            body = b'{"events": [], "responses": []}'
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:  # the bot gave up waiting and closed the connection
+                pass
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/webhook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def slow_chat(bundled_assistant, url: str) -> Chat:
+    config = bundled_assistant.config.model_copy(update={"action_endpoint": ActionEndpointConfig(url=url, timeout=1)})
+    return Chat(Assistant(bundled_assistant.model, config), metadata=APP_CUSTOMER)
+
+
+def test_a_slow_back_end_gets_an_apology_and_the_offer_of_a_person_not_a_hang(bundled_assistant,
+                                                                             slow_action_server: str) -> None:
+    chat = slow_chat(bundled_assistant, slow_action_server)
+    started = time.monotonic()
+    reply = chat.say("查一下余额")
+    assert time.monotonic() - started < 2.5  # the 1 s timeout, not the server's 3 s
+    assert "系统暂时无法办理" in reply
+    assert [b.payload for b in chat.replies[-1].buttons] == ["/request_human"]
+    assert chat.state.human_offered  # a plain "好" takes the offer
+    chat.say("好")
+    assert chat.state.latest_intent == "request_human"  # the hand-over (bot.handoff) follows this intent
+
+
+def test_a_form_never_takes_a_value_its_validation_could_not_check(bundled_assistant, slow_action_server: str,
+                                                                   action_server: str) -> None:
+    """The card-loss form under way when the back end stops answering: the card number is not taken unchecked,
+    the customer is offered a person, and the same question stands for when the system is back."""
+    healthy = ActionEndpointConfig(url=action_server, timeout=10)
+    chat = Chat(Assistant(bundled_assistant.model, bundled_assistant.config.model_copy(
+        update={"action_endpoint": healthy})), metadata=APP_CUSTOMER)
+    assert "卡号后四位" in chat.say("我的卡丢了")
+    slow = slow_chat(bundled_assistant, slow_action_server)
+    slow.state, slow.history = chat.state, chat.history
+    reply = slow.say("6688")
+    assert "系统暂时无法办理" in reply and "尾号6688" not in reply
+    assert slow.state.active_loop == "card_loss_form" and slow.state.slots.get("card_tail") is None
+    assert slow.state.slots.get("requested_slot") == "card_tail"
+    chat.state, chat.history = slow.state, slow.history  # the back end answers again: the same answer is taken
+    assert "尾号6688" in chat.say("6688")
+
+
+def test_a_form_whose_validation_fails_at_its_start_ends_with_the_offer(bundled_assistant,
+                                                                        slow_action_server: str) -> None:
+    chat = slow_chat(bundled_assistant, slow_action_server)
+    reply = chat.say("我的卡丢了")
+    assert "系统暂时无法办理" in reply
+    assert chat.state.active_loop is None and chat.state.human_offered

@@ -119,7 +119,7 @@ def test_every_text_the_engine_writes_itself_is_english_in_an_english_project(
     assert said["clarify"][-1] == "None of these, talk to a person"
     assert "close my account" in said["several_questions"][0]
     assert said["action_close_account"] == [
-        "Sorry, I can't do that right now. Please try again later or ask for a person."]
+        "Sorry, I can't do that right now. Please try again later or ask for a person.", "Talk to a person"]
     assert not [text for texts in said.values() for text in texts if CJK.search(text)]
 
 

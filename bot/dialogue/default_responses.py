@@ -49,7 +49,10 @@ DEFAULT_RESPONSES: dict[str, dict[str, Variants]] = {
         ],
         "utter_form_cancelled": [{"text": "好的，已为您取消本次办理。还有其他可以帮您的吗？"}],
         "utter_out_of_scope": [{"text": "抱歉，这不在我的服务范围内。如需人工服务，请回复“转人工”。"}],
-        "utter_action_failed": [{"text": "抱歉，系统暂时无法办理，请稍后再试或转人工客服。"}],
+        "utter_action_failed": [
+            {"text": "抱歉，系统暂时无法办理，请稍后再试。需要为您转接人工客服吗？", "buttons": _HUMAN_ZH},
+            {"text": "抱歉，系统暂时无法办理，请稍后再试。需要人工服务请回复“转人工”。", "channel": "wechat"},
+        ],
         "utter_continue_form": [{"text": "我们继续刚才的业务。"}],
         "utter_ask_slot": [{"text": "请提供{slot}。"}],
         "utter_mention_later_question": [{"text": "您还提到“{text}”，办完这一项后再告诉我，我接着为您办理。"}],
@@ -74,7 +77,7 @@ DEFAULT_RESPONSES: dict[str, dict[str, Variants]] = {
         "utter_form_cancelled": [{"text": "OK, I've cancelled that. Is there anything else I can help with?"}],
         "utter_out_of_scope": [{"text": "Sorry, that's not something I can help with."}],
         "utter_action_failed": [{"text": "Sorry, I can't do that right now. Please try again later or ask "
-                                         "for a person."}],
+                                         "for a person.", "buttons": _HUMAN_EN}],
         "utter_continue_form": [{"text": "Let's carry on where we were."}],
         "utter_ask_slot": [{"text": "Please give me your {slot}."}],
         "utter_mention_later_question": [{"text": "You also asked about \"{text}\": tell me again once we're "

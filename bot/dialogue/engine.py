@@ -598,6 +598,24 @@ class DialogueEngine:
             return None
         return {**contextual, "text": text, "follow_up_of": together}
 
+    def _action_failed(self, turn: _Turn, action: str) -> list[Reply]:
+        """A custom action failed or timed out: say so and offer a person (a "yes" accepts)."""
+        turn.state.human_offered = True
+        return self._say(turn, "utter_action_failed", source=action)
+
+    @staticmethod
+    def _validation_failed(turn: _Turn, form: str, candidates: list[str]) -> None:
+        """The form's validation action failed: this turn's values could not be checked, so the form does not take
+        them. A form just starting ends (nothing was asked yet); one under way waits for the same slot again,
+        which the customer sends again when the system is back, unless they take the person offered."""
+        for name in candidates:
+            turn.state.slots[name] = None
+        turn.events = [e for e in turn.events if not (e.get("event") == "slot" and e.get("name") in candidates)]
+        if turn.state.slots.get("requested_slot") is None:
+            for slot in turn.state.leave_loop():
+                turn.events.append({"event": "slot", "name": slot, "value": None})
+            turn.events.append({"event": "active_loop", "name": None})
+
     def _offer_human(self, turn: _Turn, response: str = "utter_offer_human") -> list[Reply]:
         turn.state.human_offered = True
         return self.responder.utter(response, turn.channel, {}) or self.responder.say("utter_offer_human",
@@ -727,7 +745,7 @@ class DialogueEngine:
             result = await self.runner.run(name, self._tracker(turn), self.domain)
         except ActionError as e:
             turn.events.append({"event": "action_execution_failed", "name": name, "reason": str(e)[:300]})
-            turn.replies += self._say(turn, "utter_action_failed", source=name)
+            turn.replies += self._action_failed(turn, name)
             return
         # as Rasa's RemoteAction: messages are rendered with the tracker as it was, then the events apply
         turn.replies += self._responses(turn, result.responses)
@@ -871,13 +889,14 @@ class DialogueEngine:
                 result = await self.runner.run(validator, tracker, self.domain)
             except ActionError as e:
                 turn.events.append({"event": "action_execution_failed", "name": validator, "reason": str(e)[:300]})
-                result = None
-            if result is not None:
-                for event in result.events:
-                    if event.get("event") == "slot" and event.get("name") == "requested_slot":
-                        explicit_next = (True, event.get("value"))
-                turn.replies += self._responses(turn, result.responses)
-                self._apply(turn, [e for e in result.events if e.get("name") != "requested_slot"], snapshot)
+                self._validation_failed(turn, form, list(names))
+                turn.replies += self._action_failed(turn, validator)
+                return
+            for event in result.events:
+                if event.get("event") == "slot" and event.get("name") == "requested_slot":
+                    explicit_next = (True, event.get("value"))
+            turn.replies += self._responses(turn, result.responses)
+            self._apply(turn, [e for e in result.events if e.get("name") != "requested_slot"], snapshot)
         if turn.state.active_loop != form or turn.stopped:
             return  # the validation ended the form (or restarted the conversation)
         missing = [s for s in self.data.forms[form] if turn.state.slots.get(s) is None]
