@@ -29,6 +29,8 @@ _CN_RUN = re.compile(rf"(?<![{_CN_NUMERALS}\d])[{_CN_NUMERALS}]{{11,19}}[XxＸ�
                      rf"(?![{_CN_NUMERALS}\d])")
 _MASKED_PHONE_REST = re.compile(r"\*{4}\d")  # what follows the first three digits of a masked phone
 _GROUP = re.compile(r"\d+")
+# what every pattern above needs at least one of: a digit, a Chinese numeral, an at sign
+_CANDIDATE = re.compile(rf"[\d{_CN_NUMERALS}@＠]")
 _X = "XxＸｘ"
 _MOBILE = re.compile(r"(?:86)?(1[3-9]\d{9})")
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+\-])([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*[@＠]"
@@ -151,6 +153,8 @@ def _mask_chinese_numerals(found: re.Match[str]) -> str:
 def mask_text(text: str) -> str:
     """`text` with every card, ID, mobile number and e-mail address replaced by its masked form."""
     if not text or not isinstance(text, str):
+        return text
+    if _CANDIDATE.search(text) is None:  # most strings (words, tokens, intent names) hold nothing to mask
         return text
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
     text = _RUN.sub(_mask_run, text)

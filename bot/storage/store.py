@@ -315,23 +315,24 @@ class ConversationStore:
     def events(self, conversation_id: str) -> list[dict[str, Any]]:
         """The conversation's events in order, in Rasa's tracker event format (masked, as stored)."""
         with self.database.session() as session:
-            rows = session.scalars(select(Event).where(Event.conversation_id == conversation_id).order_by(Event.seq))
-            return [_readable(e) for e in rows]
+            rows = session.execute(select(*EVENT_COLUMNS).where(Event.conversation_id == conversation_id)
+                                   .order_by(Event.seq))
+            return [_readable(*row) for row in rows]
 
     def _events_before(self, session: Session, event: Event) -> list[dict[str, Any]]:
         """The conversation's events before `event`, read within the turn's own transaction (no second one)."""
-        rows = session.scalars(select(Event).where(Event.conversation_id == event.conversation_id,
-                                                   Event.seq < event.seq).order_by(Event.seq))
-        return [_readable(e) for e in rows]
+        rows = session.execute(select(*EVENT_COLUMNS).where(Event.conversation_id == event.conversation_id,
+                                                            Event.seq < event.seq).order_by(Event.seq))
+        return [_readable(*row) for row in rows]
 
     def sender_events(self, channel: str, sender: str) -> list[dict[str, Any]]:
         """Events of every conversation of one channel identity, oldest first (for history replay)."""
         with self.database.session() as session:
-            rows = session.scalars(
-                select(Event).join(Conversation).join(ChannelIdentity)
+            rows = session.execute(
+                select(*EVENT_COLUMNS).join(Conversation).join(ChannelIdentity)
                 .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == sender)
                 .order_by(Conversation.started_at, Event.seq))
-            return [_readable(e) for e in rows]
+            return [_readable(*row) for row in rows]
 
     def reveal_original(self, event_id: int, actor: str, reason: str) -> str | None:
         """The original, unmasked text of a customer's message, for the bank's own audited use (a dispute, a
@@ -601,9 +602,13 @@ def append_events(session: Session, conversation: Conversation, events: list[tup
     conversation.updated_at = now
 
 
-def _readable(event: Event) -> dict[str, Any]:
+# what readers of events need, read as plain rows (no ORM objects: a turn reads its whole history)
+EVENT_COLUMNS = (Event.type, Event.data, Event.timestamp)
+
+
+def _readable(kind: str, data: dict[str, Any] | None, timestamp: dt.datetime) -> dict[str, Any]:
     """An event as readers get it: Rasa's tracker format, without the encrypted original, safe to serialise
     whatever was stored before input was checked."""
-    data = {key: value for key, value in (event.data or {}).items() if key != ORIGINAL_KEY}
-    return scrub({"event": event.type, "timestamp": event.timestamp.timestamp(), **data})
+    kept = {key: value for key, value in (data or {}).items() if key != ORIGINAL_KEY}
+    return scrub({"event": kind, "timestamp": timestamp.timestamp(), **kept})
 
