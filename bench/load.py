@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import http.server
 import json
@@ -88,12 +89,15 @@ class RunSpec:
     websocket_share: float = 0.3
     agents: bool = True
     seed: int = 14
+    code: str | None = None  # another checkout whose server to run (the baseline); None: this one
+    code_label: str = ""
 
     @property
     def name(self) -> str:
         base = "embedded" if self.mode == "embedded" else f"scale-out, {self.workers} worker{'s' * (self.workers > 1)}"
         extras = [f"fault: {self.fault}"] if self.fault else []
         extras += ["via nginx"] if self.via_nginx else []
+        extras += [f"baseline {self.code_label}"] if self.code else []
         return f"{base} ({', '.join(extras)})" if extras else base
 
 
@@ -638,13 +642,21 @@ class Server:
 
     def __init__(self, spec: RunSpec, env: dict[str, str], workdir: Path) -> None:
         self.port = free_port()
-        self.env = env
-        command = [str(BOT), "run", "--config", str(REPO / "config.yml"), "--port", str(self.port)]
+        self.code = Path(spec.code) if spec.code else REPO
+        self.env = {**env, "PYTHONPATH": str(self.code)} if spec.code else env
+        command = [*self.bot("run"), "--port", str(self.port)]
         if spec.workers > 1:
             command += ["--workers", str(spec.workers)]
         self.log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(command, cwd=self.code, env=self.env, stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def bot(self, *words: str) -> list[str]:
+        """`bot <words> --config …` of the checkout this server runs (a baseline's: its code on PYTHONPATH)."""
+        config = ["--config", str(self.code / "config.yml")]
+        if self.code == REPO:
+            return [str(BOT), *words, *config]
+        return [str(REPO / ".venv" / "bin" / "python"), "-m", "bot.cli", *words, *config]
 
     def wait_ready(self, workers: int) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -666,9 +678,9 @@ class Server:
     def add_agents(self) -> None:
         groups = [arg for name in group_names() for arg in ("--group", name)]
         for username in AGENTS:
-            subprocess.run([str(BOT), "agents", "add", username, "--name", f"压测{username[-1]}号", *groups,
-                            "--max-chats", "10", "--config", str(REPO / "config.yml")],
-                           cwd=REPO, env=self.env, check=True, capture_output=True, timeout=120)
+            subprocess.run([*self.bot("agents", "add", username), "--name", f"压测{username[-1]}号", *groups,
+                            "--max-chats", "10"],
+                           cwd=self.code, env=self.env, check=True, capture_output=True, timeout=120)
 
     def pids(self) -> list[int]:
         return [self.process.pid, *descendants(self.process.pid)]
@@ -1228,6 +1240,9 @@ def main() -> None:
     parser.add_argument("--all", action="store_true", help="the standard matrix (about 8 minutes)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--write-results", action="store_true", help="rewrite the load section of bench/RESULTS.md")
+    parser.add_argument("--baseline", metavar="GIT_REF",
+                        help="also run the server of this commit (a git worktree): with --all its embedded and "
+                             "2-worker runs, else the one run")
     args = parser.parse_args()
     if args.fault in ("kill", "redis") and args.mode != "scaleout":
         parser.error(f"--fault {args.fault} needs --mode scaleout")
@@ -1235,6 +1250,35 @@ def main() -> None:
         parser.error("--via-nginx is for --mode scaleout")
     specs = (standard_matrix(args.customers, args.seconds, args.via_nginx) if args.all else
              [RunSpec(args.mode, args.workers, args.customers, args.seconds, args.fault, args.via_nginx)])
+    with contextlib.ExitStack() as stack:
+        if args.baseline:
+            code, label = stack.enter_context(baseline_checkout(args.baseline))
+            chosen = [s for s in specs if s.fault is None and s.workers <= 2 and
+                      (s.mode == "embedded" or s.workers == 2)] if args.all else specs
+            baseline = [dataclasses.replace(s, code=str(code), code_label=label) for s in chosen]
+            specs = [*specs, *baseline] if args.all else baseline
+        results = run_all(specs, args.json)
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], ensure_ascii=False, indent=2))
+    if args.write_results:
+        write_results(results)
+
+
+@contextlib.contextmanager
+def baseline_checkout(ref: str) -> Iterator[tuple[Path, str]]:
+    """A temporary git worktree of `ref` (removed afterwards) and its short commit id."""
+    label = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", ref], check=True, capture_output=True,
+                           text=True).stdout.strip()
+    where = Path(tempfile.mkdtemp(prefix="bankbot-baseline-")) / "code"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(where), ref], check=True,
+                   capture_output=True)
+    try:
+        yield where, label
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(where)], capture_output=True)
+
+
+def run_all(specs: list[RunSpec], quiet: bool) -> list[dict[str, Any]]:
     results = []
     for spec in specs:
         try:
@@ -1242,12 +1286,9 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - one failed run is reported, the matrix goes on
             result = {"run": spec.name, "failed": f"{type(e).__name__}: {e}"}
         results.append(result)
-        if not args.json:
+        if not quiet:
             print_result(result)
-    if args.json:
-        print(json.dumps(results if args.all else results[0], ensure_ascii=False, indent=2))
-    if args.write_results:
-        write_results(results)
+    return results
 
 
 if __name__ == "__main__":
