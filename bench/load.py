@@ -1246,7 +1246,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.fault in ("kill", "redis") and args.mode != "scaleout":
         parser.error(f"--fault {args.fault} needs --mode scaleout")
-    if args.via_nginx and args.mode != "scaleout":
+    if args.via_nginx and args.mode != "scaleout" and not args.all:
         parser.error("--via-nginx is for --mode scaleout")
     specs = (standard_matrix(args.customers, args.seconds, args.via_nginx) if args.all else
              [RunSpec(args.mode, args.workers, args.customers, args.seconds, args.fault, args.via_nginx)])
