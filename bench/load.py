@@ -1105,11 +1105,12 @@ def standard_matrix(customers: int, seconds: float, via_nginx: bool) -> list[Run
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
+    command = " ".join(sys.argv[1:]) or "--all --write-results"
     lines = [
         START_MARK,
         "## Load and fault benchmark",
         "",
-        f"`python bench/load.py --all --write-results`, {dt.date.today()}, {os.cpu_count()} CPUs, Python "
+        f"`python bench/load.py {command}`, {dt.date.today()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}; the load client runs on the same machine (its CPU share below). Closed-loop "
         "customers (each sends its next message after the answer), ~70% REST and ~30% the widget WebSocket: FAQ "
         "questions, the card-loss form (挂失 → 尾号 → 身份证后4位 → 确认) and hand-overs (转人工) answered by two "
@@ -1143,7 +1144,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def scaling_lines(results: list[dict[str, Any]]) -> list[str]:
     plain = {r["workers"]: r for r in results
-             if r.get("mode") == "scaleout" and not r.get("fault") and "failed" not in r}
+             if r.get("mode") == "scaleout" and not r.get("fault") and "failed" not in r
+             and "baseline" not in r.get("run", "")}
     if not plain:
         return []
     steps = ", ".join(f"{n} worker{'s' * (n > 1)}: {plain[n]['messages_per_second']} msg/s "

@@ -235,7 +235,7 @@ class ConversationStore:
                     replies: list[dict[str, Any]], state: dict[str, Any]) -> None:
         """Store what the turn did; `ClaimLost` (nothing stored) when another claimer took the message over."""
         with self.database.session() as session, session.begin():
-            self._check_claim(session, start)
+            inbound = self._check_claim(session, start)
             conversation = self._locked_conversation(session, start.conversation_id)
             user_event = session.get(Event, start.user_event_id)
             assert user_event is not None
@@ -244,14 +244,14 @@ class ConversationStore:
             append_events(session, conversation, [(item["event"], {k: v for k, v in item.items() if k != "event"})
                                                   for item in events])
             conversation.state = state
-            inbound = session.get(InboundMessage, start.inbound_id)
-            assert inbound is not None
             inbound.status, inbound.replies, inbound.answered_at = "answered", replies, utcnow()
 
-    def _check_claim(self, session: Session, start: TurnStart) -> None:
+    def _check_claim(self, session: Session, start: TurnStart) -> InboundMessage:
+        """The message, locked, while this turn's claim on it still stands; else `ClaimLost`."""
         inbound = session.get(InboundMessage, start.inbound_id, with_for_update=True)
         if inbound is None or inbound.status == "answered" or (start.claim and inbound.claimed_by != start.claim):
             raise ClaimLost(f"message {start.message_id} was taken over by {inbound and inbound.claimed_by}")
+        return inbound
 
     def fail_turn(self, start: TurnStart, reason: str) -> None:
         """The message stays stored; a retry with the same message id is processed again."""
