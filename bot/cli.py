@@ -386,7 +386,8 @@ def agents_add(username: Annotated[str, typer.Argument(help="Login name")],
                name: Annotated[str, typer.Option("--name", help="Name the customer sees, e.g. 小王")],
                groups: Annotated[list[str], typer.Option("--group", help="Skill group it serves; repeatable")],
                role: Annotated[str, typer.Option(
-                   help="agent, supervisor, admin or trainer (the trainer's workbench at /trainer)")] = "agent",
+                   help="agent, supervisor, admin, trainer (the trainer's workbench at /trainer) or manager "
+                        "(the operations dashboard at /ops)")] = "agent",
                max_chats: Annotated[int, typer.Option(help="Chats at once")] = 3,
                employee_no: Annotated[str | None, typer.Option(
                    "--employee-no", help="工号, told to customers with the name, e.g. 1024")] = None,

@@ -309,6 +309,40 @@ class SecurityConfig(_Strict):
 POLICY_NAMES = ("MemoizationPolicy", "AugmentedMemoizationPolicy", "RulePolicy", "TEDPolicy")
 
 
+class ServiceLevelConfig(_Strict):
+    """"X% answered within Y s": the share of hand-overs an agent took within `seconds`, against `percent`."""
+
+    percent: float = Field(80, gt=0, le=100)
+    seconds: int = Field(20, ge=1)
+
+
+class AlertsConfig(_Strict):
+    """Supervisors are alerted (in /agent and /ops, and by the optional webhook) when a group's oldest waiting
+    customer has waited `oldest_wait_seconds`, or the service level of the last `service_level_window_minutes`
+    falls below `ops.service_level.percent`."""
+
+    oldest_wait_seconds: int = Field(120, ge=1)
+    service_level_window_minutes: int = Field(60, ge=5)
+    check_seconds: int = Field(15, ge=1)  # how often the alerts are looked for
+    webhook_url: str | None = None  # each new alert is POSTed here as JSON (optional; off until set)
+
+
+class QualityConfig(_Strict):
+    """Quality inspection (质检) of human chats: the rules run on every closed hand-over (bot/ops/quality.py)."""
+
+    enabled: bool = True
+
+
+class OpsConfig(_Strict):
+    """The contact centre's figures (bot/ops/kpis.py, /ops, `bot report`)."""
+
+    service_level: ServiceLevelConfig = ServiceLevelConfig()
+    first_response_seconds: int = Field(30, ge=1)  # X of 首响X秒应答率: share of first responses within X s
+    return_window_hours: int = Field(24, ge=1)  # the same customer back on the same topic within this: not contained
+    alerts: AlertsConfig = AlertsConfig()
+    quality: QualityConfig = QualityConfig()
+
+
 class BotConfig(_Strict):
     language: str = "zh"
     assistant_name: str = "小智"  # what the bot calls itself (the CLI's reply prompt)
@@ -322,6 +356,7 @@ class BotConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     channels: ChannelsConfig = ChannelsConfig()
     handoff: HandoffConfig = HandoffConfig()
+    ops: OpsConfig = OpsConfig()
     notify: NotifyConfig = NotifyConfig()
     attachments: AttachmentsConfig = AttachmentsConfig()
     security: SecurityConfig = SecurityConfig()

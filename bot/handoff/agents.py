@@ -17,8 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from bot.storage.database import Database
 from bot.storage.models import AgentAccount, AgentSessionRecord, Handoff, utcnow
 
-ROLES = ("agent", "supervisor", "admin", "trainer")  # trainer: the workbench, not the desk
+ROLES = ("agent", "supervisor", "admin", "trainer", "manager")  # trainer: the workbench; manager: /ops only
 SUPERVISING_ROLES = ("supervisor", "admin")  # reach every hand-over
+OPS_ROLES = ("supervisor", "admin", "manager")  # the operations dashboard (/ops): figures, quality, alerts
 DESK_ROLES = ("agent", "supervisor", "admin")  # serve customers at the desk
 TRAINING_ROLES = ("trainer", "admin")  # the trainer's workbench
 MIN_PASSWORD_CHARS = 10

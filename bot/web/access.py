@@ -11,6 +11,7 @@ real routes (HTTP and WebSocket), so a new route without an entry fails the test
     admin      an admin's session
     trainer    a trainer's or an admin's session (the trainer's workbench)
     trainer_or_api  a trainer's or an admin's session, or `security.api_token` (Rasa's model API)
+    ops        a supervisor's, an admin's or a manager's session (the operations dashboard, /api/ops/*)
     customer   the app's signed customer token (`Authorization: Bearer`, or the socket's first frame)
     visitor    the widget's visitor credential, issued by the server in the socket's first answer
     wechat     WeChat's signature of the request (token, timestamp, nonce)
@@ -23,7 +24,7 @@ from __future__ import annotations
 from typing import Literal
 
 Access = Literal["public", "api", "metrics", "session", "agent", "supervisor", "admin", "trainer", "trainer_or_api",
-                 "customer", "visitor", "wechat", "wecom", "system"]
+                 "ops", "customer", "visitor", "wechat", "wecom", "system"]
 
 ROUTES: dict[tuple[str, str], Access] = {
     # operations and Rasa's HTTP API

@@ -104,7 +104,7 @@ class NewAgent(BaseModel):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     display_name: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=10, max_length=256)
-    role: str = Field("agent", pattern=r"^(agent|supervisor|admin|trainer)$")
+    role: str = Field("agent", pattern=r"^(agent|supervisor|admin|trainer|manager)$")
     groups: list[str] = Field(min_length=1)
     max_chats: int = Field(3, ge=1, le=20)
     employee_no: str | None = Field(None, min_length=1, max_length=16, pattern=r"^[A-Za-z0-9-]+$")  # 工号
@@ -124,7 +124,9 @@ def signed_in(request: Request, authorization: Annotated[str | None, Header()] =
 
 
 def _session(session: Annotated[AgentSession, Depends(signed_in)]) -> AgentSession:
-    """A desk session: trainers work on the training data, they do not serve customers."""
+    """A desk session: trainers work on the training data and managers on the figures; neither serves customers."""
+    if session.role == "manager":
+        raise HTTPException(status_code=403, detail="经理账号不接待客户，请使用运营看板（/ops）。")
     if session.role not in DESK_ROLES:
         raise HTTPException(status_code=403, detail="训练师账号不接待客户，请使用训练工作台（/trainer）。")
     return session
