@@ -448,6 +448,30 @@ def _set_disabled(username: str, disabled: bool, config: Path, project: Path | N
 
 
 @app.command()
+def report(start: Annotated[str | None, typer.Option(
+               "--from", help="First day, YYYY-MM-DD (Beijing time; default today)")] = None,
+           end: Annotated[str | None, typer.Option(
+               "--to", help="Last day, YYYY-MM-DD (included; default --from)")] = None,
+           group: Annotated[str | None, typer.Option("--group", help="Only this skill group")] = None,
+           channel: Annotated[str | None, typer.Option("--channel", help="web, app, wechat, wecom or rest")] = None,
+           as_json: Annotated[bool, typer.Option("--json", help="The figures as one JSON object (as /api/ops/kpis)")]
+           = False,
+           config: ConfigOption = Path("config.yml"), project: ProjectOption = None) -> None:
+    """The contact centre's figures for a period (containment, escalation, first response, service level, CSAT...):
+    Markdown, or JSON with --json; the same computation as GET /api/ops/kpis (definitions: README, bot/ops/kpis.py)."""
+    from bot.ops import kpis
+    from bot.storage import Database
+
+    settings = _config(config, project)
+    try:
+        period = kpis.Period.parse(start, end, group, channel)
+    except kpis.PeriodError as e:
+        _fail(str(e))
+    figures = kpis.summary(kpis.load(Database(settings.storage.url, root=settings.root), settings, period), settings)
+    typer.echo(json.dumps(figures, ensure_ascii=False, indent=2) if as_json else kpis.markdown(figures))
+
+
+@app.command()
 def review(since: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD (UTC; default 30 days ago)")] = None,
            until: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD (UTC; default today)")] = None,
            channel: Annotated[str | None, typer.Option(help="web, app, wechat, wecom or rest")] = None,

@@ -328,9 +328,39 @@ class AlertsConfig(_Strict):
 
 
 class QualityConfig(_Strict):
-    """Quality inspection (质检) of human chats: the rules run on every closed hand-over (bot/ops/quality.py)."""
+    """Quality inspection (质检) of human chats: the rules run on every closed hand-over (bot/ops/quality.py).
+    Each hit costs the chat `points[rule]` of its 100 (rules not named in `points` keep their default); a rule
+    left out of `rules` is not run."""
 
     enabled: bool = True
+    rules: list[str] = ["forbidden_words", "greeting", "closing", "first_response", "silence", "negative_end",
+                        "low_rating", "transfer_note", "personal_data"]
+    # in the agent's messages (substrings, case and full-width folded)
+    forbidden_words: list[str] = ["笨蛋", "白痴", "蠢货", "神经病", "有病吧", "滚开", "闭嘴", "烦不烦", "烦死了",
+                                  "关我什么事", "爱办不办", "听不懂吗", "你自己看", "不归我管", "我也没办法", "随便你"]
+    greetings: list[str] = ["您好", "你好", "很高兴为您服务", "欢迎"]  # one of them in each agent's first message
+    closings: list[str] = ["感谢", "谢谢", "再见", "祝您", "还有什么可以帮", "还有其他问题"]  # in the last message
+    first_response_seconds: int = Field(60, ge=1)  # from the agent's acceptance to their first message
+    silence_seconds: int = Field(120, ge=1)  # a customer's message unanswered by the agent this long
+    # a small lexicon, not a sentiment model: any of these in the customer's last `negative_last_messages`
+    negative_words: list[str] = ["投诉", "垃圾", "太差", "差劲", "不满意", "很不满", "生气", "气死", "无语", "骗子",
+                                 "坑人", "没用", "浪费时间", "态度差", "态度太", "再也不", "什么破", "失望"]
+    negative_last_messages: int = Field(2, ge=1)
+    low_rating_max: int = Field(2, ge=1, le=4)  # a rating of 1..this is a hit
+    points: dict[str, int] = {"forbidden_words": 20, "greeting": 5, "closing": 5, "first_response": 10,
+                              "silence": 10, "negative_end": 10, "low_rating": 15, "transfer_note": 5,
+                              "personal_data": 20}
+
+    @model_validator(mode="after")
+    def _known_rules(self) -> QualityConfig:
+        defaults: dict[str, int] = QualityConfig.model_fields["points"].default
+        unknown = sorted((set(self.rules) | set(self.points)) - set(defaults))
+        if unknown:
+            raise ValueError(f"unknown quality rules {unknown}; known: {list(defaults)}")
+        if any(points < 0 for points in self.points.values()):
+            raise ValueError("quality points cannot be negative")
+        self.points = {**defaults, **self.points}
+        return self
 
 
 class OpsConfig(_Strict):

@@ -31,7 +31,8 @@ PASSWORDS = {"agent": "agent-pass-0001", "supervisor": "super-pass-0001", "admin
              "trainer": "train-pass-0001"}
 # roles that must be refused (403): a trainer does not serve customers, agents and supervisors do not train
 WEAKER = {"agent": ["trainer"], "supervisor": ["agent", "trainer"], "admin": ["agent", "supervisor", "trainer"],
-          "api": ["agent", "trainer"], "trainer": ["agent", "supervisor"], "trainer_or_api": ["agent", "supervisor"]}
+          "api": ["agent", "trainer"], "trainer": ["agent", "supervisor"], "trainer_or_api": ["agent", "supervisor"],
+          "ops": ["agent", "trainer"]}
 
 
 @pytest.fixture(scope="module")

@@ -39,10 +39,10 @@ def test_migrations_create_the_schema_once(database_url: str) -> None:
     tables = set(inspect(database.engine).get_table_names())
     assert {"customers", "channel_identities", "conversations", "events", "inbound_messages", "audit_log",
             "agents", "handoffs", "channel_cursors", "binding_codes", "agent_sessions", "reminders", "review_marks",
-            "model_versions",
+            "model_versions", "quality_hits", "quality_chats",
             "alembic_version"} <= tables
     with database.engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0009"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0010"
 
 
 def test_a_turn_is_stored_with_its_parse_and_replies(database_url: str, minibot_assistant) -> None:

@@ -33,6 +33,7 @@ from bot.config import HandoffConfig
 from bot.handoff.agents import DESK_ROLES
 from bot.handoff.library.canned import expand as expand_canned
 from bot.handoff.routing import group_named, is_open, next_opening
+from bot.security.masking import mask_text
 from bot.storage.database import Database
 from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Event, Handoff, utcnow
 from bot.storage.store import append_event
@@ -71,7 +72,8 @@ class AgentDesk:
 
     def on_change(self, listener: ChangeListener) -> None:
         """Call `listener` after every committed change of a hand-over (accepted, reassigned, transferred, closed,
-        cancelled, back in the queue, abandoned) with the conversation and the `handoff` event's data."""
+        cancelled, back in the queue, abandoned) with the conversation and the `handoff` event's data; also after
+        the customer's rating is stored, with {"status": "rated", "handoff_id", "rating"} (no `handoff` event)."""
         self._listeners.append(listener)
 
     @contextlib.contextmanager
@@ -218,6 +220,9 @@ class AgentDesk:
             handoff.rating, handoff.comment = rating, comment
             append_event(session, _conversation(session, handoff.conversation_id), "satisfaction",
                    {"handoff_id": handoff_id, "rating": rating, "comment": comment})
+            conversation_id = handoff.conversation_id
+        # not a `handoff` event: listeners that only know those statuses ignore it (the inspection re-runs)
+        self._changed([(conversation_id, {"status": "rated", "handoff_id": handoff_id, "rating": rating})])
 
     # --- the agents' side -------------------------------------------------------------------------------
 
@@ -315,8 +320,10 @@ class AgentDesk:
             agent = session.get(AgentAccount, agent_id)
             conversation = _conversation(session, handoff.conversation_id)
             name = agent.display_name if agent else ""
-            event = append_event(session, conversation, "bot", {"text": text, "data": {
-                "buttons": None, "source": "agent", "agent": name}})
+            data: dict[str, Any] = {"buttons": None, "source": "agent", "agent": name}
+            if mask_text(text) != text:  # stored masked: the inspection (bot/ops/quality.py) flags it
+                data["masked_on_store"] = True
+            event = append_event(session, conversation, "bot", {"text": text, "data": data})
             return {"conversation_id": conversation.id, "text": text, "timestamp": utcnow().isoformat(),
                     "seq": event.seq, "agent": name, "employee_no": agent.employee_no if agent else None}
 

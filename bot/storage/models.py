@@ -286,3 +286,39 @@ class Attachment(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class QualityHit(Base):
+    """One match of a quality-inspection rule (质检, bot/ops/quality.py) in a closed hand-over: the message it is
+    about (`event_seq`, 0 for the chat as a whole) and its masked excerpt, the points it costs, and the
+    inspector's review (pending | confirmed | rejected)."""
+
+    __tablename__ = "quality_hits"
+    __table_args__ = (UniqueConstraint("handoff_id", "rule", "event_seq", name="uq_quality_hit_handoff_rule_seq"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    handoff_id: Mapped[int] = mapped_column(BigId, ForeignKey("handoffs.id"), index=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"))
+    agent_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("agents.id"), index=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    event_seq: Mapped[int] = mapped_column()
+    excerpt: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(String(256))
+    points: Mapped[int] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    reviewer: Mapped[str | None] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class QualityChat(Base):
+    """An agent who served a closed hand-over that was inspected: the chats an agent's scorecard counts."""
+
+    __tablename__ = "quality_chats"
+    __table_args__ = (UniqueConstraint("handoff_id", "agent_id", name="uq_quality_chat_handoff_agent"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    handoff_id: Mapped[int] = mapped_column(BigId, ForeignKey("handoffs.id"))
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"))
+    agent_id: Mapped[int] = mapped_column(BigId, ForeignKey("agents.id"), index=True)
+    closed_at: Mapped[dt.datetime] = mapped_column(index=True)
+    checked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -113,6 +113,11 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/trainer/conversations/{conversation_id}/test"): "trainer",
     ("POST", "/model/train"): "trainer_or_api",
     ("PUT", "/model"): "trainer_or_api",
+    # the operations dashboard's page (bot/web/ops_page.py): its data is /api/ops/*, which needs a session
+    ("GET", "/ops"): "public",
+    ("GET", "/ops.js"): "public",
+    ("GET", "/ops.css"): "public",
+    ("GET", "/vendor/chart.umd.min.js"): "public",  # Chart.js, vendored with its licence
     # the bank's app
     ("POST", "/channels/app/messages"): "customer",
     ("POST", "/channels/app/binding-code"): "customer",
@@ -126,4 +131,16 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/channels/wecom"): "wecom",
     ("POST", "/channels/wecom"): "wecom",
     ("POST", "/api/v1/notify"): "system",
+    # the operations figures (bot/web/ops_api.py; definitions in bot/ops/kpis.py)
+    ("GET", "/api/ops/kpis"): "ops",
+    ("GET", "/api/ops/breakdown"): "ops",
+    ("GET", "/api/ops/conversations"): "ops",
+    ("GET", "/api/ops/export.csv"): "ops",
+    ("GET", "/api/ops/live"): "ops",
+    # quality inspection, 质检 (bot/web/quality_api.py; the rules in bot/ops/quality.py)
+    ("GET", "/api/ops/quality/hits"): "ops",
+    ("POST", "/api/ops/quality/hits/{hit_id}/review"): "ops",
+    ("GET", "/api/ops/quality/scorecards"): "ops",
+    ("GET", "/api/ops/quality/rules"): "ops",
+    ("GET", "/api/ops/quality/chats/{handoff_id}"): "ops",
 }

@@ -34,7 +34,9 @@ from bot.dialogue.service import (
 from bot.handoff.desk import AgentDesk
 from bot.handoff.handover import Handover
 from bot.live import make_bus
+from bot.ops.alerts import AlertMonitor
 from bot.ops.logs import RequestIdMiddleware, configure_logs
+from bot.ops.quality import QualityInspector
 from bot.ops.routes import metrics_router
 from bot.security.credentials import VisitorCredentials, bearer_token, is_api_token, server_key
 from bot.security.edge import install_edge
@@ -50,6 +52,9 @@ from bot.web.attachments_api import attachments_router
 from bot.web.desk_library_api import library_router
 from bot.web.docs import docs_router
 from bot.web.model_api import RasaStatus, model_router, rasa_status
+from bot.web.ops_api import ops_router
+from bot.web.ops_page import ops_page_router
+from bot.web.quality_api import quality_router
 from bot.web.schemas import ParseRequest, RestButton, RestMessage, RestReply, Tracker
 from bot.web.trainer_api import trainer_router
 from bot.web.trainer_edit_api import trainer_edit_router
@@ -84,6 +89,7 @@ def create_app(config: BotConfig, assistant: Assistant | None = None, database: 
     app.state.desk = AgentDesk(app.state.database, config.handoff)
     app.state.handover = Handover(app.state.desk, config.handoff, app.state.hub)
     app.state.desk.on_change(HandoffNotices(app))  # the customer hears who joins, passes on and leaves
+    app.state.desk.on_change(QualityInspector(app.state.database, config.ops.quality))  # 质检 at close and rating
     app.state.conversations = ConversationService(app.state.assistant, store, handoff=app.state.handover,
                                                   limits=_limits(config, app.state.limiter))
     app.state.live_model = LiveModel(app.state, config, app.state.database)  # swaps app.state.assistant when told
@@ -105,6 +111,10 @@ def create_app(config: BotConfig, assistant: Assistant | None = None, database: 
     app.include_router(trainer_edit_router())  # the trainer's edits: /api/trainer/data, fixes, findings
     app.include_router(model_router())  # model versions: /api/trainer/models, Rasa's /model/train and PUT /model
     app.include_router(metrics_router())  # /metrics for Prometheus (security.metrics_token)
+    app.state.ops_alerts = AlertMonitor(app.state.database, config, app.state.hub)  # service-level alerts
+    app.include_router(ops_router())  # the operations figures: /api/ops/kpis, breakdown, drill-down, live
+    app.include_router(ops_page_router())  # the operations dashboard's page /ops and its Chart.js
+    app.include_router(quality_router())  # quality inspection: /api/ops/quality/* (hits, review, scorecards)
     return app
 
 
@@ -116,7 +126,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.conversations.draining = False  # an app started again (tests do) answers again
     tasks = [asyncio.create_task(run_reminders(app.state.conversations)),
              asyncio.create_task(app.state.live_model.run()),
-             asyncio.create_task(run_claim_sweep(app.state.conversations, functools.partial(deliver_late, app)))]
+             asyncio.create_task(run_claim_sweep(app.state.conversations, functools.partial(deliver_late, app))),
+             asyncio.create_task(app.state.ops_alerts.run())]  # service-level alerts to supervisors
     app.state.hub.start()  # with Redis: hear other workers' pushes, keep this worker's sockets announced
     try:
         yield

@@ -858,7 +858,37 @@
         else renderQueue();
       }
       if (state.watchId === id) watch(id);
+    } else if (frame.type === "ops_alert") {
+      showOpsAlert(frame.alert || {});
     }
+  }
+
+  /** A service-level alert (bot/ops/alerts.py), pushed to supervisors and admins once when it starts: a banner
+      under the top bar with a link to the dashboard, until dismissed. */
+  function showOpsAlert(alert) {
+    const me = state.me || {};
+    if (!(me.role === "supervisor" || me.role === "admin")) return;
+    let box = $("ops-alerts");
+    if (!box) {
+      box = el("div", "ops-alerts");
+      box.id = "ops-alerts";
+      box.setAttribute("role", "alert");
+      $("toast").after(box);
+    }
+    const key = `${alert.kind || ""}:${alert.group || ""}`;
+    for (const old of box.querySelectorAll(".ops-alert")) if (old.dataset.key === key) old.remove();
+    const item = el("p", "ops-alert");
+    item.dataset.key = key;
+    const title = alert.kind === "service_level" ? "服务水平告警" : "排队超时告警";
+    const link = el("a", null, "查看运营看板");
+    link.href = "/ops";
+    link.target = "_blank";
+    link.rel = "noopener";
+    const close = el("button", "ghost small", "知道了");
+    close.type = "button";
+    close.addEventListener("click", () => item.remove());
+    item.append(el("strong", null, title), el("span", "ops-alert-text", alert.message || ""), link, close);
+    box.append(item);
   }
 
   window.addEventListener("online", () => { if (!state.socket && state.token) connect(); });
