@@ -129,3 +129,30 @@ def test_an_unreachable_webhook_fails_nothing(minibot, minibot_assistant, postgr
     assert [a.kind for a in started] == ["oldest_wait"]
     asyncio.run(monitor.announce(started))  # logged, not raised
     assert monitor.check() == [] and [a.kind for a in monitor.active] == ["oldest_wait"]
+
+
+def test_with_several_workers_only_the_lease_holder_announces(minibot, minibot_assistant, postgres_url: str,
+                                                              webhook) -> None:
+    """Two workers on one database both see the long wait; the one holding the `ops-alerts` lease tells the
+    webhook (and the consoles), once."""
+    import functools
+
+    hook_url, posted = webhook
+    first = app_with(minibot, minibot_assistant, postgres_url, hook_url)
+    second = create_app(first.state.config, assistant=minibot_assistant, database=Database(postgres_url))
+    for app, holder in ((first, "worker-1"), (second, "worker-2")):
+        store = app.state.conversations.store
+        app.state.ops_alerts.lease = functools.partial(store.take_lease, "ops-alerts", holder, 3)
+    first.state.conversations.handle(Inbound("web", "waiter", "转人工", None))
+
+    async def both_workers() -> None:
+        tasks = [asyncio.create_task(app.state.ops_alerts.run()) for app in (first, second)]
+        await asyncio.sleep(3.5)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(both_workers())
+    assert [a.kind for a in first.state.ops_alerts.active] == [a.kind for a in second.state.ops_alerts.active] == [
+        "oldest_wait"]  # both saw it (each worker's /api/ops/live lists it)
+    assert [p["alert"]["kind"] for p in posted] == ["oldest_wait"]  # one announcement

@@ -84,11 +84,14 @@ def live(database: Database, config: BotConfig, alerts: list[Alert], now: dt.dat
 
 class AlertMonitor:
     def __init__(self, database: Database, config: BotConfig, hub: Any = None,
-                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+                 clock: Callable[[], dt.datetime] = utcnow, lease: Callable[[], bool] | None = None) -> None:
         self.database = database
         self.config = config
         self.hub = hub  # bot.live.LiveBus
         self.clock = clock
+        # several workers: each one checks (for its /api/ops/live), only the one holding the lease announces, so a
+        # console hears an alert once; None: this process alone
+        self.lease = lease
         self._active: dict[tuple[str, str], Alert] = {}
 
     @property
@@ -158,7 +161,9 @@ class AlertMonitor:
         """Check every `ops.alerts.check_seconds` until cancelled."""
         while True:
             try:
-                await self.announce(await asyncio.to_thread(self.check))
+                started = await asyncio.to_thread(self.check)
+                if self.lease is None or await asyncio.to_thread(self.lease):
+                    await self.announce(started)
             except Exception:  # the database may be away for a moment: look again next time
                 logger.exception("service-level alert check failed")
             await asyncio.sleep(self.config.ops.alerts.check_seconds)

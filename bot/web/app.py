@@ -46,6 +46,7 @@ from bot.security.masking import install_log_masking, mask_value
 from bot.security.sessions import Sessions
 from bot.storage import ConversationStore, Database
 from bot.storage.database import UNAVAILABLE_ERRORS, PoolSize
+from bot.storage.store import WORKER
 from bot.trainer.swap import LiveModel, startup_assistant
 from bot.web.agent_api import agent_router
 from bot.web.attachments_api import attachments_router
@@ -111,7 +112,9 @@ def create_app(config: BotConfig, assistant: Assistant | None = None, database: 
     app.include_router(trainer_edit_router())  # the trainer's edits: /api/trainer/data, fixes, findings
     app.include_router(model_router())  # model versions: /api/trainer/models, Rasa's /model/train and PUT /model
     app.include_router(metrics_router())  # /metrics for Prometheus (security.metrics_token)
-    app.state.ops_alerts = AlertMonitor(app.state.database, config, app.state.hub)  # service-level alerts
+    app.state.ops_alerts = AlertMonitor(  # service-level alerts, announced by one worker at a time
+        app.state.database, config, app.state.hub,
+        lease=functools.partial(store.take_lease, "ops-alerts", WORKER, 3 * config.ops.alerts.check_seconds))
     app.include_router(ops_router())  # the operations figures: /api/ops/kpis, breakdown, drill-down, live
     app.include_router(ops_page_router())  # the operations dashboard's page /ops and its Chart.js
     app.include_router(quality_router())  # quality inspection: /api/ops/quality/* (hits, review, scorecards)
