@@ -50,7 +50,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/agent"): "public",
     ("GET", "/agent.js"): "public",
     ("GET", "/agent.css"): "public",
-    ("GET", "/console.js"): "public",  # the helpers the desk's and the trainer's pages share
+    ("GET", "/console.js"): "public",  # the helpers the desk's, the trainer's and /ops's pages share
+    ("GET", "/console.css"): "public",  # the look the trainer's and /ops's pages share
     ("POST", "/api/agent/login"): "public",  # limited per account and per IP
     ("POST", "/api/agent/logout"): "session",
     ("POST", "/api/agent/presence"): "agent",

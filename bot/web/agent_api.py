@@ -49,8 +49,9 @@ from bot.storage.models import AgentAccount, ChannelIdentity, Conversation, Cust
 
 STATIC = Path(__file__).parent / "static"
 MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+# console.js: the helpers the desk, the trainer's workbench and /ops share; console.css: the look the last two share
 CONSOLE_FILES = {"/agent": "agent.html", "/agent.js": "agent.js", "/agent.css": "agent.css",
-                 "/console.js": "console.js"}  # console.js: the helpers the desk and the trainer's workbench share
+                 "/console.js": "console.js", "/console.css": "console.css"}
 DISPOSITIONS = ("已解决", "未解决", "转线下处理", "客户无应答")
 MAX_ID = 2**63 - 1  # the database's BIGINT: a larger id would fail in the driver, not answer 404/422
 UNMASKED_CONTEXT_KEYS = {"suggestions"}  # the knowledge base's answers: the bank's own text
