@@ -1,12 +1,13 @@
 """Quality inspection (质检, issue 15): real hand-overs through the real service, desk and HTTP API, on SQLite and
 PostgreSQL; every rule's hit, the chat's score, the scorecards, a review and the rules' precision asserted exactly.
 
-Time passing is the stored transcript aged: `age` moves every event of the conversation so far `seconds` into the
-past, as if the next message came that much later (event timestamps are the database's insert time)."""
+Time passes on the storage clock (`moved_clock`): the test advances it between the real calls, so the desk and
+the store stamp each message as if it came that much later; no stored row is edited."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,7 +20,7 @@ from bot.config import QualityConfig
 from bot.handoff.agents import create_agent
 from bot.ops.quality import QualityInspector
 from bot.storage import Database
-from bot.storage.models import AuditEntry, Event, QualityHit
+from bot.storage.models import AuditEntry, ManualClock, QualityHit, moved_clock, real_utcnow
 from bot.web.app import create_app
 
 NOON = dt.datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
@@ -39,6 +40,13 @@ def app(request: pytest.FixtureRequest, bundled_assistant, tmp_path: Path):
     create_agent(database, "trainer", "训练师", PASSWORD, role="trainer")
     yield app
     database.engine.dispose()
+
+
+@pytest.fixture
+def clock(app) -> Iterator[ManualClock]:
+    """The storage clock, standing still from now (whole seconds) until the test advances it; real again after."""
+    with moved_clock(real_utcnow().replace(microsecond=0)) as moved:
+        yield moved
 
 
 def login(client: TestClient, username: str) -> dict[str, str]:
@@ -63,23 +71,6 @@ def close(client: TestClient, headers: dict[str, str], handoff_id: int) -> None:
     assert response.status_code == 200, response.text
 
 
-def age(app: Any, handoff_id: int, seconds: float) -> None:
-    """Everything of the hand-over's conversation so far happened `seconds` earlier."""
-    with app.state.database.session() as session, session.begin():
-        conversation_id = _conversation_of(app, handoff_id)
-        for event in session.scalars(select(Event).where(Event.conversation_id == conversation_id)):
-            event.timestamp = event.timestamp - dt.timedelta(seconds=seconds)
-
-
-def _conversation_of(app: Any, handoff_id: int) -> str:
-    from bot.storage.models import Handoff
-
-    with app.state.database.session() as session:
-        handoff = session.get(Handoff, handoff_id)
-        assert handoff is not None
-        return handoff.conversation_id
-
-
 def waiting_id(client: TestClient, headers: dict[str, str]) -> int:
     [chat] = client.get("/api/agent/queue", headers=headers).json()["waiting"]
     return int(chat["handoff_id"])
@@ -91,17 +82,17 @@ def hits_of(client: TestClient, headers: dict[str, str], **filters: Any) -> list
     return response.json()["rows"]
 
 
-def bad_chat(app: Any, client: TestClient, wang: dict[str, str], li: dict[str, str]) -> int:
+def bad_chat(app: Any, clock: ManualClock, client: TestClient, wang: dict[str, str], li: dict[str, str]) -> int:
     """小王 accepts late, skips the greeting, swears, goes silent, types a phone number in clear and transfers
     without a note; 小李 takes over, the customer is angry at the end, 小李 closes without a closing phrase; the
     customer rates 1 after the close."""
     customer(client, "rest-bad", "转人工")
     handoff_id = waiting_id(client, wang)  # nobody online: it waits until accepted
     assert client.post(f"/api/agent/handoffs/{handoff_id}/accept", headers=wang).status_code == 200
-    age(app, handoff_id, 95)
+    clock.advance(95)
     say(client, wang, handoff_id, "请提供一下您的身份证号")  # 95 s after accepting; no greeting
     customer(client, "rest-bad", "我的卡被锁了")
-    age(app, handoff_id, 150)
+    clock.advance(150)
     say(client, wang, handoff_id, "你自己看短信，听不懂吗")  # 150 s of silence; two forbidden words
     say(client, wang, handoff_id, "烦不烦，您的手机号是13812345678吗")  # forbidden word and a phone in clear
     assert client.post("/api/agent/presence", json={"presence": "online"}, headers=li).status_code == 200
@@ -130,10 +121,11 @@ def clean_chat(client: TestClient, wang: dict[str, str], li: dict[str, str]) -> 
     return handoff_id
 
 
-def test_every_rule_hits_a_bad_chat_and_none_a_clean_one_with_scores_scorecards_reviews_and_precision(app) -> None:
+def test_every_rule_hits_a_bad_chat_and_none_a_clean_one_with_scores_scorecards_reviews_and_precision(
+        app, clock: ManualClock) -> None:
     client = TestClient(app)
     wang, li, boss = login(client, "wang"), login(client, "li"), login(client, "boss")
-    bad = bad_chat(app, client, wang, li)
+    bad = bad_chat(app, clock, client, wang, li)
     ids = _agent_ids(app)
 
     before_rating = {h["rule"] for h in hits_of(client, boss)}
@@ -163,7 +155,7 @@ def test_every_rule_hits_a_bad_chat_and_none_a_clean_one_with_scores_scorecards_
     clean = client.get(f"/api/ops/quality/chats/{good}", headers=boss).json()
     assert clean["score"] == 100 and clean["hits"] == []
 
-    today = dt.datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    today = clock.now.astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()
     cards = _cards(client, boss, today)
     assert cards["小王"] == {"agent": "小王", "agent_id": ids["wang"], "chats": 2, "score_avg": 55.0,  # (10 + 100) / 2
                             "hits_by_rule": {"first_response": 1, "forbidden_words": 2, "greeting": 1,

@@ -32,6 +32,7 @@ from bot.ops.metrics import counted_turn
 from bot.security.limits import MemoryLimiter, RateLimiter, Throttled
 from bot.storage import ConversationStore, TurnStart
 from bot.storage.locks import ConversationBusy, TurnLocks
+from bot.storage.models import utcnow
 from bot.storage.reminders import DueReminder, ReminderStore, entity_list
 from bot.storage.store import AbandonedMessage, ClaimLost
 from bot.training_data import DisplayNames
@@ -531,7 +532,7 @@ def _reply_dict(reply: Reply) -> dict[str, Any]:
     buttons = [b.model_dump() for b in reply.buttons] or None
     extra = {key: value for key in ("image", "custom", "attachment") if (value := getattr(reply, key))}
     return {"text": reply.text, "buttons": buttons, "source": reply.source,
-            "timestamp": dt.datetime.now(dt.UTC).isoformat(), **extra}
+            "timestamp": utcnow().isoformat(), **extra}
 
 
 def _bot_data(reply: dict[str, Any]) -> dict[str, Any]:

@@ -93,7 +93,7 @@ class Period:
     @classmethod
     def parse(cls, start: str | None, end: str | None, group: str | None = None, channel: str | None = None,
               today: dt.date | None = None) -> Period:
-        today = today or dt.datetime.now(BEIJING).date()
+        today = today or utcnow().astimezone(BEIJING).date()
         try:
             first = dt.date.fromisoformat(start) if start else today
             last = dt.date.fromisoformat(end) if end else (first if start else today)
@@ -573,8 +573,8 @@ def _agent_rows(data: Dataset, names: dict[str, str]) -> list[dict[str, Any]]:
     return rows
 
 
-FIGURES = ("conversations", "contained", "returned", "escalated", "abandoned", "no_answer", "clarified", "rated",
-           "low_rating")
+FIGURES = ("conversations", "not_escalated", "contained", "returned", "escalated", "abandoned", "no_answer",
+           "clarified", "rated", "low_rating")
 
 
 def drill(data: Dataset, figure: str, by: str | None = None, key: str | None = None) -> list[ConversationFacts]:
@@ -597,6 +597,7 @@ def drill(data: Dataset, figure: str, by: str | None = None, key: str | None = N
 def _shows(facts: ConversationFacts, figure: str) -> bool:
     tests: dict[str, Callable[[ConversationFacts], bool]] = {
         "conversations": lambda c: True,
+        "not_escalated": lambda c: not c.escalated,  # behind containment_rate (returns not subtracted)
         "contained": lambda c: not c.escalated and not c.returned,
         "returned": lambda c: not c.escalated and c.returned,
         "escalated": lambda c: c.escalated,

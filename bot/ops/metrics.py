@@ -168,13 +168,13 @@ class DatabaseCollector:
         yield model
 
     def _queue(self) -> Iterator[Metric]:
-        from bot.storage.models import Handoff
+        from bot.storage.models import Handoff, utcnow
 
         length = GaugeMetricFamily("bot_queue_length", "Customers waiting for a person, by skill group.",
                                    labels=["group"])
         wait = GaugeMetricFamily("bot_queue_longest_wait_seconds",
                                  "How long the longest-waiting customer has waited, by skill group.", labels=["group"])
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        now = utcnow().replace(tzinfo=None)
         query = select(Handoff.group, func.count(), func.min(Handoff.created_at)) \
             .where(Handoff.status == "waiting").group_by(Handoff.group)
         with self.state.database.session() as session:
@@ -188,12 +188,12 @@ class DatabaseCollector:
         yield from (_deduplicated(length), _deduplicated(wait))
 
     def _active_conversations(self) -> Metric:
-        from bot.storage.models import Conversation
+        from bot.storage.models import Conversation, utcnow
 
         gauge = GaugeMetricFamily("bot_active_conversations",
                                   "Conversations not closed with a message within the session expiry, by status.",
                                   labels=["status"])
-        since = dt.datetime.now(dt.UTC).replace(tzinfo=None) - \
+        since = utcnow().replace(tzinfo=None) - \
             dt.timedelta(minutes=self.state.config.storage.session_expiry_minutes)
         query = select(Conversation.status, func.count()) \
             .where(Conversation.status != "closed", Conversation.updated_at >= since).group_by(Conversation.status)

@@ -14,7 +14,6 @@ and only those who may see the conversation (`may_see`).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 import unicodedata
@@ -262,4 +261,4 @@ def _to_agent(app: Any, handoff: Handoff, text: str, summary: dict[str, Any]) ->
 
 
 def _stamped(text: str, source: str, buttons: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    return {"text": text, "buttons": buttons, "source": source, "timestamp": dt.datetime.now(dt.UTC).isoformat()}
+    return {"text": text, "buttons": buttons, "source": source, "timestamp": utcnow().isoformat()}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
@@ -15,8 +17,47 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def utcnow() -> dt.datetime:
+def real_utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+# Where `utcnow()` reads the time: the real clock, except inside a test's `moved_clock()`. A plain module global read
+# at each call: every thread (a TestClient's event loop included) sees a test's move at once.
+_clock: Callable[[], dt.datetime] = real_utcnow
+
+
+def utcnow() -> dt.datetime:
+    """Now, in UTC: every moment the store, the desk, the hand-over and the ops code stamp or compare with (claim
+    leases included). Waits that must measure real elapsed time (locks, retries) use `time` and ignore it."""
+    return _clock()
+
+
+class ManualClock:
+    """A clock that stands still until the test moves it (tests only, through `moved_clock`)."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start.astimezone(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> dt.datetime:
+        self.now += dt.timedelta(seconds=seconds)
+        return self.now
+
+
+@contextmanager
+def moved_clock(start: dt.datetime) -> Iterator[ManualClock]:
+    """Tests only: `utcnow()` answers `start` (an aware moment) until the test calls `advance`, and the real clock
+    again when the block ends, even on a failure, so a moved clock never leaks into another test. Not for
+    production code: one clock for the whole process, not one per thread."""
+    global _clock
+    previous, clock = _clock, ManualClock(start)
+    _clock = clock
+    try:
+        yield clock
+    finally:
+        _clock = previous
 
 
 def aware_utc(moment: dt.datetime) -> dt.datetime:

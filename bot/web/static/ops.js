@@ -42,7 +42,7 @@
     ["conversations", "会话量", count, "conversations"],
     ["chats", "接待量", count, "escalated"],
     ["containment_rate_24h", "自助解决率", pct, "contained"],
-    ["containment_rate", "未转人工率", pct, "conversations"],  // no single figure: all, with each one's outcome
+    ["containment_rate", "未转人工率", pct, "not_escalated"],
     ["escalation_rate", "转人工率", pct, "escalated"],
     ["no_answer_rate", "无答案率", pct, "no_answer"],
     ["clarification_rate", "澄清率", pct, "clarified"],
