@@ -84,7 +84,7 @@ def test_the_consoles_files_are_served_from_their_allow_lists_only(app) -> None:
         assert response.status_code == 200, path
         assert response.headers["content-type"] == f"{KINDS[Path(file).suffix]}; charset=utf-8", path
         assert response.content == (STATIC / file).read_bytes(), path
-    for path in ("/static/console.js", "/console.css", "/agent_api.py", "/trainer.html"):
+    for path in ("/static/console.js", "/console.css.map", "/agent_api.py", "/trainer.html"):
         assert client.get(path).status_code == 404, path
 
 

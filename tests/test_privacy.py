@@ -246,3 +246,16 @@ def test_rows_stored_before_input_was_checked_still_read(database_url: str, mini
         assert "\ufffd" in json.dumps(value, ensure_ascii=False)
     assert_no_secret(json.dumps(build_context(database, handoff_id, "agent"), ensure_ascii=False), "the context")
     assert service.handle(Inbound("web", "v-old", "你好", "old-3")).replies  # the conversation goes on
+
+
+def test_which_model_answered_is_stored_as_given_and_the_rest_of_the_parse_masked() -> None:
+    """A model version named by its training time can look like a card number; masked, an experiment could no
+    longer count the candidate's turns (bot/trainer/registry.py matches the version)."""
+    from bot.storage.privacy import mask_event_data
+
+    version = "20261130-021607-519501"  # its first 14 digits pass the Luhn check
+    data = {"text": "卡号4111111111111111", "parse_data": {
+        "text": "卡号4111111111111111", "model": {"version": version, "arm": "candidate"}}}
+    stored = mask_event_data(data)
+    assert stored["parse_data"]["model"] == {"version": version, "arm": "candidate"}
+    assert "4111111111111111" not in str(stored)
