@@ -316,3 +316,13 @@ def test_a_form_whose_validation_fails_at_its_start_ends_with_the_offer(bundled_
     reply = chat.say("我的卡丢了")
     assert "系统暂时无法办理" in reply
     assert chat.state.active_loop is None and chat.state.human_offered
+
+
+@pytest.mark.parametrize(("question", "answer"), [("信用卡怎么申请", "申请信用卡"), ("信用卡怎么还款", "信用卡还款方式"),
+                                                  ("定期存款利率是多少", "存款挂牌年利率")])
+def test_a_sure_intent_answers_when_no_entry_is_decisive(bundled_assistant, question: str, answer: str) -> None:
+    """Common questions the intent classifier is sure of, whose knowledge neighbours only make a menu (activation,
+    limits, supplementary cards for 信用卡怎么申请): the intent's answer, not a menu without the right answer."""
+    chat = Chat(bundled_assistant)
+    assert answer in chat.say(question)
+    assert "clarify" not in [reply.source for reply in chat.replies] and "您是不是想问" not in chat.say(question)

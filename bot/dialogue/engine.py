@@ -321,6 +321,9 @@ class DialogueEngine:
         if task is not None and actions and _is_task(actions):
             return "intent"  # a task does something for the customer: it beats a similar FAQ answer
         best = likely[0] if likely else None
+        if task is not None and actions and retrieval["decision"] != "answer" \
+                and intent["confidence"] >= self._threshold(intent["name"]):
+            return "intent"  # no entry is decisive (only a menu of them), the likely intent is sure: it answers
         if best is None or (best.kind == "intent" and (best.id != intent["name"] or not actions)):
             return None
         if best.kind == "intent":
