@@ -318,7 +318,8 @@ def test_a_form_whose_validation_fails_at_its_start_ends_with_the_offer(bundled_
     assert chat.state.active_loop is None and chat.state.human_offered
 
 
-@pytest.mark.parametrize(("question", "answer"), [("信用卡怎么申请", "申请信用卡"), ("信用卡怎么还款", "信用卡还款方式"),
+@pytest.mark.parametrize(("question", "answer"), [("信用卡怎么申请", "申请信用卡"),
+                                                  ("信用卡怎么还款", "信用卡还款方式"),
                                                   ("定期存款利率是多少", "存款挂牌年利率")])
 def test_a_sure_intent_answers_when_no_entry_is_decisive(bundled_assistant, question: str, answer: str) -> None:
     """Common questions the intent classifier is sure of, whose knowledge neighbours only make a menu (activation,
