@@ -29,7 +29,7 @@ WORKDAY_NOON = dt.datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai")
 CARD = "6222021234567890128"  # passes the Luhn check: masked when stored
 PASSWORD = "inbox-pass-0001"
 ATM = "我的卡被ATM吞了怎么办"
-LIMIT_A, LIMIT_B = "我的信用卡额度怎么提", "信用卡额度怎样提高"
+LIMIT_A, LIMIT_B = "我的信用卡额度不够用想调高一点", "信用卡额度不够用想调高"  # both get a menu
 NONSENSE = "asdfgh qwer"
 BALANCE = f"我的卡号{CARD}怎么查余额"
 
