@@ -3,6 +3,7 @@ in-process and on a real rasa_sdk action server, follow-ups, the two-stage fallb
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -244,34 +245,17 @@ def test_the_shell_presses_a_button_by_number(bundled_assistant) -> None:
 @pytest.fixture
 def slow_action_server() -> Iterator[str]:
     """An action server that answers only after 3 s: a bank back end under strain (a stand-in, on loopback)."""
-    import http.server
-    import threading
+    from tests.json_stand_in import JsonHandler, serving
 
-    class Slow(http.server.BaseHTTPRequestHandler):
+    class Slow(JsonHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             time.sleep(3)
-            body = b'{"events": [], "responses": []}'
-            try:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except OSError:  # the bot gave up waiting and closed the connection
-                pass
+            with contextlib.suppress(OSError):  # the bot gave up waiting and closed the connection
+                self.reply({"events": [], "responses": []})
 
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/webhook"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Slow) as base:
+        yield f"{base}/webhook"
 
 
 def slow_chat(bundled_assistant, url: str) -> Chat:
