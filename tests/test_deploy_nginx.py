@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from ruamel.yaml import YAML
 from sqlalchemy import select
 
@@ -32,6 +31,7 @@ from bot.handoff.agents import create_agent
 from bot.storage import Database
 from bot.storage.models import AuditEntry
 from tests.postgres_support import fresh_postgres_url
+from tests.redis_support import delete_keys
 from tests.test_live_bus import PASSWORD, eventually, log_in, receive_until
 from tests.test_turn_ordering import wait_ready
 
@@ -112,15 +112,7 @@ def deployment(bundled_assistant: Any, project_root: Path,
             for host in hosts:
                 host.wait(timeout=60)
             database.dispose()
-            _delete_keys("bankbot:*")
-
-
-def _delete_keys(pattern: str) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=pattern))
-    if keys:
-        client.delete(*keys)
-    client.close()
+            delete_keys(REDIS_URL, "bankbot:*")
 
 
 def from_outside() -> httpx.Client:

@@ -27,6 +27,7 @@ from bot.storage import Database
 from bot.storage.models import AgentAccount
 from bot.web.app import create_app
 from tests.browser_support import served
+from tests.redis_support import delete_keys
 
 REDIS_URL = "redis://127.0.0.1:6379/14"  # this file's database number: other tests use theirs
 APP_NAMESPACE = "bankbot:live:14"  # what apps configured with REDIS_URL use
@@ -77,15 +78,7 @@ def namespace() -> Iterator[str]:
     """Keys and channel of one test's buses; removed afterwards."""
     name = f"test-live:{uuid.uuid4().hex[:10]}"
     yield name
-    _delete_keys(f"{name}:*")
-
-
-def _delete_keys(pattern: str) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=pattern))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_keys(REDIS_URL, f"{name}:*")
 
 
 @pytest.fixture
@@ -245,8 +238,8 @@ def two_workers(bundled_assistant: Any, postgres_url: str) -> Iterator[tuple[tup
             assert first.state.hub.listening.wait(5) and second.state.hub.listening.wait(5)
             yield (first, first_url), (second, second_url)
     finally:
-        _delete_keys(f"{APP_NAMESPACE}:*")
-        _delete_keys("bankbot:limit:*")
+        delete_keys(REDIS_URL, f"{APP_NAMESPACE}:*")
+        delete_keys(REDIS_URL, "bankbot:limit:*")
         for app in (first, second):
             app.state.database.engine.dispose()
 

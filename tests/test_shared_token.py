@@ -26,6 +26,7 @@ from bot.channels.wecom import wecom_client
 from bot.config import ChannelsConfig, WeComChannelConfig
 from bot.storage import Database
 from bot.web.app import create_app
+from tests.redis_support import delete_keys
 
 REDIS_URL = "redis://127.0.0.1:6379/11"  # this file's database number: other tests use theirs
 
@@ -33,11 +34,7 @@ REDIS_URL = "redis://127.0.0.1:6379/11"  # this file's database number: other te
 @pytest.fixture(autouse=True)
 def no_tokens_left() -> Iterator[None]:
     yield
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match="bankbot:token:11:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_keys(REDIS_URL, "bankbot:token:11:*")
 
 
 @pytest.fixture
