@@ -73,7 +73,7 @@ class Database:
             finally:
                 connection.close()
         except Exception as e:  # noqa: BLE001 - whatever it is, the database is not usable
-            return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+            return why_unavailable(e)
         return None
 
     @property
@@ -87,6 +87,11 @@ class Database:
 def is_unavailable(error: BaseException) -> bool:
     """Whether `error` means the database cannot be reached now (a 503 to retry later), not a bug."""
     return isinstance(error, UNAVAILABLE_ERRORS)
+
+
+def why_unavailable(error: BaseException, limit: int = 200) -> str:
+    """The error in one short line (its type and the first line of its message), for /ready and the logs."""
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:limit]
 
 
 def _resolve_sqlite(url: str, root: Path | None) -> str:

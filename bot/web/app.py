@@ -45,7 +45,7 @@ from bot.security.limits import RateLimiter, client_ip, make_limiter, too_many_r
 from bot.security.masking import install_log_masking, mask_value
 from bot.security.sessions import Sessions
 from bot.storage import ConversationStore, Database
-from bot.storage.database import UNAVAILABLE_ERRORS, PoolSize
+from bot.storage.database import UNAVAILABLE_ERRORS, PoolSize, why_unavailable
 from bot.storage.store import WORKER
 from bot.trainer.swap import LiveModel, startup_assistant
 from bot.web.agent_api import agent_router
@@ -300,8 +300,7 @@ def _unavailable_handlers(app: FastAPI) -> None:
 
     async def unavailable(request: Request, error: Exception) -> JSONResponse:
         retry_after = getattr(error, "retry_after", RETRY_AFTER_SECONDS)
-        logger.warning("503 for %s %s: %s", request.method, request.url.path,
-                       f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300])
+        logger.warning("503 for %s %s: %s", request.method, request.url.path, why_unavailable(error, 300))
         return JSONResponse({"detail": UNAVAILABLE}, status_code=503, headers={"Retry-After": str(retry_after)})
 
     for kind in (*UNAVAILABLE_ERRORS, ServiceUnavailable):
